@@ -1,0 +1,17 @@
+"""Shared library of the "Reuse or rebuild?" study.
+
+Every notebook imports from here; nothing reusable lives in a notebook. Modules:
+config (validated notebook parameters), artifacts (the on-disk cache), corpora (offline text sources),
+tokenizers, models, train, hooks/patching (activation access), similarity (CKA), merging (SLERP),
+apt (accuracy per token), sae (sparse autoencoders), plotting, run (papermill runner).
+"""
+import os
+
+# Bump on any change that alters a computed artifact (training, data building): it is part of every cache key.
+__version__ = "0.1.0"
+
+# Only the `paper` profile may reach the Hugging Face hub; it unsets these explicitly (lib.models).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

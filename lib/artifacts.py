@@ -1,0 +1,158 @@
+"""The artifact cache: expensive results (corpora, tokenizers, trained models) computed once, reused safely.
+
+    art = load_or_compute("base_gpt", cfg, compute, fingerprints=[corpus.fingerprint])
+
+`compute(out_dir)` writes its files into a fresh folder and returns a dict of metrics. The folder's name is
+a key: the SHA-256 of the kind, the config, the data fingerprints and `lib.__version__`, so a change in any of
+them computes a new artifact instead of serving a stale one. Beside the files go `cfg.json` (what made it),
+`metrics.json` and, written last, `manifest.json` with the SHA-256 of every file.
+
+Safety: the folder is built under a temporary name and renamed into place in one step, so a run killed in the
+middle leaves nothing that a later run reuses. On load, every file is checked against the manifest; a
+missing, truncated or edited file makes the artifact corrupt: it is removed with a warning and recomputed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import lib
+from lib.paths import ROOT, cache_dir
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Artifact:
+    kind: str
+    key: str
+    path: Path
+    cfg: dict
+    metrics: dict
+    cached: bool  # True when loaded from disk, False when computed in this call
+
+
+def _jsonable(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg):
+        cfg = cfg.key_dict() if hasattr(cfg, "key_dict") else dataclasses.asdict(cfg)
+    return json.loads(json.dumps(cfg, sort_keys=True, default=str))
+
+
+def artifact_key(kind: str, cfg: Any, fingerprints=()) -> str:
+    """16 hex digits of SHA-256 over (kind, config, data fingerprints, lib version)."""
+    blob = json.dumps({"kind": kind, "cfg": _jsonable(cfg), "data": list(fingerprints), "lib": lib.__version__},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def lib_source_hash() -> str:
+    """Hash of the library's source files: recorded for provenance (not part of the key)."""
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "lib").rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def verify(path: Path) -> str | None:
+    """None if the artifact at `path` is complete and intact, else the reason it is not."""
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        return "no manifest (incomplete write)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as e:
+        return f"unreadable manifest ({e})"
+    for name, meta in files.items():
+        f = path / name
+        if not f.exists():
+            return f"missing file {name}"
+        if f.stat().st_size != meta["size"]:
+            return f"{name} has {f.stat().st_size} bytes, expected {meta['size']}"
+        if file_sha256(f) != meta["sha256"]:
+            return f"{name} fails its checksum"
+    return None
+
+
+def _write_manifest(path: Path) -> None:
+    files = {str(p.relative_to(path)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(path.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (path / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def _clean_stale_tmp(folder: Path) -> None:
+    """Remove temporary folders left by runs that were killed (their process no longer exists)."""
+    for tmp in folder.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            pass
+
+
+def _load(kind: str, key: str, path: Path) -> Artifact:
+    cfg = json.loads((path / "cfg.json").read_text())
+    metrics = json.loads((path / "metrics.json").read_text())
+    return Artifact(kind, key, path, cfg, metrics, cached=True)
+
+
+def load_or_compute(kind: str, cfg: Any, compute: Callable[[Path], dict | None], *, fingerprints=(),
+                    recompute: bool = False, root: Path | None = None) -> Artifact:
+    """Return the cached artifact for (kind, cfg, fingerprints), computing it with `compute(out_dir)` if needed.
+
+    `cfg` is a dict or a dataclass (a notebook `Config` contributes its `key_dict()`); `fingerprints` are the
+    content fingerprints of the data it was made from. `recompute=True` rebuilds even a valid artifact.
+    """
+    key = artifact_key(kind, cfg, fingerprints)
+    folder = Path(root or cache_dir()) / kind
+    path = folder / key
+    folder.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(folder)
+    if path.exists():
+        problem = "recompute requested" if recompute else verify(path)
+        if problem is None:
+            return _load(kind, key, path)
+        if not recompute:
+            warnings.warn(f"artifact {kind}/{key} is corrupt ({problem}); recomputing it", stacklevel=2)
+        shutil.rmtree(path)
+    tmp = folder / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    try:
+        start = time.perf_counter()
+        metrics = compute(tmp) or {}
+        metrics = {**metrics, "compute_seconds": round(time.perf_counter() - start, 3)}
+        record = {"kind": kind, "key": key, "cfg": _jsonable(cfg), "fingerprints": list(fingerprints),
+                  "lib_version": lib.__version__, "lib_source": lib_source_hash()}
+        (tmp / "cfg.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+        (tmp / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, sort_keys=True))
+        _write_manifest(tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another process finished the same artifact first: keep theirs if it is intact
+            if verify(path) is not None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    art = _load(kind, key, path)
+    art.cached = False
+    return art

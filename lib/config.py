@@ -1,0 +1,191 @@
+"""Validated notebook parameters.
+
+Every notebook has a `parameters` cell with two plain values, `profile` and `params`, that papermill can
+replace. The next cell turns them into a frozen dataclass:
+
+    cfg = study.Config.load(profile, params)
+
+`load` starts from the dataclass defaults, applies `notebooks/params/<notebook>/<profile>.yaml`, then the
+user's `params` dict, and validates every value before any work starts. Each field declares its constraints
+with `param(...)`; a bad value raises one `ConfigError` whose single line names the parameter and what is
+allowed. The same check runs in `python -m lib.run` before a kernel is even started.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from lib.paths import PARAMS_DIR
+
+PROFILES = ("smoke", "tiny", "local", "paper")
+_YAML_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type or out of range. The message is one line."""
+
+
+def param(default, *, lo=None, hi=None, choices=None, doc: str = ""):
+    """A config field with a default and its allowed values (`lo <= v <= hi`, or one of `choices`)."""
+    if isinstance(default, list):
+        default = tuple(default)
+    meta = {"lo": lo, "hi": hi, "choices": tuple(choices) if choices else None, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(name: str, value: Any, tp) -> Any:
+    """Check `value` against the annotation `tp`; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"parameter {name!r} = {value!r} has the wrong type: expected {_type_name(tp)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"parameter {name!r} = {value!r} has the wrong type: expected a list")
+        (item_tp, *_rest) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(f"{name}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _YAML_FLOAT.match(value):
+        return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(
+            f"parameter {name!r} = {value!r} has the wrong type: expected {_type_name(tp)}, got {type(value).__name__}")
+    return value
+
+
+def _check_range(name: str, value: Any, meta: dict) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    for v in values:
+        if v is None:
+            continue
+        if choices is not None and v not in choices:
+            raise ConfigError(f"parameter {name!r} = {v!r} is not allowed: choose one of {', '.join(map(repr, choices))}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            bounds = f"{lo if lo is not None else '-inf'} <= {name} <= {hi if hi is not None else 'inf'}"
+            raise ConfigError(f"parameter {name!r} = {v!r} is out of range: allowed {bounds}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of every notebook's config. Subclasses set `notebook` and declare fields with `param`."""
+
+    notebook: ClassVar[str] = ""
+    profile: str = param("tiny", choices=PROFILES, doc="which settings file in notebooks/params/ to start from")
+    seed: int = param(0, lo=0, hi=2**31 - 1, doc="seed of the first run; further seeds count up from it")
+    recompute: bool = param(False, doc="rebuild cached artifacts instead of loading them")
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, getattr(self, f.name), hints[f.name])
+            _check_range(f.name, value, f.metadata)
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks of a subclass; raise ConfigError."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def profile_values(cls, profile: str) -> dict:
+        """The values in `notebooks/params/<notebook>/<profile>.yaml` (empty if the file does not exist)."""
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+        path = PARAMS_DIR / cls.notebook / f"{profile}.yaml"
+        if not path.exists():
+            return {}
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a mapping of parameter names to values")
+        return values
+
+    @classmethod
+    def load(cls, profile: str = "tiny", params: dict | None = None) -> "Config":
+        """Defaults <- the profile's YAML <- `params`; validated. Raises ConfigError naming the bad parameter."""
+        if not isinstance(profile, str):
+            raise ConfigError(f"parameter 'profile' = {profile!r} has the wrong type: expected str")
+        params = dict(params or {})
+        if not isinstance(params, dict):
+            raise ConfigError(f"parameter 'params' must be a mapping, got {type(params).__name__}")
+        values = {**cls.profile_values(profile), **params, "profile": profile}
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r} for {cls.notebook or cls.__name__}: "
+                f"allowed {', '.join(n for n in cls.field_names() if n != 'profile')}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict:
+        """The fields that change results (everything but `recompute`): used for cache keys."""
+        d = self.to_dict()
+        d.pop("recompute", None)
+        return d
+
+    def table(self):
+        """The resolved parameters as a DataFrame (name, value, allowed, meaning), for the notebook page."""
+        import pandas as pd
+
+        rows = []
+        for f in dataclasses.fields(self):
+            m = f.metadata
+            allowed = (", ".join(map(str, m["choices"])) if m.get("choices")
+                       else f"[{m.get('lo', '')}, {m.get('hi', '')}]" if m.get("lo") is not None or m.get("hi") is not None
+                       else "")
+            rows.append({"parameter": f.name, "value": getattr(self, f.name), "allowed": allowed, "meaning": m.get("doc", "")})
+        return pd.DataFrame(rows).set_index("parameter")
+
+
+def parse_set(items: list[str]) -> dict:
+    """Parse `key=value` strings (values as YAML: `n=3`, `lr=1e-3`, `tasks=[a, b]`) into a dict."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str) and _YAML_FLOAT.match(value):
+            value = float(value)
+        out[key.strip()] = value
+    return out
+
+
+def read_params_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"parameter file {path} does not exist")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"parameter file {path} must hold a mapping of parameter names to values")
+    return values

@@ -1,0 +1,346 @@
+"""Offline text corpora, built deterministically from Debian packages and the Python standard library.
+
+No machine of the study reaches the internet, so every corpus comes from text that a package ships:
+
+| corpus    | sources | license |
+|-----------|---------|---------|
+| `english` | GCIDE dictionary entries, WordNet 3.0 glosses, the Python 3.11 documentation's prose | GPL-3+ / WordNet 3.0 / PSF-2.0 |
+| `python`  | the interpreter's own standard library (`.py`, tests excluded) | PSF-2.0 |
+| `lua`     | `.lua` files of lua-penlight, luarocks, lua-busted, lua-ldoc, prosody (MIT/Expat) and lmod (LGPL) | Expat / LGPL-2.1+ |
+| `stories` | literary fortune cookies (`fortunes`, `fortunes-min`): short anecdotes, jokes and quotations | BSD-like (fortune-mod) |
+
+Debian packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x` into `data/sources/`,
+without installing anything. A corpus is a list of documents; its fingerprint is the SHA-256 of their text
+and is part of the cache key of everything trained on it.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import re
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.paths import SOURCES_DIR
+
+DEBIAN_PACKAGES = {
+    "wordnet-base": "WordNet 3.0 license",
+    "dict-gcide": "GPL-3+",
+    "python3.11-doc": "PSF-2.0",
+    "fortunes": "BSD-like (fortune-mod)",
+    "fortunes-min": "BSD-like (fortune-mod)",
+    "lua-penlight": "Expat",
+    "luarocks": "Expat",
+    "lua-busted": "Expat",
+    "lua-ldoc": "Expat",
+    "prosody": "Expat",
+    "lmod": "LGPL-2.1+",
+}
+LUA_PACKAGES = ("lua-penlight", "luarocks", "lua-busted", "lua-ldoc", "prosody", "lmod")
+STORY_FILES = ("literature", "fortunes", "riddles", "people", "humorists", "wisdom", "kids", "pets", "food",
+               "love", "work", "education", "men-women", "miscellaneous", "platitudes", "songs-poems")
+CORPORA = ("english", "python", "lua", "stories")
+# The 45 WordNet lexicographer files, indexed by lex_filenum (WordNet's lexnames(5WN) table).
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive "
+    "noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity noun.relation "
+    "noun.shape noun.state noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
+    "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion verb.perception "
+    "verb.possession verb.social verb.stative verb.weather adj.ppl").split()
+
+
+class MissingSourceError(RuntimeError):
+    """An offline data source is absent; the message says what to run."""
+
+
+# --------------------------------------------------------------------------- fetching Debian sources
+def package_dir(pkg: str) -> Path:
+    return SOURCES_DIR / pkg
+
+
+def have_package(pkg: str) -> bool:
+    return (package_dir(pkg) / ".complete").exists()
+
+
+def fetch_sources(packages=tuple(DEBIAN_PACKAGES), quiet: bool = False) -> list[str]:
+    """Download and unpack the Debian packages that are not yet in `data/sources/` (idempotent).
+
+    Returns the packages fetched now. Raises MissingSourceError naming them when apt-get is unavailable.
+    """
+    todo = [p for p in packages if not have_package(p)]
+    if not todo:
+        return []
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise MissingSourceError(
+            "apt-get/dpkg-deb not found, so these Debian packages cannot be fetched: " + " ".join(todo)
+            + f". On a Debian machine run `make data`; elsewhere unpack them into {SOURCES_DIR}/<package>/.")
+    SOURCES_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=SOURCES_DIR) as tmp:
+        cmd = ["apt-get", "download", *todo]
+        res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if res.returncode != 0 and _is_root():
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)  # empty package lists on a new machine
+            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise MissingSourceError(f"`apt-get download {' '.join(todo)}` failed: {res.stderr.strip()[-300:]} "
+                                     "(run `sudo apt-get update` first)")
+        for pkg in todo:
+            (deb,) = Path(tmp).glob(f"{pkg}_*.deb")
+            unpack = Path(tmp) / f"unpack-{pkg}"
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(unpack)], check=True)
+            (unpack / ".complete").write_text(deb.name + "\n")
+            if package_dir(pkg).exists():
+                shutil.rmtree(package_dir(pkg))
+            unpack.rename(package_dir(pkg))
+            if not quiet:
+                print(f"fetched {deb.name}")
+    return todo
+
+
+def _is_root() -> bool:
+    import os
+    return os.geteuid() == 0
+
+
+def require(*packages: str) -> None:
+    missing = [p for p in packages if not have_package(p)]
+    if missing:
+        raise MissingSourceError(f"offline data source(s) missing: {', '.join(missing)}. "
+                                 "Run `make data` (or `python -m lib.corpora fetch`) to fetch them.")
+
+
+# --------------------------------------------------------------------------- readers, one per source
+def _clean_ws(text: str) -> str:
+    return re.sub(r"[ \t]+", " ", re.sub(r"\n{3,}", "\n\n", text)).strip()
+
+
+def gcide_entries() -> list[str]:
+    """Dictionary entries of GCIDE (Webster 1913 + additions), markup removed, one document per entry."""
+    require("dict-gcide")
+    root = package_dir("dict-gcide") / "usr/share/dictd"
+    text = gzip.open(root / "gcide.dict.dz").read().decode("utf-8", "replace")
+    docs = []
+    for block in re.split(r"\n(?=\S[^\n]*\\[^\n]*\\)", text):  # an entry starts with `Word \Pro*nun"ci*a`\`
+        block = re.sub(r"\[(1913 Webster|PJC|Century Dict\.|Webster 1913 Suppl\.|[A-Z]{2,4})\]", "", block)
+        block = re.sub(r"\\[^\\\n]*\\", "", block)  # pronunciation
+        block = re.sub(r"[{}]", "", block)
+        block = re.sub(r"\s*\n\s*", " ", block.strip())
+        if len(block) > 40 and not block.startswith("00-database"):
+            docs.append(_clean_ws(block))
+    return docs
+
+
+@dataclass(frozen=True)
+class Synset:
+    offset: int
+    pos: str  # n, v, a, s, r
+    lexname: str  # e.g. noun.animal
+    words: tuple[str, ...]
+    pointers: tuple[tuple[str, int, str], ...]  # (symbol, target offset, target pos)
+    gloss: str
+
+
+def wordnet_synsets(pos_files=("noun", "verb", "adj", "adv")) -> list[Synset]:
+    """Every synset of WordNet 3.0 (117,659 with all four files), parsed from `data.<pos>`."""
+    require("wordnet-base")
+    out = []
+    for name in pos_files:
+        for line in (package_dir("wordnet-base") / f"usr/share/wordnet/data.{name}").open(encoding="latin-1"):
+            if line.startswith("  "):
+                continue  # license header
+            head, _, gloss = line.partition("|")
+            f = head.split()
+            n_words = int(f[3], 16)
+            words = tuple(f[4 + 2 * i].replace("_", " ") for i in range(n_words))
+            i = 4 + 2 * n_words
+            n_ptr = int(f[i])
+            ptrs = tuple((f[i + 1 + 4 * k], int(f[i + 2 + 4 * k]), f[i + 3 + 4 * k]) for k in range(n_ptr))
+            out.append(Synset(int(f[0]), f[2], LEXNAMES[int(f[1])], words, ptrs, gloss.strip()))
+    return out
+
+
+def wordnet_glosses() -> list[str]:
+    return [f"{s.words[0]}: {s.gloss}" for s in wordnet_synsets()]
+
+
+def python_doc_prose() -> list[str]:
+    """The Python 3.11 documentation's reST sources, with markup reduced to plain prose; one doc per file."""
+    require("python3.11-doc")
+    root = package_dir("python3.11-doc") / "usr/share/doc/python3.11/html/_sources"
+    docs = []
+    for path in sorted(root.rglob("*.rst.txt")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        text = re.sub(r"^\.\. .*$", "", text, flags=re.M)  # directives and comments
+        text = re.sub(r":[a-z:]+:`~?([^`<]*?)(?: <[^>]*>)?`", r"\1", text)  # roles
+        text = re.sub(r"`+([^`]*)`+_?", r"\1", text)
+        text = re.sub(r"^[=\-~^*#\"+']{3,}\s*$", "", text, flags=re.M)  # heading underlines
+        text = _clean_ws(text)
+        if len(text) > 200:
+            docs.append(text)
+    return docs
+
+
+def python_stdlib(include_tests: bool = False) -> list[str]:
+    """Source files of the running interpreter's standard library (sorted by path)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo", "__pycache__", "ensurepip"}
+    if not include_tests:
+        skip |= {"test", "tests", "idle_test"}
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        if skip & set(path.relative_to(root).parts):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if 200 < len(text) < 400_000:
+            docs.append(text)
+    return docs
+
+
+def lua_sources() -> list[str]:
+    require(*LUA_PACKAGES)
+    docs = []
+    for pkg in LUA_PACKAGES:
+        for path in sorted(package_dir(pkg).rglob("*.lua")):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if len(text) > 200:
+                docs.append(text)
+    return docs
+
+
+def fortune_stories() -> list[str]:
+    """Fortune cookies from the literary files (separated by `%` lines), each one document."""
+    require("fortunes", "fortunes-min")
+    docs = []
+    for name in STORY_FILES:
+        for pkg in ("fortunes", "fortunes-min"):
+            path = package_dir(pkg) / "usr/share/games/fortunes" / name
+            if path.exists():
+                for cookie in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+                    cookie = _clean_ws(cookie.replace("\t", " "))
+                    if len(cookie) > 60:
+                        docs.append(cookie)
+    return docs
+
+
+SOURCES = {  # corpus -> (readers, Debian packages, license)
+    "english": ((gcide_entries, wordnet_glosses, python_doc_prose), ("dict-gcide", "wordnet-base", "python3.11-doc"),
+                "GPL-3+ (GCIDE), WordNet 3.0, PSF-2.0"),
+    "python": ((python_stdlib,), (), "PSF-2.0"),
+    "lua": ((lua_sources,), LUA_PACKAGES, "Expat (5 packages), LGPL-2.1+ (lmod)"),
+    "stories": ((fortune_stories,), ("fortunes", "fortunes-min"), "BSD-like"),
+}
+
+
+# --------------------------------------------------------------------------- corpora
+@dataclass
+class Corpus:
+    name: str
+    docs: list[str]
+    sources: tuple[str, ...]
+    license: str
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.docs)
+
+    @property
+    def n_chars(self) -> int:
+        return sum(map(len, self.docs))
+
+    def split(self, val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
+        """Deterministic train/validation split by document hash (stable when the corpus grows)."""
+        train, val = [], []
+        for d in self.docs:
+            h = int(hashlib.sha1(d.encode()).hexdigest()[:8], 16) / 16**8
+            (val if h < val_fraction else train).append(d)
+        return train, val
+
+
+def fingerprint(docs: list[str]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def build_corpus(name: str, max_chars: int | None = None, seed: int = 0) -> Corpus:
+    """Read, deduplicate and (if `max_chars` is set) subsample one corpus; deterministic for a given seed.
+
+    Subsampling takes whole documents in a seeded random order until `max_chars`, so a small corpus is a
+    representative sample rather than the alphabetically first files.
+    """
+    if name not in SOURCES:
+        raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
+    readers, packages, license_ = SOURCES[name]
+    require(*packages)
+    seen, docs = set(), []
+    for reader in readers:
+        for d in reader():
+            if d not in seen:
+                seen.add(d)
+                docs.append(d)
+    if max_chars is not None:
+        order = list(range(len(docs)))
+        random.Random(seed).shuffle(order)
+        keep, total = [], 0
+        for i in order:
+            if total >= max_chars:
+                break
+            keep.append(i)
+            total += len(docs[i])
+        docs = [docs[i] for i in sorted(keep)]
+    sources = tuple(packages) or ("python stdlib " + sysconfig.get_python_version(),)
+    return Corpus(name, docs, sources, license_)
+
+
+def save_corpus(corpus: Corpus, folder: Path) -> None:
+    with open(folder / "docs.jsonl", "w", encoding="utf-8") as f:
+        for d in corpus.docs:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+
+
+def read_docs(folder: Path) -> list[str]:
+    with open(folder / "docs.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def load_corpus(name: str, max_chars: int | None = None, seed: int = 0, recompute: bool = False) -> Corpus:
+    """The corpus through the artifact cache (`data/cache/corpus/<key>/docs.jsonl`)."""
+    from lib.artifacts import load_or_compute
+
+    packages = SOURCES[name][1] if name in SOURCES else ()
+    require(*packages)
+    stamp = [(package_dir(p) / ".complete").read_text().strip() for p in packages]  # the .deb versions
+    if name == "python":
+        stamp.append(sysconfig.get_python_version())
+
+    def compute(out: Path) -> dict:
+        c = build_corpus(name, max_chars, seed)
+        save_corpus(c, out)
+        return {"fingerprint": c.fingerprint, "n_docs": len(c.docs), "n_chars": c.n_chars}
+
+    art = load_or_compute("corpus", {"name": name, "max_chars": max_chars, "seed": seed}, compute,
+                          fingerprints=stamp, recompute=recompute)
+    _, packages, license_ = SOURCES[name]
+    corpus = Corpus(name, read_docs(art.path), tuple(packages) or ("python stdlib",), license_)
+    if corpus.fingerprint != art.metrics["fingerprint"]:
+        raise RuntimeError(f"corpus {name} at {art.path} does not match its recorded fingerprint")
+    return corpus
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["fetch"]:
+        got = fetch_sources()
+        print(f"fetched {len(got)} package(s)" if got else "all offline sources present")
+    else:
+        print("usage: python -m lib.corpora fetch")

@@ -1,0 +1,32 @@
+"""Plot style and small helpers shared by the notebooks (boilerplate stays out of the pages)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
+import matplotlib.pyplot as plt  # noqa: E402
+from IPython.display import Markdown, display  # noqa: E402
+
+PALETTE = {"base": "#4c72b0", "tuned": "#dd8452", "scratch": "#55a868", "control": "#8172b3",
+           "english": "#4c72b0", "python": "#dd8452", "lua": "#55a868", "stories": "#c44e52"}
+
+
+def setup() -> None:
+    """One style for every figure: readable at book width, no top/right spines."""
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (7.5, 3.6),
+                         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+                         "grid.alpha": 0.3, "font.size": 10, "legend.frameon": False})
+
+
+def say(text: str) -> None:
+    """Display computed prose (numbers filled in by code) as Markdown in the executed page."""
+    display(Markdown(text))
+
+
+def mean_spread(values, fmt: str = "{:.3f}") -> str:
+    """'m ± s (n=k)' with the sample standard deviation; the book's format for a mean over seeds."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    s = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{fmt.format(v.mean())} ± {fmt.format(s)} (n={len(v)})"
