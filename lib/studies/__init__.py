@@ -1,13 +1,15 @@
 """One module per notebook: its validated `Config` and the orchestration the notebook calls.
 
-`NOTEBOOKS` maps each notebook (in book order) to its module here; `python -m lib.run` uses it to validate
-parameters before starting a kernel.
+Notebook `notebooks/NN_name.py` pairs with module `lib.studies.name` (its `Config` class), so adding a chapter
+needs no registration. `python -m lib.run` uses this to validate parameters before starting a kernel.
 """
 import importlib
 
-NOTEBOOKS = {
-    "00_data": "data",
-}
+from lib.paths import NOTEBOOKS_DIR
+
+# Execution order: the data and base-model pages first, then the chapters, the synthesis last.
+NOTEBOOKS = {p.stem: p.stem.split("_", 1)[1] for p in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"),
+                                                               key=lambda p: (p.stem != "00_data", p.stem))}
 
 
 def config_class(notebook: str):
