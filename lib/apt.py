@@ -1,6 +1,6 @@
 """Accuracy per token (APT) and strong-match token clusters (Tzach et al. 2025).
 
-Tzach, Meir, Tevet, Gross, Hodassman, Vardi & Kanter 2025, "Learning mechanism underlying NLP
+Tzach, Gross, Koresh, Rosner, Shpringer, Halevi & Kanter 2025, "Learning mechanism underlying NLP
 pre-training and fine-tuning" (arXiv:2509.03407), read masked-token prediction token by token.
 Over the positions selected for masking, with true token y_i and prediction yhat_i,
 
@@ -15,8 +15,8 @@ The confusion matrix M[i, j] = #(true i, predicted j) exposes *strong match* tok
 model swaps for one another. Following the paper, rows whose maximum is not on the diagonal (the
 token is mostly predicted as something else) or whose diagonal is zero are dropped, and each kept
 row is divided by its diagonal, so M^[i, i] = 1 and M^[i, j] = how often j is predicted relative
-to the correct i. Tokens i, j with M^[i, j] >= threshold (0.5 in the paper) in either direction are
-linked; the connected components with at least two tokens are the strong-match clusters. Everything
+to the correct i. Tokens i, j with M^[i, j] >= threshold (default 0.5; the paper's value is not
+known) in either direction are linked; the connected components with at least two tokens are the strong-match clusters. Everything
 is sparse, so vocabularies of tens of thousands of types never need a dense T x T matrix.
 """
 from collections import Counter

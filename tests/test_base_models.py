@@ -1,0 +1,37 @@
+"""The base-models study: configs resolve, and the data helpers give well-formed training tensors."""
+import pytest
+
+from lib.config import ConfigError
+from lib.studies import base_models as study
+
+
+def test_arch_follows_config():
+    cfg = study.Config.load("smoke")
+    gpt, bert, one = (cfg.arch(n) for n in study.NAMES)
+    assert (gpt.family, bert.family, one.family) == ("gpt2", "bert", "mistral")
+    assert one.n_layers == 1 and gpt.n_layers == cfg.gpt_n_layers and bert.d_mlp == 4 * bert.d_model
+    assert {a.d_vocab for a in (gpt, bert, one)} == {cfg.vocab_size}
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ConfigError, match="gpt_d_model"):
+        study.Config.load("smoke", {"gpt_d_model": 30, "gpt_n_heads": 4})
+
+
+def test_unknown_base_name():
+    with pytest.raises(ConfigError, match="unknown base model"):
+        study.get("gpt3", study.Config.load("smoke"))
+
+
+@pytest.mark.models
+def test_mlm_eval_masking_is_fixed_and_skips_specials():
+    import torch
+
+    ids = torch.randint(5, 100, (8, 32))
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
+    val = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    a = study._mlm_eval_batch(val, 4, 100, seed=0)
+    b = study._mlm_eval_batch(val, 4, 100, seed=0)
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    assert (a["labels"][:, 0] == -100).all() and (a["labels"][:, -1] == -100).all()
+    assert 0.05 < (a["labels"] != -100).float().mean() < 0.3
