@@ -55,3 +55,6 @@ check: setup
 
 clean:
 	rm -rf _build runs results book/notebooks
+
+bench: data
+	$(PY) -m lib.bench --profiles smoke tiny --out bench/report.json

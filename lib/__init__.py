@@ -18,3 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("STUDY_NUM_THREADS"):  # must be set before torch is imported to take effect
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, os.environ["STUDY_NUM_THREADS"])
+if os.environ.get("STUDY_BLOCK_NETWORK") == "1":
+    from lib.offline import block_network
+
+    block_network()

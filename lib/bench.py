@@ -1,0 +1,150 @@
+"""`make bench`: speed and memory as measured properties of the study (a benchmark, not timed tests).
+
+    python -m lib.bench --profiles smoke tiny --out bench/report.json
+
+Measures, on this machine, in one run:
+- every notebook's wall time and peak memory (the kernel's max RSS), cold cache (an empty STUDY_CACHE) and warm
+  cache (the same cache again), per profile;
+- the training loop's tokens/s over a bare PyTorch forward/backward/step loop on the same model and batch;
+- a full per-head patching sweep's time over its forward-pass lower bound;
+- linear CKA at n = 10,000, d = 1,024, and SAE feature correlations for 16k x 16k features, with peak memory.
+Ratios are what to quote: absolute times depend on the machine, which the report names (cores, CPU model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from lib.paths import ROOT
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def run_notebook(notebook: str, profile: str, cache: Path, out: Path) -> dict:
+    """Execute one notebook in a child process; wall time and the peak RSS of its process tree (kernel included)."""
+    code = ("import resource, sys; from lib.run import execute; "
+            f"execute({notebook!r}, {profile!r}, {{}}, __import__('pathlib').Path({str(out)!r})); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    env = {**os.environ, "STUDY_CACHE": str(cache)}
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if res.returncode != 0:
+        return {"seconds": seconds, "error": res.stderr.strip().splitlines()[-1:]}
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(int(res.stdout.strip().splitlines()[-1]) / 1024)}
+
+
+def notebooks(profiles, only=None) -> dict:
+    from lib.studies import NOTEBOOKS
+
+    report = {}
+    for profile in profiles:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache, rows = Path(tmp) / "cache", {}
+            for state in ("cold", "warm"):
+                total = time.perf_counter()
+                for nb in NOTEBOOKS:
+                    if only and nb not in only:
+                        continue
+                    print(f"[bench] {profile} {state} {nb}", flush=True)
+                    rows.setdefault(nb, {})[state] = run_notebook(nb, profile, cache, Path(tmp) / state)
+                rows.setdefault("_all", {})[state] = {"seconds": round(time.perf_counter() - total, 1)}
+        report[profile] = rows
+    return report
+
+
+def train_loop_overhead(n_steps: int = 30) -> dict:
+    import torch
+
+    from lib import models, train
+
+    cfg = models.ModelConfig("gpt2", d_model=128, n_layers=3, n_heads=4, d_mlp=512, n_ctx=128, d_vocab=4096)
+    data = {"input_ids": torch.randint(0, 4096, (16, 128))}
+    loop, bare, ratio = train.loop_overhead(lambda: models.build_model(cfg, seed=0), data, n_steps)
+    return {"model": "gpt2 d128 L3 vocab 4096, batch 16 x 128", "loop_over_bare": round(ratio, 3),
+            "goal": ">= 0.8"}
+
+
+def patching_sweep() -> dict:
+    import torch
+
+    from lib import models, patching
+
+    cfg = models.ModelConfig("gpt2", d_model=128, n_layers=4, n_heads=4, d_mlp=512, n_ctx=64, d_vocab=4096)
+    model = models.build_model(cfg, seed=0).eval()
+    clean = torch.randint(0, 4096, (32, 64))
+    corrupt = torch.randint(0, 4096, (32, 64))
+    source = patching.cache_z(model, corrupt)[1]
+    answer = clean[:, -1]
+    cost = patching.sweep_cost_ratio(model, clean, source, -1,
+                                     lambda logits: patching.answer_prob(logits, answer).mean(-1))
+    return {"model": "gpt2 d128 L4 H4, batch 32 x 64, all 16 heads at one position",
+            "sweep_over_lower_bound": round(cost.ratio, 3), "goal": "<= 1.5"}
+
+
+def _measure(fn) -> tuple[float, float]:
+    tracemalloc.start()
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def analysis_kernels(n_features: int = 16_384, n_tokens: int = 8_192) -> dict:
+    import numpy as np
+    import torch
+
+    from lib.sae import feature_correlations
+    from lib.similarity import linear_cka
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((10_000, 1024)), rng.standard_normal((10_000, 1024))
+    cka_s, cka_mib = _measure(lambda: linear_cka(X, Y))
+    a = torch.relu(torch.randn(n_tokens, n_features))
+    b = torch.relu(torch.randn(n_tokens, n_features))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    feature_correlations(a, b)
+    corr_s = time.perf_counter() - start
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"cka_n10000_d1024": {"seconds": round(cka_s, 2), "peak_mib_python_heap": round(cka_mib)},
+            f"feature_correlations_{n_features}x{n_features}_{n_tokens}_tokens":
+                {"seconds": round(corr_s, 1), "process_peak_rss_growth_mib": round((rss1 - rss0) / 1024)}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profiles", nargs="*", default=["smoke", "tiny"])
+    ap.add_argument("--notebooks", nargs="*", default=None, help="only these notebooks (default: all)")
+    ap.add_argument("--skip-notebooks", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "report.json"))
+    args = ap.parse_args(argv)
+    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "train_loop": train_loop_overhead(), "patching_sweep": patching_sweep(),
+              "analysis": analysis_kernels()}
+    if not args.skip_notebooks:
+        report["notebooks"] = notebooks(args.profiles, args.notebooks)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "notebooks"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

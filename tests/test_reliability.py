@@ -1,0 +1,66 @@
+"""Reliability properties of the whole study: offline, no pickles, every notebook validates its parameters."""
+import dataclasses
+import re
+import socket
+import typing
+
+import pytest
+
+from lib.config import ConfigError
+from lib.offline import NetworkBlockedError, block_network, unblock_network
+from lib.paths import ROOT
+from lib.studies import NOTEBOOKS, config_class
+
+
+def test_network_guard_blocks_outside_and_allows_loopback():
+    block_network()
+    try:
+        with pytest.raises(NetworkBlockedError):
+            socket.create_connection(("10.255.255.1", 80), timeout=1)
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        c = socket.create_connection(srv.getsockname(), timeout=1)  # loopback is fine (Jupyter kernels use it)
+        c.close()
+        srv.close()
+    finally:
+        unblock_network()
+
+
+def test_no_pickle_loading_anywhere():
+    bad = []
+    for path in list((ROOT / "lib").rglob("*.py")) + list((ROOT / "notebooks").glob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\bpickle\.loads?\(|allow_pickle\s*=\s*True|joblib\.load", line):
+                bad.append(f"{path.name}:{i}")
+            if "torch.load(" in line and "weights_only=True" not in line:
+                bad.append(f"{path.name}:{i}")
+    assert not bad, f"pickle loading in {bad}"
+
+
+def _bad_values(cls):
+    """One (params, expected words) per kind of bad value, derived from the config's own fields."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in ("profile", "recompute", "seed")]
+    cases = [({"no_such_parameter": 1}, "unknown parameter"), ({"seed": "zero"}, "wrong type"),
+             ({"seed": -1}, "out of range")]
+    for f in fields:
+        if hints[f.name] is int and f.metadata.get("lo") is not None:
+            cases.append(({f.name: f.metadata["lo"] - 1}, "out of range"))
+            cases.append(({f.name: "many"}, "wrong type"))
+            break
+    for f in fields:
+        if f.metadata.get("choices") and hints[f.name] is str:
+            cases.append(({f.name: "no-such-choice"}, "not allowed"))
+            break
+    return cases
+
+
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_every_notebook_rejects_bad_parameters(notebook):
+    cls = config_class(notebook)
+    with pytest.raises(ConfigError, match="unknown profile"):
+        cls.load("huge")
+    for params, words in _bad_values(cls):
+        with pytest.raises(ConfigError, match=words):
+            cls.load("smoke", params)
