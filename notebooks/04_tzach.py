@@ -1,0 +1,223 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Accuracy per token and strong-match clusters in a BERT-6
+#
+# **Paper.** Tzach, Gross, Koresh, Rosner, Shpringer, Halevi & Kanter (2025), *Learning Mechanism Underlying NLP
+# Pre-Training and Fine-Tuning*, arXiv 2509.03407.
+#
+# **The claims.** Read a masked language model token type by token type. The *accuracy per token* APT(t) is the
+# share of the positions selected for masking whose original token t the model recovers; its unweighted mean over
+# token types, ⟨APT⟩, is the paper's order parameter of pre-training. In a BERT-6 pre-trained on Wikipedia:
+#
+# - ⟨APT⟩ rises along the transformer blocks, from **0.037 at the embedding to 0.31 after block 6** (Table 1);
+#   APT rises with token frequency and with the size W_S of the pre-training set;
+# - pre-training groups tokens into finite, small clusters of *strong-match* tokens (tokens predicted in place of
+#   one another), which sharpen towards the output;
+# - fine-tuning accuracy on classification (FewRel, DBpedia) rises along the blocks;
+# - the fine-tuned classifier's confidence does not depend on the mean APT of its input's tokens.
+#
+# **Prerequisites.** The BERT base of the *base models* page (`load_base("bert", profile)`); WordNet 3.0 from the
+# data page. **Runtime** (tiny profile, 2 CPU cores, base cached): a few minutes the first time (three small
+# BERTs for W_S, two fine-tuned classifiers), about half of it with this page's own artifacts cached.
+
+# %% tags=["parameters"]
+profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/04_tzach/<profile>.yaml
+params = {}  # overrides of that file, e.g. {"n_seeds": 5, "probe_steps": 300}
+
+# %%
+from lib import plotting
+from lib.studies import tzach as study
+
+cfg = study.Config.load(profile, params)  # validates every value before any work starts
+plotting.setup()
+cfg.table()
+
+# %% [markdown]
+# ## The models
+#
+# The *base* is the study's BERT-6 masked LM (WordPiece vocabulary trained on the offline English corpus; 15 % of
+# the positions selected, 80 % of those replaced by [MASK], 10 % by a random token, 10 % unchanged). The *control*
+# has the same architecture and random weights. Held-out windows come from the English corpus's validation
+# documents, which no model trained on.
+
+# %%
+s = study.setup(cfg)
+plotting.say(study.text_profile(s))
+
+# %% [markdown]
+# ## 1. APT and token frequency
+#
+# *Does the model recover frequent tokens more often than rare ones?* The held-out windows are masked exactly as in
+# pre-training, `n_seeds` times with different draws; only the selected positions count. APT(k) is our reading of
+# the paper's APT(50): the mean APT over the k most frequent token types of the pre-training rows that were
+# selected at least once (k = `apt_top_k`). Frequencies are counts in the base's pre-training rows.
+
+# %%
+blocks = study.run_blocks(s)  # every block, base and control, two readouts, n_seeds mask draws
+fa = study.final_apt(s, blocks)
+study.plot_frequency(fa)
+
+# %% [markdown]
+# *Figure: left, APT of each token type (final MLM head) against its frequency in the pre-training rows, with the
+# mean per log-spaced frequency bin; right, the binned means after the embeddings and the middle block (fresh
+# head) and after the last block (the model's own head).*
+
+# %%
+plotting.say(study.text_frequency(s, fa))
+
+# %% [markdown]
+# ## 2. ⟨APT⟩ along the blocks
+#
+# *How much of the masked token can be read from the output of block b?* The paper does not say how it reads an
+# intermediate block, so two readouts are compared: the **logit lens** applies the base's trained MLM head to block
+# b's output as it is; the **probe** trains a fresh MLM head (BERT's head shape: dense, GELU, LayerNorm, decoder)
+# on the frozen block-b states of masked training windows, a few hundred AdamW steps with only the head
+# learning. The probe is the headline readout (fixed before looking at results): it asks what the block *holds*,
+# not whether the block already speaks the output head's language.
+
+# %%
+study.plot_blocks(blocks)
+study.block_summary(blocks).round(4)
+
+# %% [markdown]
+# *Figure: ⟨APT⟩ after each block (0 = embedding output) of the base and of the random control, read out by a fresh
+# head per block (solid) and by the base's own MLM head (dashed); left over all selected positions (mean ± sd over
+# mask draws), right over the positions replaced by [MASK] only (the other 20 % show a token, real or random, that
+# a readout may copy). Stars: the paper's values for its BERT-6 (shown when the model has six blocks).*
+
+# %%
+plotting.say(study.text_blocks(s, blocks))
+
+# %% [markdown]
+# ## 3. ⟨APT⟩ and the size of the pre-training set
+#
+# *Does more pre-training data give a higher ⟨APT⟩?* Smaller-data BERTs of the base's architecture are pre-trained
+# here on the first fraction of the base's pre-training rows (fewer distinct documents). With `ws_protocol =
+# same_epochs` each sees its rows as many times as the base saw its own (about once), so its steps scale with
+# W_S, as in the paper's fixed number of epochs per W_S, and it is cheap; `same_steps` keeps the base's step count
+# instead (several epochs on the smaller sets).
+
+# %%
+ws = study.run_ws(s, blocks)
+study.plot_ws(ws)
+study.models_table(s, ws)
+
+# %% [markdown]
+# *Figure: ⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), mean ± sd over
+# mask draws. Table: the models of this page.*
+
+# %%
+plotting.say(study.text_ws(ws))
+
+# %% [markdown]
+# ## 4. Token confusion matrix and strong-match clusters
+#
+# *Which tokens does the model take for one another?* M[i, j] counts selected positions with true token i
+# predicted as j (a sparse matrix, never dense, so a 30k vocabulary is fine). Following the paper, rows whose
+# maximum is off the diagonal are dropped and each kept row is divided by its diagonal, so M̂[i, i] = 1. Our rule
+# for clusters (the paper gives none): tokens i, j are linked when M̂[i, j] ≥ `cluster_threshold` in either
+# direction; clusters are the connected components with at least two tokens. Token types selected fewer than
+# `cluster_min_count` times are left out (their row maximum is noise). One number per block says how *sharp* the
+# clustering is: the share of the kept tokens' confusions that land on a member of their own cluster.
+
+# %%
+clusters, final = study.run_clusters(s, blocks)
+study.plot_clusters(clusters, final)
+
+# %% [markdown]
+# *Figure: left, the size distribution of the strong-match clusters of the base's final head; middle, how many token
+# types keep their row maximum on the diagonal after each block (the rows the normalisation keeps); right, the share
+# of those tokens' confusions that fall inside their cluster, shown where enough token types are kept (`MIN_KEPT`).*
+
+# %%
+plotting.say(study.text_clusters(s, clusters, final))
+study.cluster_examples(s, final)
+
+# %% [markdown]
+# ## 5. Classification accuracy along the blocks
+#
+# *Does a classifier reading block b do better the deeper b is?* Two WordNet tasks stand in for the paper's:
+# **topic** (DBpedia-like: a noun definition → its lexicographer file, e.g. `noun.animal`) and **relation**
+# (FewRel-like: a word pair → its WordNet relation, e.g. hypernym, part meronym, antonym). The representation after
+# block b is the mean over the input's tokens; a logistic-regression head is trained on it with the encoder frozen,
+# for the pre-trained base, the random control and the fully fine-tuned base (*tuned*). Seeds are different
+# train/test splits.
+
+# %%
+fin = study.run_finetune(s)
+study.plot_finetune(fin)
+
+# %% [markdown]
+# *Figure: test accuracy of a logistic head on the frozen, mean-pooled output of each block, for the pre-trained
+# base, the random control and the fine-tuned base; mean ± sd over splits; dotted: chance.*
+
+# %%
+plotting.say(study.text_finetune(s, fin))
+
+# %% [markdown]
+# ## 6. Confidence and the input's APT
+#
+# *Is the classifier less sure of inputs made of poorly predicted tokens?* For each test input of the fine-tuned
+# classifier: its confidence (largest class probability) against the mean APT (final MLM head, all seeds pooled)
+# of its tokens, with 95 % bootstrap intervals.
+
+# %%
+conf = study.run_confidence(s, fin, fa)
+study.plot_confidence(conf)
+
+# %% [markdown]
+# *Figure: confidence of the fine-tuned classifier against the mean APT of each test input's tokens.*
+
+# %%
+plotting.say(study.text_confidence(conf, fin))
+
+# %% [markdown]
+# ## Extension: APT along the layers of a packaged causal LM
+#
+# In the `local` profile the analysis of section 2 runs on a real pretrained model shipped in a PyPI package
+# (SmolLM2-135M-Instruct): next-token prediction instead of masked tokens, read through the logit lens (final norm
+# and unembedding applied to each layer). This is an extension, not the paper's experiment.
+
+# %%
+study.plot_local(s.local)
+
+# %% [markdown]
+# ## Verdict
+#
+# Rules, fixed in `lib.studies.tzach` before the runs:
+
+# %%
+plotting.say(study.RULES_TEXT)
+claims = study.local_claims(s.local) if s.base is None else study.claims(s, blocks, fa, ws, clusters, final, fin, conf)
+study.verdict_table(claims)
+
+# %% [markdown]
+# ## What differs from the paper
+#
+# - **Scale** (next cell, computed). The `paper` profile takes a BERT L6-H768 from the hub (Turc et al. 2019), not
+#   the paper's own checkpoint, which is not released.
+# - **Data.** Held-out text is the offline English corpus (GCIDE, WordNet glosses, Python docs), not Wikipedia;
+#   the fine-tuning sets are WordNet-derived stand-ins for DBpedia-14 and FewRel, and WordNet glosses were also
+#   pre-training text (as Wikipedia was for the paper's model).
+# - **Method choices the paper leaves open:** the intermediate-block readout (both shown), APT(50) (top-k by
+#   frequency), the cluster threshold and rule, the sharpness number, and the per-block classifier (frozen states
+#   and a logistic head, not a BERT truncated to b blocks and fine-tuned).
+# - **W_S** is varied over the study's own rows with as many epochs per size, on a far smaller range than the
+#   paper's article counts.
+
+# %%
+plotting.say(study.text_differences(s))
+
+# %%
+record = study.write_results(s, claims)
