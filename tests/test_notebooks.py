@@ -1,6 +1,7 @@
 """Every notebook, executed through papermill in the smoke profile with the network blocked (the book's smoke
 build reuses these outputs), and run a second time from scratch to check that its results are deterministic."""
 import json
+import math
 import re
 
 import pytest
@@ -33,6 +34,8 @@ def same(a, b, rel=1e-4) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
         return abs(a - b) <= rel * max(abs(a), abs(b), 1e-8)
     return a == b
 
