@@ -25,6 +25,7 @@ BERT and one-layer Mistral configs), so eager serves training too. An analysis g
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import importlib.util
 import json
@@ -392,7 +393,12 @@ def _load_gguf(path: Path):
 
 def rebuild(model: PreTrainedModel) -> PreTrainedModel:
     """A fresh model of the same class and config holding a copy of ``model``'s weights (global RNG untouched)."""
+    config = copy.deepcopy(model.config)
+    # A GGUF-loaded config keeps quantization_config: a folder saved with it reloads as "quantized with gguf",
+    # and then save_pretrained refuses the model (e.g. a fine-tuned copy). The weights are plain float32 here.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     with torch.random.fork_rng(devices=[]):
-        fresh = type(model)(model.config)
+        fresh = type(model)(config)
     fresh.load_state_dict(model.state_dict())
     return fresh.to(torch.float32).eval()

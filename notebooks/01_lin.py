@@ -130,8 +130,8 @@ plotting.say(study.cka_text(cka))
 
 # ## 4. Where did fine-tuning move the weights?
 #
-# The relative change ‖W_tuned − W_base‖ / ‖W_base‖ of each block's parameters (pooled over its matrices, biases
-# and norms; `lib.similarity.grouped_weight_change`), and of the embeddings.
+# The relative change ‖W_tuned − W_base‖ / ‖W_base‖ of each block's parameters (pooled over its matrices,
+# biases and norms; `lib.similarity.grouped_weight_change`), and of the embeddings.
 
 # %%
 wchange = study.weight_change_table(base, runs["tuned"])

@@ -121,8 +121,9 @@ plotting.say(
 # child feature over those tokens (`lib.sae.feature_correlations`) sorts features with `lib.sae.feature_flow`:
 # a parent feature **persists** if some child feature correlates with it at r ≥ the threshold, else it
 # **disappears**; a child feature that no parent feature matches **emerges**. Features that fire on fewer than
-# `min_fires` comparison tokens are left out. The last row is a control the paper does not have: the base
-# model's SAE against a second SAE of the *same* model trained with another seed.
+# `min_fires` comparison tokens are left out. As in the paper, all SAEs of one run share their seed (the first four
+# rows). Two references the paper does not have: the same edges with the child's SAE from the next seed, and a
+# control, the base model's SAE against a second SAE of the *same* model trained with another seed.
 
 # %%
 comps = study.compare_all(s, sets, saes)  # one comparison per SAE seed
@@ -141,7 +142,9 @@ study.plot_threshold(comps, cfg)
 
 # %% [markdown]
 # *Figure: share of parent features that persist as a function of the correlation threshold (mean over seeds,
-# band: min to max); dashed: the same-model control with another SAE seed; dotted line: the threshold used.*
+# band: min to max), with parent and child SAEs of the same seed (left, the paper's protocol) or of different
+# seeds (right); dashed: the control, two SAEs of the same base model with different seeds; dotted line: the
+# threshold used.*
 
 # %%
 plotting.say(study.persistence_text(comps, cfg))
@@ -191,10 +194,13 @@ study.case_table(comps, "assign")
 # %%
 study.case_table(comps, "except")
 
+# %%
+plotting.say(study.case_text(comps, cfg))
+
 # %% [markdown]
 # ## Verdict
 #
-# Each verdict follows a rule stated before the numbers were seen:
+# Each verdict follows an explicit rule (`RULES` in `lib/studies/horn.py`, thresholds below):
 
 # %%
 claims = study.claims(comps, acc, cfg)

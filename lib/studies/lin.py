@@ -39,7 +39,8 @@ from lib.hooks import model_spec
 from lib.similarity import grouped_weight_change, linear_cka
 from lib.tasks import cdm
 
-PAPER = "Lin 2024, Fine-tuned network relies on generic representation to solve unseen cognitive task (arXiv 2406.18926)"
+PAPER = ("Lin 2024, Fine-tuned network relies on generic representation to solve unseen cognitive task "
+         "(arXiv 2406.18926)")
 KINDS = ("tuned", "scratch")
 SCRATCH_REF = "scratch vs scratch'"  # two scratch seeds: how far independent solutions from random starts agree
 TARGETS = ("context", "relevant", "irrelevant")
@@ -192,11 +193,15 @@ def task_text(cfg: Config, base: Base, data: TaskData) -> str:
     n_tok = cdm.number_tokens(tok, cfg.num_lo, cfg.num_hi)
     held = ", ".join(f"{a} vs {b}" for a, b in cdm.pairs(data.spec, "heldout") if a > b)
     lengths = data.enc["train"]["attention_mask"].sum(1).float()
-    return (f"Profile `{cfg.profile}`, base model: {base.source}. The answers {cfg.answers[0]!r} and {cfg.answers[1]!r} "
-            f"are single tokens ({a[0]!r}, {a[1]!r}); {(n_tok == 1).mean():.0%} of the numbers {cfg.num_lo}-{cfg.num_hi} "
-            f"are one token (the others up to {int(n_tok.max())}). A trial (prompt and answer) is "
+    leak = cdm.context_sets_length(data.enc["train"], data.trials["train"])
+    numbers = (f"every number {cfg.num_lo}-{cfg.num_hi} (with its leading space) is one token" if n_tok.max() == 1
+               else f"{(n_tok == 1).mean():.0%} of the numbers {cfg.num_lo}-{cfg.num_hi} (with their leading space) "
+                    f"are one token, the longest {int(n_tok.max())}")
+    return (f"Profile `{cfg.profile}`, base model: {base.source}. The answers {cfg.answers[0]!r} and "
+            f"{cfg.answers[1]!r} are single tokens ({a[0]!r}, {a[1]!r}); {numbers}. A trial (prompt and answer) is "
             f"{lengths.min():.0f}-{lengths.max():.0f} tokens long; its length "
-            f"{'DEPENDS on the context (a positional shortcut)' if cdm.context_sets_length(data.enc['train'], data.trials['train']) else 'does not depend on the context'}. Held out of training: the comparisons {held} (both "
+            f"{'DEPENDS on the context (a positional shortcut)' if leak else 'does not depend on the context'}. "
+            f"Held out of training: the comparisons {held} (both "
             f"orders). Splits: {cfg.train_size} training, {cfg.val_size} validation, {cfg.test_size} test and "
             f"{cfg.heldout_size} held-out-comparison prompts; {data.trials['train']['congruent'].mean():.0%} of "
             f"training trials are congruent.")
@@ -408,8 +413,8 @@ def plot_learning(runs: dict[str, list[Run]], cfg: Config):
     cols = {"test": "test_acc", "incongruent": "incongruent_acc", "held-out pairs": "heldout_acc"}
     x = np.arange(len(cols))
     for j, (kind, g) in enumerate(table.groupby("kind", sort=False)):
-        ax1.bar(x + 0.38 * (j - 0.5), [g[c].mean() for c in cols.values()], 0.38, yerr=[g[c].std() for c in cols.values()],
-                color=plotting.PALETTE[kind], label=kind, capsize=3)
+        ax1.bar(x + 0.38 * (j - 0.5), [g[c].mean() for c in cols.values()], 0.38, color=plotting.PALETTE[kind],
+                yerr=[g[c].std() for c in cols.values()], label=kind, capsize=3)
     ax1.axhline(0.5, ls=":", c="k", lw=1)
     ax1.set(xticks=x, xticklabels=list(cols), ylim=(0, 1), ylabel="accuracy", title="After training")
     plt.tight_layout()
@@ -432,7 +437,8 @@ def learning_text(table: pd.DataFrame, cfg: Config) -> str:
 def psychometric(base: Base, runs: dict[str, list[Run]], data: TaskData) -> pd.DataFrame:
     """P(answers[0]) on every psychometric trial, for base and every run: columns model, seed + the trial columns."""
     trials, frames = data.trials["psych"], []
-    for name, seed, model in [("base", -1, base.model)] + [(r.kind, r.seed, r.model) for rs in runs.values() for r in rs]:
+    every = [("base", -1, base.model)] + [(r.kind, r.seed, r.model) for rs in runs.values() for r in rs]
+    for name, seed, model in every:
         p = 1 / (1 + np.exp(-choice_logit(model, data.enc["psych"])))
         frames.append(trials.assign(model=name, seed=seed, p_first=p))
     return pd.concat(frames, ignore_index=True)
@@ -476,7 +482,8 @@ def plot_psychometric(psych: pd.DataFrame):
 
 def psych_text(effects: pd.DataFrame) -> str:
     parts = [f"**{m}** relevant swing {plotting.mean_spread(g['relevant swing'], '{:.2f}')}, irrelevant swing "
-             f"{plotting.mean_spread(g['irrelevant swing'], '{:.2f}')}" for m, g in effects.groupby("model", sort=False)]
+             f"{plotting.mean_spread(g['irrelevant swing'], '{:.2f}')}"
+             for m, g in effects.groupby("model", sort=False)]
     return ("How far each stream moves the choice (1: fully, 0: not at all): " + "; ".join(parts) + ".")
 
 
@@ -520,7 +527,8 @@ def plot_cka(cka: pd.DataFrame):
             stats = g.groupby("layer")["cka"].agg(["mean", "std"])
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=pair,
                         c=colours[pair], ls="--" if "'" in pair else "-")
-        ax.set(title=READOUTS[tokens].capitalize(), xlabel="block", ylim=(0, 1.02), xticks=sorted(cka["layer"].unique()))
+        ax.set(title=READOUTS[tokens].capitalize(), xlabel="block", ylim=(0, 1.02),
+               xticks=sorted(cka["layer"].unique()))
     axes[0, 0].set_ylabel("linear CKA")
     axes[0, -1].legend(fontsize=8)
     plt.tight_layout()
@@ -746,7 +754,8 @@ def claim_scratch_differs(cka: pd.DataFrame, probes: pd.DataFrame, cfg: Config) 
     irr = last.groupby("model")["accuracy"].mean()
     tests = {"different": ts < ss - cfg.cka_margin, "task_specific": irr["scratch"] < irr["tuned"] - cfg.probe_margin}
     ours = (f"at the last prompt token, CKA(tuned, scratch) {ts:.2f} vs CKA(scratch, scratch') {ss:.2f} (mean over "
-            f"blocks); irrelevant-evidence probe at the last block: scratch {irr['scratch']:.2f}, tuned {irr['tuned']:.2f}")
+            f"blocks); irrelevant-evidence probe at the last block: scratch {irr['scratch']:.2f}, "
+            f"tuned {irr['tuned']:.2f}")
     return results.Claim(
         "scratch_differs", "The from-scratch model develops different, more task-specific mechanisms.",
         "qualitative (abstract)", ours, _level(sum(tests.values()), 2),
@@ -769,7 +778,7 @@ def model_sizes(base: Base, runs: dict[str, list[Run]]) -> dict:
     spec = model_spec(base.model)
     info = {"layers": spec.n_layers, "d_model": spec.d_model, "heads": spec.n_heads,
             "params": models.n_params(base.model), "source": base.source}
-    return {"base": info, "tuned": {**info, "seeds": len(runs["tuned"])}, "scratch": {**info, "seeds": len(runs["scratch"])}}
+    return {"base": info, **{kind: {**info, "seeds": len(runs[kind])} for kind in KINDS}}
 
 
 def write_results(cfg: Config, base: Base, runs, claims) -> dict:

@@ -50,6 +50,7 @@ CHAPTER = "04_tzach"
 PAPER_APT = {0: 0.037, 6: 0.31}  # ⟨APT⟩ at the embedding and after block 6 (the paper's Table 1)
 # Verdict rules (stated on the page; applied by `claims`)
 DEPTH_RHO, DEPTH_SD = 0.8, 2.0  # rank correlation with depth, and last-minus-first gap in seed sd
+MIN_GAP = 0.001  # ... and at least this much (an APT or accuracy is a proportion)
 FREQ_RHO = (0.3, 0.1)  # Spearman(frequency, APT): reproduced / partly
 SMALL_CLUSTER, SMALL_SHARE, GIANT_SHARE = 4, 0.9, 0.05  # "small": 90 % of clusters <= 4 tokens, none > 5 % of kept
 INDEPENDENT_RHO = (0.1, 0.3)  # |Spearman(confidence, mean APT)|: reproduced / partly
@@ -63,7 +64,7 @@ class Config(_Config):
                                      "BERT masked LM")
     allow_network: bool = param(False, doc="let the paper profile download base_source from the hub")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="where models run")
-    n_seeds: int = param(3, lo=1, hi=20, doc="seeds: mask draws of the held-out windows (APT), task splits (fine-tuning)")
+    n_seeds: int = param(3, lo=1, hi=20, doc="seeds: mask draws of held-out windows (APT), task splits (fine-tuning)")
     n_ctx: int = param(128, lo=8, hi=512, doc="tokens per held-out window (capped by the model)")
     eval_rows: int = param(768, lo=4, hi=10**6, doc="held-out windows masked per seed for APT")
     probe_rows: int = param(1024, lo=4, hi=10**6, doc="training windows whose masked positions train the probes")
@@ -373,7 +374,8 @@ def run_blocks(s: Setup) -> BlockAPT:
 def block_summary(res: BlockAPT) -> pd.DataFrame:
     """Mean and sd over seeds of ⟨APT⟩ per (model, readout, block)."""
     g = res.table.groupby(["model", "readout", "block"])
-    out = g[["mean_apt", "apt_top", "accuracy", "mean_apt_masked"]].mean().join(g["mean_apt"].std().rename("mean_apt_sd"))
+    out = g[["mean_apt", "apt_top", "accuracy", "mean_apt_masked"]].mean()
+    out = out.join(g["mean_apt"].std().rename("mean_apt_sd"))
     return out.reset_index()
 
 
@@ -740,8 +742,8 @@ def run_local(cfg: Config) -> pd.DataFrame:
 def depth_verdict(df: pd.DataFrame, col: str) -> tuple[str, dict]:
     """Rule for "rises along the blocks": df has columns block, seed, `col`. Returns (verdict, numbers).
 
-    reproduced: last block above block 0 by more than DEPTH_SD combined seed-sd, and Spearman(block, mean) >=
-    DEPTH_RHO; partly: the gap alone; not reproduced: a gap within the noise, or a fall.
+    reproduced: last block above block 0 by more than DEPTH_SD combined seed-sd and MIN_GAP, and
+    Spearman(block, mean) >= DEPTH_RHO; partly: the gap alone; not reproduced: a gap within the noise, or a fall.
     """
     g = df.groupby("block")[col]
     mean, sd = g.mean(), g.std().fillna(0.0)
@@ -751,7 +753,7 @@ def depth_verdict(df: pd.DataFrame, col: str) -> tuple[str, dict]:
     rho = float(stats.spearmanr(mean.index, mean.values).statistic) if mean.nunique() > 1 else 0.0
     nums = {"first": float(mean[first]), "last": float(mean[last]), "sd_first": float(sd[first]),
             "sd_last": float(sd[last]), "gap": gap, "rho": rho, "n": int(df["seed"].nunique())}
-    clear = gap > 0 and gap > DEPTH_SD * noise
+    clear = gap > MIN_GAP and gap > DEPTH_SD * noise
     return ("reproduced" if clear and rho >= DEPTH_RHO else "partly" if clear else "not reproduced"), nums
 
 
@@ -769,11 +771,11 @@ def _ws_verdict(ws: pd.DataFrame) -> tuple[str, pd.Series]:
     g = ws.groupby("rows")["mean_apt"]
     mean, sd = g.mean(), g.std().fillna(0.0)
     steps = [(mean.iloc[i + 1] - mean.iloc[i], np.hypot(sd.iloc[i], sd.iloc[i + 1])) for i in range(len(mean) - 1)]
-    clear = [d > 0 and d > DEPTH_SD * n for d, n in steps]
+    clear = [d > MIN_GAP and d > DEPTH_SD * n for d, n in steps]
     overall = mean.iloc[-1] - mean.iloc[0]
     if steps and all(clear):
         return "reproduced", mean
-    return ("partly" if overall > 0 and overall > DEPTH_SD * np.hypot(sd.iloc[0], sd.iloc[-1]) else
+    return ("partly" if overall > MIN_GAP and overall > DEPTH_SD * np.hypot(sd.iloc[0], sd.iloc[-1]) else
             "not reproduced"), mean
 
 
@@ -803,7 +805,8 @@ def claims(s: Setup, res: BlockAPT, fa: dict, ws: pd.DataFrame, cl: pd.DataFrame
     t = res.table.query("model == 'base'")
     v, n = depth_verdict(t.query("readout == 'probe'"), "mean_apt")
     _, nl = depth_verdict(t.query("readout == 'lens'"), "mean_apt")
-    out.append(Claim("apt_rises_with_depth", "⟨APT⟩ rises along the transformer blocks", "0.037 (block 0) → 0.31 (block 6)",
+    out.append(Claim("apt_rises_with_depth", "⟨APT⟩ rises along the transformer blocks",
+                     "0.037 (block 0) → 0.31 (block 6)",
                      f"probe {_fmt(n['first'], n['sd_first'])} → {_fmt(n['last'], n['sd_last'])} (block {L}); "
                      f"logit lens {_fmt(nl['first'], nl['sd_first'])} → {_fmt(nl['last'], nl['sd_last'])} (n={n['n']})",
                      v, f"fresh-head readout: gap {n['gap']:+.3f}, Spearman(block, ⟨APT⟩) {n['rho']:.2f}",
@@ -830,7 +833,8 @@ def claims(s: Setup, res: BlockAPT, fa: dict, ws: pd.DataFrame, cl: pd.DataFrame
         r = float(stats.spearmanr(conc.index, conc.values).statistic) if conc.nunique() > 1 else 0.0
         gap = float(conc.iloc[-1] - conc.iloc[0])
         v = "reproduced" if gap > 0 and r >= DEPTH_RHO else "partly" if gap > 0 else "not reproduced"
-        ours = f"concentration {conc.iloc[0]:.2f} (block {conc.index[0]}) → {conc.iloc[-1]:.2f} (block {conc.index[-1]}), Spearman {r:.2f}"
+        ours = (f"concentration {conc.iloc[0]:.2f} (block {conc.index[0]}) → {conc.iloc[-1]:.2f} "
+                f"(block {conc.index[-1]}), Spearman {r:.2f}")
     else:
         v, gap = "not reproduced", float("nan")
         ours = f"fewer than 3 blocks with ≥ {MIN_KEPT} kept tokens (kept: " + ", ".join(
@@ -865,11 +869,11 @@ def verdict_table(cl: list[Claim]):
 
 
 RULES_TEXT = (f"Depth (⟨APT⟩ with the fresh-head readout; classification with frozen pre-trained states): *reproduced* "
-              f"when the last block beats block 0 by more than {DEPTH_SD:g} combined seed-sd and Spearman(block, value) "
-              f"≥ {DEPTH_RHO}; *partly* when only the gap is clear (a gap inside the noise is *not reproduced*). "
-              f"Frequency: Spearman(frequency, APT) over token types ≥ {FREQ_RHO[0]} reproduced, > {FREQ_RHO[1]} partly. "
-              f"W_S: every larger set beats the next smaller by more than {DEPTH_SD:g} sd reproduced; only the largest "
-              f"the smallest, partly. Small clusters: ≥ 3 clusters, {SMALL_SHARE:.0%} of them ≤ {SMALL_CLUSTER} tokens "
+              f"when the last block beats block 0 by more than {DEPTH_SD:g} combined seed-sd (and {MIN_GAP:g}) and "
+              f"Spearman(block, value) ≥ {DEPTH_RHO}; *partly* when only the gap is clear (a gap inside the noise is *not "
+              f"reproduced*). Frequency: Spearman(frequency, APT) over token types ≥ {FREQ_RHO[0]} reproduced, > "
+              f"{FREQ_RHO[1]} partly. W_S: every larger set beats the next smaller by more than {DEPTH_SD:g} sd (and "
+              f"{MIN_GAP:g}) reproduced; only the largest the smallest, partly. Small clusters: ≥ 3 clusters, {SMALL_SHARE:.0%} of them ≤ {SMALL_CLUSTER} tokens "
               f"and none above max(10, {GIANT_SHARE:.0%} of the kept tokens) reproduced; some cluster, partly. "
               f"Sharpening (blocks with ≥ {MIN_KEPT} kept token types, at least three of them): concentration higher "
               f"at the last than at the first and Spearman ≥ {DEPTH_RHO} reproduced, only higher partly. Independence: "
@@ -893,7 +897,8 @@ def models_table(s: Setup, ws: pd.DataFrame | None = None) -> pd.DataFrame:
              "parameters (M)": _n_params(s.control), "pre-training rows": 0}]
     if ws is not None:
         for (f, r, st), _ in ws.groupby(["fraction", "rows", "steps"]):
-            rows.append({"model": f"W_S × {f:g}", "role": f"pre-trained here, {st} steps", "layers": c.num_hidden_layers,
+            rows.append({"model": f"W_S × {f:g}", "role": f"pre-trained here, {st} steps",
+                         "layers": c.num_hidden_layers,
                          "d_model": c.hidden_size, "heads": c.num_attention_heads, "vocab": c.vocab_size,
                          "parameters (M)": _n_params(s.base), "pre-training rows": r})
     return pd.DataFrame(rows).set_index("model").round(3)
@@ -1065,8 +1070,11 @@ def text_ws(ws: pd.DataFrame | None) -> str:
     if ws is None:
         return ""
     m = ws.groupby(["rows", "steps"])["mean_apt"].agg(["mean", "std"]).fillna(0)
-    return "⟨APT⟩ of the final head by pre-training set: " + "; ".join(
-        f"{int(r)} rows ({int(st)} steps) {a:.3f} ± {b:.3f}" for (r, st), (a, b) in m.iterrows()) + "."
+    floor = 1 / ws["n_types"].mean()
+    return ("⟨APT⟩ of the final head by pre-training set: " + "; ".join(
+        f"{int(r)} rows ({int(st)} steps) {a:.4f} ± {b:.4f}" for (r, st), (a, b) in m.iterrows())
+        + f". A model that always predicts the same token would score about {floor:.4f} (one token type right "
+          f"out of the {ws['n_types'].mean():.0f} selected).")
 
 
 def text_clusters(s: Setup, cl: pd.DataFrame | None, final: dict | None) -> str:

@@ -9,8 +9,9 @@ layer L), E carries the task-specific information that C_t learned. Two experime
 
 The representation is the hidden state of the last prompt token at every layer (Hugging Face ``hidden_states[1:]``,
 the paper's choice); similarity is ``lib.similarity.linear_cka`` (feature-space form, biased as in the paper's code,
-and debiased). Every tuned model is a LoRA adapter (Hu et al. 2021) on a copy of the base, cached as an artifact
-(the adapter weights only); it is merged into the base weights before analysis.
+and debiased). A tuned model is either a LoRA adapter (Hu et al. 2021; the paper's recipe, used by the smoke,
+local and paper profiles), cached as the adapter weights only and merged into a copy of the base before analysis,
+or a full fine-tune of every weight (``lora_rank=0``, the tiny profile), cached with ``lib.models.save_model``.
 
 Reference: Zhao, Ziser & Cohen, "Layer by Layer: Uncovering Where Multi-Task Learning Happens in
 Instruction-Tuned Large Language Models", EMNLP 2024 (arXiv 2410.20008); code github.com/zsquaredz/layer_by_layer.
@@ -153,7 +154,8 @@ def _source_stamps(names) -> list[str]:
 
 def task_data(cfg: Config) -> tuple[dict[str, tasks_mod.TaskData], Artifact]:
     """Train / test examples of every task, built once and cached as JSON."""
-    key = {"tasks": cfg.tasks, "n_train": cfg.n_train, "n_test": cfg.n_test, "seed": cfg.seed}
+    key = {"tasks": cfg.tasks, "n_train": cfg.n_train, "n_test": cfg.n_test, "seed": cfg.seed,
+           "builder": tasks_mod.BUILD_VERSION}
 
     def compute(out: Path) -> dict:
         data = {t: tasks_mod.build(t, cfg.n_train, cfg.n_test, cfg.seed) for t in cfg.tasks}
@@ -432,8 +434,11 @@ def encoded_table(res: Results, cfg: Config) -> pd.DataFrame:
     """Per task: E0-C_t and E1-C_t CKA averaged over layers (mean over seeds), kind and cluster; sorted."""
     e0 = res.cka[(cfg.estimator, "E0")].mean(axis=(0, 2))
     e1 = res.cka[(cfg.estimator, "E1")].mean(axis=(0, 2))
+    acc = res.accuracy.groupby(["model", "task"])["accuracy"].mean()
     rows = [{"task": t, "kind": tasks_mod.SPECS[t].kind, "cluster": tasks_mod.SPECS[t].cluster,
-             "E0-C_t CKA": e0[i], "E1-C_t CKA": e1[i], "in E1": t not in res.held_out} for i, t in enumerate(res.tasks)]
+             "E0-C_t CKA": e0[i], "E1-C_t CKA": e1[i], "C_t accuracy": acc[("C", t)],
+             "C_t gain over E0": acc[("C", t)] - acc[("E0", t)], "in E1": t not in res.held_out}
+            for i, t in enumerate(res.tasks)]
     return pd.DataFrame(rows).set_index("task").sort_values("E0-C_t CKA", ascending=False).round(3)
 
 
@@ -686,13 +691,17 @@ def plot_encoded(table: pd.DataFrame) -> None:
 
 
 def say_encoded(res: Results, cfg: Config, table: pd.DataFrame) -> None:
+    from scipy.stats import spearmanr
+
     by_kind = table.groupby("kind")["E0-C_t CKA"].mean()
-    top = ", ".join(table.index[:3])
-    bottom = ", ".join(table.index[-3:])
+    rho = spearmanr(table["E0-C_t CKA"], table["C_t gain over E0"]).statistic if len(table) > 2 else float("nan")
     plotting.say(
         f"Mean E0–C_t CKA over layers: {by_kind.get('semantic', float('nan')):.3f} for the semantic tasks and "
-        f"{by_kind.get('structured', float('nan')):.3f} for the structured ones. Most already encoded: {top}; "
-        f"least: {bottom}.")
+        f"{by_kind.get('structured', float('nan')):.3f} for the structured ones. Highest: "
+        f"{', '.join(table.index[:3])}; lowest: {', '.join(table.index[-3:])}. Across tasks, the E0–C_t similarity "
+        f"and how much the control gained in accuracy over the base have a Spearman correlation of {rho:.2f}: "
+        f"a high similarity can also mean that the control learned little, not only that pre-training already "
+        f"had the task.")
 
 
 def plot_unseen(res: Results, cfg: Config) -> None:

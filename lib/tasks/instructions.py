@@ -58,6 +58,7 @@ TEMPLATES = {
     "llama2": "[INST] {instruction}\n{input} [/INST]",
 }
 KINDS = ("semantic", "structured")
+BUILD_VERSION = 2  # bump when a builder changes what it produces: it is part of the cached data's key
 MAX_WORDS = 10  # longest definition kept (short prompts: the study's base has a 128-token context)
 
 
@@ -496,15 +497,18 @@ def forward_rows(model, enc: Encoded, first_ids: torch.Tensor | None = None, sta
         ids = enc.input_ids[i:i + batch_size, :width].to(model.device)
         labels = enc.labels[i:i + batch_size, 1:width].to(model.device)
         res = model(ids, attention_mask=mask[:, :width].to(model.device), output_hidden_states=states)
-        lp = torch.log_softmax(res.logits[:, :-1].float(), -1)  # position t predicts token t + 1
-        on = labels.ne(-100)
-        tok = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        out["logp"].append((tok * on).sum(1).cpu())
-        out["exact"].append(((lp.argmax(-1) == labels) | ~on).all(1).cpu())
+        on = labels.ne(-100)  # (B, T-1): the positions that predict an answer token (position t predicts t + 1)
+        lp = torch.log_softmax(res.logits[:, :-1][on].float(), -1)  # (K, vocab), only where needed
+        target = labels[on]
+        tok = torch.zeros(on.shape, device=lp.device).masked_scatter_(on, lp.gather(-1, target[:, None])[:, 0])
+        hit = torch.ones(on.shape, dtype=torch.bool, device=lp.device).masked_scatter_(on, lp.argmax(-1) == target)
+        out["logp"].append(tok.sum(1).cpu())
+        out["exact"].append(hit.all(1).cpu())
         rows, last = torch.arange(len(ids), device=model.device), enc.last[i:i + batch_size].to(model.device)
-        if first_ids is not None:
+        if first_ids is not None:  # the last prompt position predicts the first answer token
             f = first_ids[i:i + batch_size].to(model.device)
-            out["first"].append(lp[rows, last].gather(-1, f.clamp(min=0)).masked_fill(f < 0, -torch.inf).cpu())
+            first = torch.log_softmax(res.logits[rows, last].float(), -1)
+            out["first"].append(first.gather(-1, f.clamp(min=0)).masked_fill(f < 0, -torch.inf).cpu())
         if states:
             out["states"].append(torch.stack([h[rows, last] for h in res.hidden_states[1:]]).float().cpu())
     model.train(was_training)
