@@ -88,7 +88,7 @@ plotting.say(study.text_frequency(s, fa))
 
 # %%
 study.plot_blocks(blocks)
-study.block_summary(blocks).round(4)
+study.block_summary(blocks)
 
 # %% [markdown]
 # *Figure: ⟨APT⟩ after each block (0 = embedding output) of the base and of the random control, read out by a fresh
@@ -191,6 +191,13 @@ plotting.say(study.text_confidence(conf, fin))
 
 # %%
 study.plot_local(s.local)
+
+# %% [markdown]
+# *Figure (`local` profile): next-token ⟨APT⟩ and position-weighted accuracy after each layer of the packaged causal
+# LM, read through its final norm and unembedding.*
+
+# %%
+plotting.say(study.text_local(s.local))
 
 # %% [markdown]
 # ## Verdict

@@ -30,7 +30,9 @@
 # **Prerequisites:** the one-layer base model of [the base-models page](00_base_models) (trained there, loaded
 # here from the cache), the `stories` and `lua` corpora of [the data page](00_data); the SAE method is in
 # `lib.sae`, SLERP in `lib.merging`. **Runtime (tiny profile):** about 10 min on 2 CPU cores with the base model
-# cached (two fine-tunes, 12 SAEs, 15 correlation matrices), under a minute with a warm cache.
+# cached (two fine-tunes, 12 SAEs, 27 correlation matrices), under a minute with a warm cache. Other profiles:
+# `local` runs the same pipeline with the paper's 16× dictionaries and more tokens (no packaged one-layer model
+# exists to load); `paper` loads the paper's three checkpoints from the Hugging Face hub (internet, ideally a GPU).
 
 # %% tags=["parameters"]
 profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/05_horn/<profile>.yaml
@@ -110,7 +112,8 @@ study.sae_table(saes)
 fve = [saes[i][n][1]["fve"] for i in saes for n in study.MODELS]
 rec = [saes[i][n][1]["loss_recovered"] for i in saes for n in study.MODELS]
 plotting.say(
-    f"{len(saes)} seeds × 4 models: FVE {min(fve):.2f}–{max(fve):.2f}, loss recovered {min(rec):.2f}–{max(rec):.2f}, "
+    f"{len(saes)} seeds × 4 models: FVE {min(fve):.2f}–{max(fve):.2f}, "
+    f"loss recovered {min(rec):.2f}–{max(rec):.2f}, "
     f"with {saes[0]['base'][1]['d_sae']} features ({cfg.sae_expansion}× d_mlp; the paper used 16×).")
 
 # %% [markdown]
@@ -228,4 +231,5 @@ plotting.say(
     f"Scale here: {models_table.loc['base', 'parameters (M)']:.2f} M parameters against about 35 M in the paper; "
     f"{saes[0]['base'][1]['d_sae']} SAE features ({cfg.sae_expansion}× d_mlp) trained for {cfg.sae_steps} steps of "
     f"{cfg.sae_batch_size} activations against 16,384 features; {cfg.compare_tokens} comparison tokens against "
-    f"120,000 (5,000 × 24); {cfg.n_seeds} SAE seeds, {'one fine-tune per seed' if cfg.finetune_seeds else 'one fine-tuning seed'}.")
+    f"120,000 (5,000 × 24); {cfg.n_seeds} SAE seeds, "
+    f"{'one fine-tune per seed' if cfg.finetune_seeds else 'one fine-tuning seed'}.")

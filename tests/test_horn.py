@@ -40,9 +40,11 @@ def test_local_profile_uses_the_tiny_base():
 
 # ------------------------------------------------------------------------------------------------ token classes
 @pytest.mark.parametrize("text, code, want", [
-    (" =", True, "punctuation/whitespace"), ("\n    ", True, "punctuation/whitespace"), ("():", True, "punctuation/whitespace"),
+    (" =", True, "punctuation/whitespace"), ("\n    ", True, "punctuation/whitespace"),
+    ("():", True, "punctuation/whitespace"),
     (" def", True, "keyword"), (" local", True, "keyword"), (" def", False, "English word"),
-    (" 42", False, "number"), ("3.14", True, "number"), (" foo_bar", True, "identifier"), (" river", False, "English word"),
+    (" 42", False, "number"), ("3.14", True, "number"), (" foo_bar", True, "identifier"),
+    (" river", False, "English word"),
 ])
 def test_token_category(text, code, want):
     assert horn.token_category(text, code) == want
@@ -95,8 +97,9 @@ def _cfg(**kw):
 def test_stored_flow_equals_recomputed_flow():
     g = torch.Generator().manual_seed(0)
     base = torch.relu(torch.randn(400, 12, generator=g))
-    child = torch.cat([base[:, :6] + 0.3 * torch.randn(400, 6, generator=g), torch.relu(torch.randn(400, 5, generator=g)),
-                       torch.zeros(400, 1)], 1)  # 6 noisy copies, 5 new features, 1 dead
+    copies = base[:, :6] + 0.3 * torch.randn(400, 6, generator=g)
+    child = torch.cat([copies, torch.relu(torch.randn(400, 5, generator=g)), torch.zeros(400, 1)], 1)
+    # 6 noisy copies, 5 new features, 1 dead
     feats = {"a": base, "b": child}
     arrays = {"a__alive": np.ones(12, bool), "b__alive": (child > 0).sum(0).numpy() > 0}
     cfg = _cfg()
@@ -134,13 +137,14 @@ def test_case_study_finds_the_planted_feature():
 
 # ------------------------------------------------------------------------------------------------ the paper path
 def _docs():
-    english = [f"The river number {i} runs to the sea, and the old town stands beside its bank. " * 4 for i in range(24)]
-    python = [f"def f{i}(x):\n    y = x + {i}\n    if y > 3:\n        raise ValueError('bad')\n    try:\n        return y\n"
-              f"    except KeyError:\n        return None\n" * 2 for i in range(24)]
-    stories = [f"Once a fox named Tom{i} met a crow. The crow sang and the fox laughed all day. " * 4 for i in range(24)]
-    lua = [f"local t{i} = {{}}\nfunction t{i}.go(x)\n  local y = x + {i}\n  if y > 3 then return y end\n  return nil\nend\n" * 2
-           for i in range(24)]
-    return {n: (d[:20], d[20:]) for n, d in (("english", english), ("python", python), ("stories", stories), ("lua", lua))}
+    english = [f"The river number {i} runs to the sea, and the old town stands by its bank. " * 4 for i in range(24)]
+    python = [f"def f{i}(x):\n    y = x + {i}\n    if y > 3:\n        raise ValueError('bad')\n"
+              f"    try:\n        return y\n    except KeyError:\n        return None\n" * 2 for i in range(24)]
+    stories = [f"Once a fox named Tom{i} met a crow. The crow sang and the fox laughed. " * 4 for i in range(24)]
+    lua = [f"local t{i} = {{}}\nfunction t{i}.go(x)\n  local y = x + {i}\n  if y > 3 then return y end\n"
+           f"  return nil\nend\n" * 2 for i in range(24)]
+    named = (("english", english), ("python", python), ("stories", stories), ("lua", lua))
+    return {n: (d[:20], d[20:]) for n, d in named}
 
 
 def _paper_params(folder):
@@ -194,7 +198,8 @@ def test_paper_profile_pipeline_on_a_tiny_random_mistral(tiny_mistral_folder):
         sh = horn.shares(comps[0], a, b)
         assert 0 <= sh["persisting"] <= 1 and sh["persisting"] + sh["disappearing"] == pytest.approx(1)
     claims = horn.claims(comps, acc, cfg)
-    assert {c.id for c in claims} >= {"few_persist", "generic_persist", "assignment_universal", "exception_no_lua_match"}
+    ids = {c.id for c in claims}
+    assert ids >= {"few_persist", "generic_persist", "assignment_universal", "exception_no_lua_match"}
     record = horn.write_results(claims, ms, saes, cfg)
     assert record["models"]["base"]["d_mlp"] == 64
     # a second pass is served from the cache
@@ -240,3 +245,14 @@ def test_bf16_sae_training_learns_like_float32():
     mse = {bf16: np.mean(horn.fit_sae(acts, scfg, bf16)[1]["mse"][-20:]) for bf16 in (False, True)}
     assert mse[False] < 0.3  # it learned
     assert mse[True] < 1.3 * mse[False]  # and bf16 learned too (a cached bf16 weight copy would not)
+
+
+def test_correlate_with_matches_lib_sae():
+    g = torch.Generator().manual_seed(3)
+    F = torch.relu(torch.randn(500, 7, generator=g)).to(torch.bfloat16)
+    F[:, 3] = 0  # never fires
+    X = np.stack([(torch.rand(500, generator=g) < 0.2).numpy(), np.zeros(500, bool)], 1)  # second one constant
+    got = horn.correlate_with(F, X, chunk=128)
+    want = saelib.feature_correlations(F.float(), torch.as_tensor(X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[3].tolist() == [0.0, 0.0] and (got[:, 1] == 0).all()

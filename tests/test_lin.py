@@ -154,6 +154,7 @@ def test_paper_profile_pipeline_on_a_tiny_gpt2(tmp_path, monkeypatch, bpe):
     base = lin.get_base(cfg)
     assert base.key.startswith("dir:")
     data = lin.task_data(cfg, base.tokenizer, lin.n_positions(base.model))
+    assert "2 blocks, d_model 32" in lin.task_text(cfg, base, data) and len(lin.examples(data)) == 4
     runs = lin.train_all(cfg, base, data)
     assert [r.seed for r in runs["tuned"]] == [0, 1]
     # tuned starts from base; scratch from fresh weights

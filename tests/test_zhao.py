@@ -59,7 +59,9 @@ def fake_results(e0, e1, tasks=("count", "topic", "num2words", "synonym"), held=
     shape = (seeds, len(tasks), len(e0))
     cka = {(est, p): np.broadcast_to(np.asarray(c, float), shape).copy()
            for est in zhao.ESTIMATORS for p, c in (("E0", e0), ("E1", e1), ("seed", e1))}
-    return zhao.Results(list(tasks), list(held), len(e0), cka, pd.DataFrame(), pd.DataFrame(), {}, {})
+    acc = pd.DataFrame([{"model": m, "seed": 0, "task": t, "accuracy": a, "exact_match": a}
+                        for t in tasks for m, a in (("E0", 0.1), ("C", 0.9), ("E1", 0.8))])
+    return zhao.Results(list(tasks), list(held), len(e0), cka, acc, pd.DataFrame(), {}, {})
 
 
 def cfg_for(res):
@@ -103,9 +105,14 @@ def test_verdict_rule_is_strict_about_seeds():
     assert zhao._verdict([-0.2, 0.1], 0.05)[0] == "not reproduced"
 
 
+def test_learned_tasks_compare_control_with_base():
+    res = fake_results([0.5] * 2, [0.5] * 2)
+    res.accuracy.loc[(res.accuracy.model == "C") & (res.accuracy.task == "topic"), "accuracy"] = 0.12
+    assert zhao.learned_tasks(res) == ["count", "num2words", "synonym"]
+
+
 def test_results_round_trip(tmp_path):
     res = fake_results([0.9, 0.5], [0.9, 0.8])
-    res.accuracy = pd.DataFrame([{"model": "E0", "seed": -1, "task": "count", "accuracy": 0.5, "exact_match": 0.5}])
     res.save(tmp_path)
     back = zhao.Results.load(tmp_path)
     assert back.tasks == res.tasks and np.array_equal(back.cka[("biased", "E1")], res.cka[("biased", "E1")])
@@ -116,7 +123,7 @@ def test_results_round_trip(tmp_path):
 TEXTS = ["Task: How many words are there?\nInput: cat sun box\nAnswer: 3", "two thousand forty seven 2047",
          "max(3, 9) gives 9 and 4 + 5 = 9", "[INST] Write the number in words.\n47 [/INST] forty seven"] * 20
 PIPELINE = {"tasks": ["count", "py_eval", "num2words", "words2num"], "held_out": ["words2num"],
-            "synthesis_task": "num2words", "n_train": 12, "n_test": 8, "n_seeds": 2, "control_steps": 2,
+            "synthesis_task": "count", "n_train": 12, "n_test": 8, "n_seeds": 2, "control_steps": 2,
             "e1_steps": 3, "batch_size": 4, "max_len": 48, "dtype": "float32", "device": "cpu", "bf16": False,
             "threads": 1}
 
@@ -135,21 +142,23 @@ def save_tiny(family, folder):
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("family, lora", [("llama", {"lora_rank": 8, "lora_targets": ["q_proj", "v_proj"]}),
-                                          ("gpt2", {"lora_rank": 0, "lr": 1e-3})])
-def test_paper_profile_pipeline_on_a_tiny_random_model(tmp_path, monkeypatch, family, lora):
+@pytest.mark.parametrize("family, n_seeds, lora", [
+    ("llama", 1, {"lora_rank": 8, "lora_targets": ["q_proj", "v_proj"]}),  # the paper's recipe, one seed
+    ("gpt2", 2, {"lora_rank": 0, "lr": 1e-3}),  # full fine-tuning, two seeds (the seed-to-seed ceiling)
+])
+def test_paper_profile_pipeline_on_a_tiny_random_model(tmp_path, monkeypatch, family, n_seeds, lora):
     monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
-    cfg = zhao.Config.load("paper", {**PIPELINE, **lora, "paper_model": save_tiny(family, tmp_path / family),
-                                     "allow_network": False})
+    cfg = zhao.Config.load("paper", {**PIPELINE, **lora, "n_seeds": n_seeds, "allow_network": False,
+                                     "paper_model": save_tiny(family, tmp_path / family)})
     res, art = zhao.run(cfg)
     assert res.n_layers == 3
     for (est, pair), v in res.cka.items():
-        assert v.shape == ((1 if pair == "seed" else 2), 4, 3)
+        assert v.shape == ((n_seeds - 1 if pair == "seed" else n_seeds), 4, 3)
         assert np.all(v <= 1 + 1e-9) and (est == "debiased" or np.all(v >= 0))
     assert set(res.accuracy.model) == {"E0", "E1", "C"}
-    assert len(res.accuracy) == 4 + 2 * (4 + 4)  # E0 once per task; per seed E1 and C_t on every task
+    assert len(res.accuracy) == 4 + n_seeds * (4 + 4)  # E0 once per task; per seed E1 and C_t on every task
     assert res.accuracy["accuracy"].between(0, 1).all()
-    assert len(res.training) == 2 * 5 and not res.training["cached"].any()
+    assert len(res.training) == n_seeds * 5 and not res.training["cached"].any()
     again, art2 = zhao.run(cfg)  # now from the cache
     assert art2.cached and np.array_equal(again.cka[("biased", "E1")], res.cka[("biased", "E1")])
     base = zhao.load_base_model(cfg)
@@ -162,6 +171,12 @@ def test_paper_profile_pipeline_on_a_tiny_random_model(tmp_path, monkeypatch, fa
         zhao.tuned(cfg, base, data, data_art, "count", cfg.seed + 7, cache_only=True)
     cl = zhao.claims(res, cfg)
     assert {c.verdict for c in cl} <= {"reproduced", "partly", "not reproduced"}
+    monkeypatch.setattr(zhao.Config, "load", classmethod(lambda cls, profile="tiny", params=None: cfg))
+    pairs = zhao.synthesis_pairs("paper")
+    assert [p["name"] for p in pairs] == ["zhao: E0 -> E1 (multi-task)", "zhao: E0 -> C_count"]
+    for p in pairs:
+        assert len(p["inputs"]["input_ids"]) <= 256 and set(p["inputs"]) == {"input_ids", "attention_mask", "labels"}
+        assert 0.0 <= p["metric"](p["tuned"], p["inputs"]) <= 1.0 and p["tokenizer"] is p["tokenizer"]
 
 
 @pytest.mark.models

@@ -474,10 +474,26 @@ def _summary(name: str, F: torch.Tensor, cls: dict, cfg: Config) -> dict[str, np
     category = np.where(alive, feature_categories(top_idx, top_val, cls["category"]), -1)
     out = {f"{name}__alive": alive, f"{name}__top_idx": top_idx.astype(np.int32),
            f"{name}__top_val": top_val.astype(np.float32), f"{name}__category": category}
-    for kind in ("assign", "except"):  # point-biserial correlation of each feature with the indicator
-        ind = torch.as_tensor(cls[kind], dtype=torch.float32)[:, None]
-        out[f"{name}__{kind}_r"] = saelib.feature_correlations(F, ind)[:, 0].numpy()
+    indicators = np.stack([cls["assign"], cls["except"]], 1)  # point-biserial correlation with each indicator
+    r = correlate_with(F, indicators)
+    out[f"{name}__assign_r"], out[f"{name}__except_r"] = r[:, 0], r[:, 1]
     return out
+
+
+def correlate_with(F: torch.Tensor, X, chunk: int = 4096) -> np.ndarray:
+    """Pearson r (d, k) of every column of F (n, d) with each column of X (n, k), in one float64 pass over
+    row chunks (cheaper than lib.sae.feature_correlations when k is small); 0 where either side is constant."""
+    X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
+    n, sums, squares, cross = len(F), 0.0, 0.0, 0.0
+    for i in range(0, n, chunk):
+        c = F[i:i + chunk].to(torch.float64)
+        sums, squares, cross = sums + c.sum(0), squares + (c * c).sum(0), cross + c.T @ X[i:i + chunk]
+    mean_f, mean_x = sums / n, X.mean(0)
+    sd_f, sd_x = (squares / n - mean_f**2).clamp_min(0).sqrt(), X.std(0, unbiased=False)
+    cov = cross / n - mean_f[:, None] * mean_x[None, :]
+    denom = sd_f[:, None] * sd_x[None, :]
+    ok = denom > 1e-12 * (1 + mean_f.abs()[:, None])
+    return torch.where(ok, cov / denom.clamp_min(1e-300), torch.zeros_like(cov)).clamp(-1, 1).numpy()
 
 
 def _edge(a: str, b: str, feats: dict, arrays: dict, cfg: Config, device) -> dict[str, np.ndarray]:
@@ -501,7 +517,7 @@ def _case(kind: str, feats: dict, arrays: dict, device) -> dict[str, np.ndarray]
     i = int(sel.argmax())
     matches, rs = [], []
     for name in MODELS:
-        r = saelib.feature_correlations(feats["base"][:, [i]], feats[name], device=device)[0].cpu().numpy()
+        r = correlate_with(feats[name], feats["base"][:, [i]].float())[:, 0]
         r = np.where(arrays[f"{name}__alive"], r, -2.0)
         matches.append(int(r.argmax()))
         rs.append(float(r.max()))
@@ -523,8 +539,12 @@ def compare(s: Study, ms: dict[str, Loaded], saes: dict[str, tuple], next_ms: di
     def compute(out):
         stream = compare_stream(s)
         cls = token_classes(s.tokenizer, stream)
-        feats = {n: encode(saes[n][0], mlp_acts(ms[n].model, stream.ids)) for n in MODELS}
-        feats.update({f"{n}@next": encode(next_saes[n][0], mlp_acts(next_ms[n].model, stream.ids)) for n in MODELS})
+        acts = {}  # MLP activations per distinct model (the next seed's models are the same ones by default)
+        for m in (*ms.values(), *next_ms.values()):
+            acts[m.key] = acts[m.key] if m.key in acts else mlp_acts(m.model, stream.ids)
+        feats = {n: encode(saes[n][0], acts[ms[n].key]) for n in MODELS}
+        feats.update({f"{n}@next": encode(next_saes[n][0], acts[next_ms[n].key]) for n in MODELS})
+        del acts
         arrays = {"ids": stream.ids.numpy().astype(np.int32), "code": stream.code, "token_category": cls["category"]}
         for name, F in feats.items():
             arrays.update(_summary(name, F, cls, cfg))
@@ -794,7 +814,8 @@ def case_table(comps: list[dict], kind: str) -> pd.DataFrame:
         matches = [int(c[f"case__{kind}__match"][k]) for c in comps]
         rows.append({"model": name, "matched feature (seed 0)": matches[0],
                      "r with the base feature": measured([c[f"case__{kind}__r"][k] for c in comps])[0],
-                     "selectivity of the match": measured([c[f"{name}__{kind}_r"][j] for c, j in zip(comps, matches)])[0],
+                     "selectivity of the match": measured(
+                         [c[f"{name}__{kind}_r"][j] for c, j in zip(comps, matches)])[0],
                      "most selective feature of the model": measured(
                          [np.where(c[f"{name}__alive"], c[f"{name}__{kind}_r"], -1).max() for c in comps])[0]})
     return pd.DataFrame(rows).set_index("model")

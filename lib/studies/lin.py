@@ -197,7 +197,10 @@ def task_text(cfg: Config, base: Base, data: TaskData) -> str:
     numbers = (f"every number {cfg.num_lo}-{cfg.num_hi} (with its leading space) is one token" if n_tok.max() == 1
                else f"{(n_tok == 1).mean():.0%} of the numbers {cfg.num_lo}-{cfg.num_hi} (with their leading space) "
                     f"are one token, the longest {int(n_tok.max())}")
-    return (f"Profile `{cfg.profile}`, base model: {base.source}. The answers {cfg.answers[0]!r} and "
+    spec = model_spec(base.model)
+    size = (f"{spec.n_layers} blocks, d_model {spec.d_model}, {spec.n_heads} heads, "
+            f"{models.n_params(base.model) / 1e6:.2f} M parameters; tuned and scratch have the same architecture")
+    return (f"Profile `{cfg.profile}`, base model: {base.source} ({size}). The answers {cfg.answers[0]!r} and "
             f"{cfg.answers[1]!r} are single tokens ({a[0]!r}, {a[1]!r}); {numbers}. A trial (prompt and answer) is "
             f"{lengths.min():.0f}-{lengths.max():.0f} tokens long; its length "
             f"{'DEPENDS on the context (a positional shortcut)' if leak else 'does not depend on the context'}. "
@@ -713,8 +716,9 @@ def claim_reuse(cka: pd.DataFrame, cfg: Config) -> results.Claim:
     on_average = [t for t, g in gaps.items() if g.mean() > 0]
     verdict = ("reproduced" if len(everywhere) == len(gaps) else "partly" if everywhere or on_average
                else "not reproduced")
+    last = cka[cka["tokens"] == "last"]  # the headline number: the readout where the answer is produced
     per_seed = [(g[g.pair == "tuned vs base"].cka.mean() - g[g.pair == "scratch vs base"].cka.mean())
-                for _, g in cka.groupby(["tokens", "seed"])]
+                for _, g in last.groupby("seed")]
     ours = "; ".join(f"{READOUTS[t]}: CKA(tuned, base) - CKA(scratch, base) = {g.mean():.2f} on average, "
                      f"{g.min():.2f} in the least similar block" for t, g in gaps.items())
     return results.Claim(

@@ -371,12 +371,14 @@ def run_blocks(s: Setup) -> BlockAPT:
     return BlockAPT(pd.DataFrame(rows), cat(true), cat(pred), cat(kind))
 
 
-def block_summary(res: BlockAPT) -> pd.DataFrame:
+def block_summary(res: BlockAPT | None) -> pd.DataFrame | None:
     """Mean and sd over seeds of ⟨APT⟩ per (model, readout, block)."""
+    if res is None:
+        return None
     g = res.table.groupby(["model", "readout", "block"])
     out = g[["mean_apt", "apt_top", "accuracy", "mean_apt_masked"]].mean()
     out = out.join(g["mean_apt"].std().rename("mean_apt_sd"))
-    return out.reset_index()
+    return out.reset_index().round(4)
 
 
 @_skip_local
@@ -479,10 +481,11 @@ def confusion_clusters(true, pred, vocab: int, threshold: float, min_count: int)
             "concentration": float(C.data[inside].sum() / total) if total else float("nan")}
 
 
-@_skip_local
-def run_clusters(s: Setup, res: BlockAPT) -> tuple[pd.DataFrame, dict]:
+def run_clusters(s: Setup, res: BlockAPT | None) -> tuple[pd.DataFrame | None, dict | None]:
     """Cluster statistics per (model, readout, block) and the base's final-head clusters."""
     rows, final = [], None
+    if res is None:
+        return None, None
     for (name, readout), pred in res.pred.items():
         for b in range(pred.shape[1]):
             c = confusion_clusters(res.true[name], pred[:, b], len(s.tok), s.cfg.cluster_threshold,
@@ -496,6 +499,8 @@ def run_clusters(s: Setup, res: BlockAPT) -> tuple[pd.DataFrame, dict]:
 
 def cluster_examples(s: Setup, final: dict | None, n: int = 12):
     """The largest strong-match clusters of the final head, decoded (a note when there are none)."""
+    if s.base is None:
+        return None
     if not final or not final["clusters"]:
         return plotting.say("*No strong-match cluster at the final head.*")
     return _full(pd.DataFrame([{"size": len(c), "tokens": " · ".join(s.tok.convert_ids_to_tokens(c.tolist()))}
@@ -819,7 +824,7 @@ def claims(s: Setup, res: BlockAPT, fa: dict, ws: pd.DataFrame, cl: pd.DataFrame
                      f"rank correlation over types, final head", value=rho, n=len(fa["apt"])))
     v, means = _ws_verdict(ws)
     out.append(Claim("apt_rises_with_data", "⟨APT⟩ rises with the pre-training set size W_S", "qualitative (Fig. 2)",
-                     ", ".join(f"{int(r)} rows: {m:.3f}" for r, m in means.items()), v,
+                     ", ".join(f"{int(r)} rows: {m:.4f}" for r, m in means.items()), v,
                      f"{s.cfg.ws_protocol.replace('_', ' ')}; {len(means)} sizes, n={s.cfg.n_seeds} mask draws",
                      value=float(means.iloc[-1]), n=s.cfg.n_seeds))
     sizes = [len(c) for c in final["clusters"]]
@@ -1128,6 +1133,17 @@ def text_differences(s: Setup) -> str:
             f"{c.hidden_size} and {c.vocab_size} tokens"
             + (f", pre-trained on {s.memo['n_pretrain_rows']} windows of offline English."
                if s.memo.get("n_pretrain_rows") else "."))
+
+
+def text_local(df: pd.DataFrame | None) -> str:
+    if df is None:
+        return ""
+    peak = int(df["mean_apt"].idxmax())
+    return (f"Next-token ⟨APT⟩ through the logit lens: {df['mean_apt'].iloc[0]:.3f} at the embeddings, "
+            f"{df['mean_apt'].iloc[len(df) // 2]:.3f} at layer {len(df) // 2}, {df['mean_apt'].iloc[-1]:.3f} after the "
+            f"last layer (highest at layer {df['block'][peak]}); position-weighted accuracy "
+            f"{df['accuracy'].iloc[0]:.3f} → {df['accuracy'].iloc[-1]:.3f}, APT(k) {df['apt_top'].iloc[0]:.3f} → "
+            f"{df['apt_top'].iloc[-1]:.3f}.")
 
 
 def text_profile(s: Setup) -> str:

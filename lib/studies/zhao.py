@@ -73,7 +73,7 @@ class Config(_Config):
     estimator: str = param("biased", choices=ESTIMATORS, doc="CKA estimator behind the verdicts (paper: biased)")
     shared_below: float = param(0.33, lo=0.0, hi=1.0, doc="layer-group rule: gain share below which a layer is shared")
     refine_from: float = param(0.67, lo=0.0, hi=1.0, doc="layer-group rule: gain share from which layers refine")
-    synthesis_task: str = param("num2words", choices=tasks_mod.TASKS, doc="the control model offered to the synthesis chapter")
+    synthesis_task: str = param("count", choices=tasks_mod.TASKS, doc="the control model offered to the synthesis chapter")
     local_model: str = param("gemma-3-270m", choices=tuple(models.LOCAL_MODELS), doc="local profile: packaged model")
     paper_model: str = param("meta-llama/Llama-2-7b-hf", doc="paper profile: hub id or local folder")
     allow_network: bool = param(False, doc="paper profile: let load_hub reach the Hugging Face hub")
@@ -306,18 +306,20 @@ class _Evaluator:
 
     def __init__(self, cfg: Config, base: Base, data: dict):
         self.cfg, self.base, self.data, self.rows, self.seconds = cfg, base, data, [], 0.0
+        # the logits of one batch are batch x length x vocabulary floats: keep them near 1 GB (Gemma: 262k words)
+        self.batch_size = max(1, min(64, 2**28 // (cfg.max_len * len(base.tokenizer))))
 
     def __call__(self, model, name: str, seed: int, task: str) -> np.ndarray:
         start = time.perf_counter()
         metrics, states = tasks_mod.evaluate(model, self.base.tokenizer, self.data[task].test, self.cfg.max_len,
-                                             self.cfg.template, states=True)
+                                             self.cfg.template, states=True, batch_size=self.batch_size)
         self.rows.append({"model": name, "seed": seed, "task": task, **metrics})
         self.seconds += time.perf_counter() - start
         return states  # (n_layers, n_test, d_model)
 
 
 def _compute(cfg: Config, base: Base, data: dict, data_art: Artifact) -> Results:
-    evaluate, training, train_seconds = _Evaluator(cfg, base, data), [], 0.0
+    evaluate, training, train_seconds, cpu_start = _Evaluator(cfg, base, data), [], 0.0, time.process_time()
     e0, keep = {}, cfg.n_seeds > 1  # states are kept across seeds only when reused (paper-scale states are large)
     cka = {(e, p): [] for e in ESTIMATORS for p in ("E0", "E1", "seed")}
     previous = None
@@ -338,7 +340,7 @@ def _compute(cfg: Config, base: Base, data: dict, data_art: Artifact) -> Results
             x0 = e0[t] if t in e0 else evaluate(base.model, "E0", -1, t)
             e0[t] = x0 if keep else None
             for pair, X in (("E0", x0), ("E1", evaluate(e1, "E1", seed, t))):
-                for e, v in both_cka(X, controls[t]).items():
+                for e, v in both_cka(X, states).items():
                     per[(e, pair)].append(v)
             del c_t
         for (e, pair), v in per.items():
@@ -351,7 +353,8 @@ def _compute(cfg: Config, base: Base, data: dict, data_art: Artifact) -> Results
     empty = np.zeros((0, len(cfg.tasks), base.n_layers))
     cka = {k: np.stack(v) if v else empty for k, v in cka.items()}
     return Results(list(cfg.tasks), list(cfg.held_out), base.n_layers, cka, pd.DataFrame(evaluate.rows),
-                   pd.DataFrame(training), base.info(), {"train": train_seconds, "evaluate": evaluate.seconds})
+                   pd.DataFrame(training), base.info(), {"train": train_seconds, "evaluate": evaluate.seconds,
+                                                         "cpu": time.process_time() - cpu_start})
 
 
 def run(cfg: Config, base: Base | None = None) -> tuple[Results, Artifact]:
@@ -446,9 +449,9 @@ def encoded_table(res: Results, cfg: Config) -> pd.DataFrame:
 def _verdict(values, threshold: float) -> tuple[str, str]:
     v = np.asarray(values, dtype=float)
     if v.mean() >= threshold and (v > 0).all():
-        return "reproduced", f"mean {v.mean():.3f} >= {threshold} and positive for every seed"
+        return "reproduced", f"mean {v.mean():.3f} >= {threshold:.3g} and positive for every seed"
     if v.mean() > 0:
-        return "partly", f"mean {v.mean():.3f} is positive but below {threshold} or not positive for every seed"
+        return "partly", f"mean {v.mean():.3f} is positive but below {threshold:.3g} or not positive for every seed"
     return "not reproduced", f"mean {v.mean():.3f} <= 0"
 
 
@@ -463,10 +466,8 @@ def claims(res: Results, cfg: Config) -> list[Claim]:
     e0 = res.cka[(est, "E0")]  # (S, T, L)
     drop = e0[:, :, 0].mean(1) - e0[:, :, -1].mean(1)
     gain_seen = gain_curve(res, est, seen).mean(1)
-    sem = [t for t in res.tasks if tasks_mod.SPECS[t].kind == "semantic"]
-    struct = [t for t in res.tasks if tasks_mod.SPECS[t].kind == "structured"]
-    kind_gap = (e0[:, task_index(res, sem)].mean(axis=(1, 2)) - e0[:, task_index(res, struct)].mean(axis=(1, 2))
-                if sem and struct else np.zeros(len(e0)))
+    kind_gap = _kind_gap(res, est, res.tasks)
+    learned_gap = _kind_gap(res, est, learned_tasks(res))
     out = [
         _claim("pretrained_similarity_falls_with_depth",
                "The pre-trained model's similarity to single-task controls is high in early layers and falls in later ones.",
@@ -480,9 +481,13 @@ def claims(res: Results, cfg: Config) -> list[Claim]:
                "Semantic tasks (sentiment, paraphrase) are already encoded by pre-training; structured-output tasks "
                "(translation, summarisation) need instruction tuning.",
                "qualitative (high vs low E0-C_t CKA)", kind_gap, KIND_GAP_MIN,
-               metric=f"E0-C_t CKA ({est}) over layers: semantic minus structured tasks"),
+               metric=f"E0-C_t CKA ({est}) over layers: semantic minus structured tasks",
+               gap_among_learned_tasks=float(learned_gap.mean()), learned_tasks=learned_tasks(res)),
         groups_claim(res, cfg),
     ]
+    learned = learned_tasks(res)
+    out[2].reason += (f"; among the {len(learned)} tasks whose controls beat the base, semantic minus structured is "
+                      f"{np.mean(learned_gap):.3f}")
     if res.held_out:
         gain_unseen = gain_curve(res, est, res.held_out).mean(1)
         share = float(gain_unseen.mean() / gain_seen.mean()) if abs(gain_seen.mean()) > 1e-9 else float("nan")
@@ -493,6 +498,23 @@ def claims(res: Results, cfg: Config) -> list[Claim]:
                    share_of_seen_gain=share)
         out.append(c)
     return out
+
+
+def learned_tasks(res: Results, margin: float = 0.05) -> list[str]:
+    """Tasks whose control beats the base's accuracy by more than `margin` (mean over seeds)."""
+    acc = res.accuracy.groupby(["model", "task"])["accuracy"].mean()
+    return [t for t in res.tasks if acc[("C", t)] > acc[("E0", t)] + margin]
+
+
+def _kind_gap(res: Results, est: str, tasks) -> np.ndarray:
+    """Per seed: E0-C_t CKA (mean over layers) of the semantic minus the structured tasks among `tasks`
+    (NaN when one kind is missing)."""
+    e0 = res.cka[(est, "E0")]
+    sem = task_index(res, [t for t in tasks if tasks_mod.SPECS[t].kind == "semantic"])
+    struct = task_index(res, [t for t in tasks if tasks_mod.SPECS[t].kind == "structured"])
+    if not sem or not struct:
+        return np.full(len(e0), np.nan)
+    return e0[:, sem].mean(axis=(1, 2)) - e0[:, struct].mean(axis=(1, 2))
 
 
 def groups_claim(res: Results, cfg: Config) -> Claim:
@@ -573,8 +595,9 @@ def show_setup(res: Results, cfg: Config) -> None:
         f"{b['parameters (M)']:.2f} M parameters, vocabulary {b['vocabulary']}. Tuning: {tuning}; "
         f"{len(res.tasks)} controls × {cfg.n_seeds} seeds at {cfg.control_steps} steps and {cfg.n_seeds} multi-task "
         f"models E1 at {cfg.e1_steps} steps, batch {cfg.batch_size}, on {len(cfg.seen)} seen tasks "
-        f"(held out: {', '.join(res.held_out) or 'none'}). Time in this run: training {res.seconds['train']:.0f} s, "
-        f"evaluation {res.seconds['evaluate']:.0f} s (zero when loaded from the cache).")
+        f"(held out: {', '.join(res.held_out) or 'none'}). Computing them (when the cached artifact was made) took "
+        f"{res.seconds['train']:.0f} s of training and {res.seconds['evaluate']:.0f} s of evaluation, wall time, "
+        f"and {res.seconds.get('cpu', float('nan')):.0f} s of process CPU time (threads: {cfg.threads or 'default'}).")
 
 
 def say_accuracy(res: Results, cfg: Config) -> None:
@@ -636,7 +659,8 @@ def plot_clusters(res: Results, cfg: Config) -> None:
             ax.plot(layers, curves["seed"][cluster][0], "--", color=plotting.PALETTE["control"], label="C_t–C_t'")
         ax.set(title=cluster, xlabel="layer", ylim=(0, 1.02), xticks=layers)
     axes[0, 0].set_ylabel(f"linear CKA ({cfg.estimator})")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8,
+               bbox_to_anchor=(0.5, -0.08))
     plt.tight_layout()
     plt.show()
 
@@ -680,12 +704,17 @@ def say_groups(res: Results, cfg: Config) -> None:
 def plot_encoded(table: pd.DataFrame) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
     colors = [plotting.PALETTE["base"] if k == "semantic" else plotting.PALETTE["tuned"] for k in table["kind"]]
-    ax.bar(range(len(table)), table["E0-C_t CKA"], color=colors)
+    bars = ax.bar(range(len(table)), table["E0-C_t CKA"], color=colors)
+    for bar, gain in zip(bars, table["C_t gain over E0"]):
+        if gain <= 0.05:  # the control did not beat the base: nothing task-specific to encode
+            bar.set_hatch("///")
+            bar.set_alpha(0.5)
     ax.set(xticks=range(len(table)), ylabel="E0–C_t CKA (mean over layers)", ylim=(0, 1))
     ax.set_xticklabels([f"{t}*" if not e else t for t, e in zip(table.index, table["in E1"])], rotation=45,
                        ha="right")
     handles = [plt.Rectangle((0, 0), 1, 1, color=plotting.PALETTE[p]) for p in ("base", "tuned")]
-    ax.legend(handles, ["semantic", "structured"], fontsize=8)
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="w", edgecolor="k", hatch="///"))
+    ax.legend(handles, ["semantic", "structured", "control ≤ base + 0.05"], fontsize=8)
     plt.tight_layout()
     plt.show()
 

@@ -515,28 +515,29 @@ def forward_rows(model, enc: Encoded, first_ids: torch.Tensor | None = None, sta
     return {k: torch.cat(v, dim=1 if k == "states" else 0).numpy() for k, v in out.items()}
 
 
-def _full_choice(model, tokenizer, examples: list[Example], max_len: int, template: str) -> np.ndarray:
+def _full_choice(model, tokenizer, examples: list[Example], max_len: int, template: str,
+                 batch_size: int = 64) -> np.ndarray:
     """(N,) bool: the gold answer has the highest summed log-probability among each example's choices."""
     flat = [(i, c) for i, e in enumerate(examples) for c in e.choices]
     enc = encode([examples[i] for i, _ in flat], tokenizer, max_len, template, answers=[c for _, c in flat])
     best = {}
-    for (i, c), lp in zip(flat, forward_rows(model, enc)["logp"]):
+    for (i, c), lp in zip(flat, forward_rows(model, enc, batch_size=batch_size)["logp"]):
         if i not in best or lp > best[i][1]:
             best[i] = (c, lp)
     return np.array([best[i][0] == e.answer for i, e in enumerate(examples)])
 
 
 def evaluate(model, tokenizer, examples: list[Example], max_len: int, template: str = "plain",
-             states: bool = False) -> tuple[dict[str, float], np.ndarray | None]:
+             states: bool = False, batch_size: int = 64) -> tuple[dict[str, float], np.ndarray | None]:
     """({"exact_match", "accuracy"}, last-prompt-token states (n_layers, N, d_model) or None) on `examples`.
 
     accuracy: for examples with choices, the gold choice has the largest first-answer-token logit among the
     choices (when their first tokens differ; otherwise the largest summed log-probability of the whole answer);
-    for free generation, exact match.
+    for free generation, exact match. `batch_size` rows per forward pass (the logits are batch x length x vocab).
     """
     enc = encode(examples, tokenizer, max_len, template)
     first, distinct = first_token_ids(examples, tokenizer) if examples[0].choices else (None, None)
-    out = forward_rows(model, enc, first, states)
+    out = forward_rows(model, enc, first, states, batch_size)
     metrics = {"exact_match": float(out["exact"].mean())}
     if first is None:
         return {**metrics, "accuracy": metrics["exact_match"]}, out.get("states")
@@ -544,7 +545,7 @@ def evaluate(model, tokenizer, examples: list[Example], max_len: int, template: 
     correct = out["first"].argmax(1) == gold
     if not distinct.all():
         clash = np.flatnonzero(~distinct)
-        correct[clash] = _full_choice(model, tokenizer, [examples[i] for i in clash], max_len, template)
+        correct[clash] = _full_choice(model, tokenizer, [examples[i] for i in clash], max_len, template, batch_size)
     return {**metrics, "accuracy": float(correct.mean())}, out.get("states")
 
 
