@@ -10,11 +10,13 @@ STAMP := $(VENV)/.installed
 PROFILE ?= tiny
 JB := $(VENV)/bin/jupyter-book build -W -n --keep-going
 SMOKE := _build/smoke
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax/tex-chtml.js
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data book notebooks test unit run check bench clean local-models
+.PHONY: setup data book notebooks test unit run check bench clean local-models chromium browser-check
 
 setup: $(STAMP)
 
@@ -28,8 +30,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip check
 	@touch $(STAMP)
 
-data: setup
+data: setup $(MATHJAX)
 	$(PY) -m lib.corpora fetch
+
+# MathJax served from the book (no CDN): the npm package, unpacked once; a partial copy is never left in place
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "npm is missing (MathJax is served from the book): run 'apt-get install -y npm'"; exit 1; }
+	rm -rf data/sources/mathjax.tmp && mkdir -p data/sources/mathjax.tmp book/_static
+	cd data/sources/mathjax.tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	rm -rf book/_static/mathjax && mv data/sources/mathjax.tmp/package/es5 book/_static/mathjax && rm -rf data/sources/mathjax.tmp
+
+# Debian's Chromium for the browser check of the built book
+chromium:
+	@command -v chromium >/dev/null || command -v apt-get >/dev/null || { echo "chromium is missing: install Debian's chromium (apt-get install -y chromium)"; exit 1; }
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; } || { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }
 
 notebooks: data
 	$(PY) -m lib.run book --profile $(PROFILE) --out book/notebooks
@@ -39,12 +53,17 @@ book: notebooks
 	@echo "open _build/html/index.html"
 
 unit: data
-	$(PY) -m pytest -m "not notebooks"
+	$(PY) -m pytest -m "not notebooks and not browser"
 
-test: data
+test: data chromium
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	$(PY) -m lib.run stage $(SMOKE)/book --notebooks $(SMOKE)/notebooks
 	$(JB) $(SMOKE)/book
+	BOOK_HTML=$(SMOKE)/book/_build/html $(PY) -m pytest -m browser tests/test_browser.py
+
+# open every page of the built book (make book) in headless Chromium: screenshots in _build/screenshots
+browser-check: chromium
+	BOOK_HTML=_build/html $(PY) -m pytest -m browser tests/test_browser.py
 
 run: data
 	@test -n "$(NB)" || { echo "usage: make run NB=<notebook> PROFILE=<profile> [PARAMS=file.yaml] [SET=\"k=v ...\"]"; exit 2; }

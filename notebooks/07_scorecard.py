@@ -1,0 +1,77 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Reproduction scorecard
+#
+# One row per headline claim of each paper: the claim in a sentence, the paper's number, ours (mean ± standard
+# deviation over seeds where a claim has a number), and a verdict with a one-line reason. Nothing here is typed:
+# every chapter writes its claims to `results/<chapter>.json` when it runs, with its verdicts decided by rules
+# stated on its own page, and this page only reads and lays them out.
+#
+# The four verdicts:
+# - **reproduced**: the paper's effect appears at our scale, by the chapter's stated rule;
+# - **partly**: the effect appears in direction but is weaker, holds on some indicators or seeds only, or rests on
+#   a substitute measurement;
+# - **not reproduced**: the effect is absent or reversed at our scale;
+# - **not testable offline**: the claim needs something that does not exist offline (e.g. GPT-4 explanations).
+#
+# A "not reproduced" at the `tiny` scale says that a 1-to-3-million-parameter model trained on a few million
+# tokens does not show the effect; it does not refute a paper about 7-billion-parameter models.
+#
+# **Prerequisites:** the chapters of the same build (`make book` runs them first). **Runtime:** a second.
+
+# %% tags=["parameters"]
+profile = "tiny"  # smoke | tiny | local | paper: the profile the chapters of this build ran in
+params = {}  # e.g. {"results": "book/notebooks/results"} to show another build's results
+
+# %% tags=["hide-input"]
+from lib import plotting
+from lib.studies import scorecard as study
+
+cfg = study.Config.load(profile, params)  # validates every value before any work starts
+plotting.setup()
+records, missing = study.load(cfg)
+counts = study.counts_table(records, missing)
+plotting.say(f"Results read from `{cfg.folder().name}/` of this build: {len(records)} chapters, "
+             f"{int(counts['claims'].sum())} claims"
+             + (f"; **not run in this build: {', '.join(missing)}**." if missing else "."))
+
+# %% [markdown]
+# ## At a glance
+
+# %% tags=["hide-input"]
+fig = study.plot_counts(counts)
+
+# %% [markdown]
+# *Figure: verdicts of the headline claims, per chapter, in the profile each chapter ran in.*
+
+# %% tags=["hide-input"]
+counts
+
+# %% tags=["hide-input"]
+profiles = sorted({r["profile"] for r in records})
+plotting.say(f"Profile(s) of these results: {', '.join(profiles) or 'none'}. "
+             + ("**Smoke-profile numbers only check that the code runs; they mean nothing scientifically.**"
+                if "smoke" in profiles else
+                "Model sizes (parameters, in millions) are given with each chapter's claims below."))
+glance = study.write_glance(cfg, records, missing)
+
+# %% [markdown]
+# ## Every claim
+
+# %% tags=["hide-input"]
+from IPython.display import display
+
+for head, table in study.chapter_sections(records):
+    plotting.say(head)
+    display(table)
