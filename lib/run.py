@@ -54,11 +54,13 @@ def run_many(notebooks, profile: str, out_dir: Path, timeout: int | None = None)
     for nb in notebooks:  # validate every notebook's profile first: fail before hours of work
         validate(nb, profile, {})
     times = {}
+    timings = out_dir / "timings.json"  # rewritten after each notebook: later pages (the appendix) read it
+    timings.unlink(missing_ok=True)
     for nb in notebooks:
         print(f"[{profile}] {nb} ...", flush=True)
         times[nb] = execute(nb, profile, {}, out_dir, timeout)
         print(f"[{profile}] {nb} done in {times[nb]:.1f} s", flush=True)
-    (out_dir / "timings.json").write_text(json.dumps({"profile": profile, "seconds": times}, indent=1))
+        timings.write_text(json.dumps({"profile": profile, "seconds": times}, indent=1))
     return times
 
 

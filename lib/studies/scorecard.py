@@ -42,9 +42,12 @@ class Config(_Config):
         return p if p.is_absolute() else ROOT / p
 
 
+READERS = ("07_scorecard", "08_performance")  # pages that read what others wrote and write no claims
+
+
 def expected_chapters() -> list[str]:
-    """The notebooks whose results belong on the scorecard: the findings and the synthesis (not 00_*, not this)."""
-    return [nb for nb in NOTEBOOKS if not nb.startswith("00_") and nb != Config.notebook]
+    """The notebooks whose results belong on the scorecard: the findings and the synthesis (not 00_*, not readers)."""
+    return [nb for nb in NOTEBOOKS if not nb.startswith("00_") and nb not in READERS]
 
 
 def load(cfg: Config) -> tuple[list[dict], list[str]]:

@@ -1,0 +1,84 @@
+"""Notebook 08_performance: speed and memory of the study, measured in the build that renders the page.
+
+Three sources, each labelled on the page: (1) the wall time of every notebook of this build, which
+`lib.run.run_many` records in `timings.json` beside the executed notebooks; (2) micro-benchmarks run here and now
+(`lib.bench`): the training loop against a bare PyTorch loop, a full per-head patching sweep against its
+forward-pass lower bound, linear CKA and SAE feature correlations at the sizes of the profile; (3) the report of the
+last `make bench` (cold and warm caches, peak memory), if one exists, with its date and machine.
+Ratios travel between machines; absolute times do not.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lib import bench
+from lib.config import Config as _Config, param
+from lib.paths import ROOT, results_dir
+
+
+@dataclass(frozen=True)
+class Config(_Config):
+    notebook = "08_performance"
+    train_steps: int = param(30, lo=2, hi=10_000, doc="steps of each loop in the training-loop overhead benchmark")
+    sweep_batch: int = param(32, lo=1, hi=4096, doc="prompts in the patching-sweep benchmark")
+    cka_n: int = param(10_000, lo=10, hi=10**6, doc="rows of the CKA benchmark")
+    cka_d: int = param(1024, lo=2, hi=65_536, doc="columns of the CKA benchmark")
+    sae_features: int = param(16_384, lo=16, hi=65_536, doc="features per SAE in the feature-correlation benchmark")
+    sae_tokens: int = param(4_096, lo=16, hi=10**6, doc="tokens in the feature-correlation benchmark")
+    bench_report: str = param("bench/report.json", doc="report of the last `make bench` to show (if it exists)")
+
+
+def build_timings() -> pd.DataFrame | None:
+    """Wall time of each notebook executed before this one in the same build (None when run on its own)."""
+    path = results_dir().parent / "timings.json"
+    if not path.exists():
+        return None
+    t = json.loads(path.read_text())
+    df = pd.DataFrame({"seconds": t["seconds"]}).rename_axis("notebook")
+    df["minutes"] = (df["seconds"] / 60).round(2)
+    df.attrs["profile"] = t["profile"]
+    return df.round(1)
+
+
+def micro(cfg: Config) -> dict:
+    return {"machine": bench.machine(),
+            "train_loop": bench.train_loop_overhead(cfg.train_steps),
+            "patching_sweep": bench.patching_sweep(cfg.sweep_batch),
+            "analysis": bench.analysis_kernels(cfg.sae_features, cfg.sae_tokens, cfg.cka_n, cfg.cka_d)}
+
+
+def ratio_table(m: dict) -> pd.DataFrame:
+    rows = [{"benchmark": "training loop / bare PyTorch loop (tokens/s)", "setting": m["train_loop"]["model"],
+             "ratio": m["train_loop"]["loop_over_bare"], "goal": m["train_loop"]["goal"]},
+            {"benchmark": "patching sweep / forward-pass lower bound (wall)", "setting": m["patching_sweep"]["model"],
+             "ratio": m["patching_sweep"]["sweep_over_lower_bound"], "goal": m["patching_sweep"]["goal"]},
+            {"benchmark": "patching sweep / lower bound (CPU time)", "setting": m["patching_sweep"]["model"],
+             "ratio": m["patching_sweep"]["cpu_time_ratio"], "goal": "<= 1.5"}]
+    return pd.DataFrame(rows).set_index("benchmark")
+
+
+def kernel_table(m: dict) -> pd.DataFrame:
+    rows = [{"kernel": k, **v} for k, v in m["analysis"].items()]
+    return pd.DataFrame(rows).set_index("kernel")
+
+
+def last_bench(cfg: Config) -> tuple[dict | None, pd.DataFrame | None]:
+    """(the report's header, a notebook x profile x cache table) of the last `make bench`, or (None, None)."""
+    path = Path(cfg.bench_report)
+    path = path if path.is_absolute() else ROOT / path
+    if not path.exists():
+        return None, None
+    rep = json.loads(path.read_text())
+    rows = []
+    for profile, nbs in rep.get("notebooks", {}).items():
+        for nb, states in nbs.items():
+            for state, v in states.items():
+                rows.append({"profile": profile, "notebook": "whole book" if nb == "_all" else nb, "cache": state,
+                             "seconds": v.get("seconds"), "peak RSS (MiB)": v.get("peak_rss_mib"),
+                             "error": "; ".join(v.get("error", []))})
+    table = pd.DataFrame(rows).set_index(["profile", "notebook", "cache"]) if rows else None
+    return {k: rep[k] for k in ("date", "machine") if k in rep}, table

@@ -1,0 +1,80 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Appendix: speed and memory
+#
+# Speed is a property of the study that we measure, not assume. This page reports, for the build that rendered
+# it: how long every notebook took; how close the shared training loop and the batched patching sweep come to
+# their lower bounds; and the cost of the two heaviest analysis kernels. Quote the *ratios*: they carry over to
+# other machines, absolute seconds do not. A fuller report with cold and warm caches and peak memory per notebook
+# comes from `make bench` (`python -m lib.bench`), shown at the end when one exists.
+#
+# **Runtime:** about a minute in the `tiny` profile (the 16k × 16k feature correlation dominates).
+
+# %% tags=["parameters"]
+profile = "tiny"  # smoke | tiny | local | paper: the sizes in notebooks/params/08_performance/<profile>.yaml
+params = {}  # e.g. {"sae_features": 4096}
+
+# %%
+from lib import plotting
+from lib.studies import performance as study
+
+cfg = study.Config.load(profile, params)  # validates every value before any work starts
+plotting.setup()
+cfg.table()
+
+# %% [markdown]
+# ## Notebooks of this build
+
+# %%
+timings = study.build_timings()
+if timings is None:
+    plotting.say("No `timings.json` beside this notebook: it was executed on its own (as the tests do), not by "
+                 "`make book`, so there are no build timings to show.")
+else:
+    plotting.say(f"Profile `{timings.attrs['profile']}`: {len(timings)} notebooks before this page took "
+                 f"{timings['seconds'].sum() / 60:.1f} min in all (cached models reused where their keys matched).")
+timings
+
+# %% [markdown]
+# ## Overheads against lower bounds
+
+# %%
+m = study.micro(cfg)
+plotting.say(f"Measured now on {m['machine']['cores']} cores ({m['machine']['cpu']}). The training loop runs at "
+             f"{m['train_loop']['loop_over_bare']:.2f}× the tokens/s of a bare forward/backward/step loop on the "
+             f"same model and batch (goal ≥ 0.8); a full per-head patching sweep costs "
+             f"{m['patching_sweep']['sweep_over_lower_bound']:.2f}× the forward passes any per-head patching must "
+             f"compute (goal ≤ 1.5).")
+study.ratio_table(m)
+
+# %% [markdown]
+# The sweep batches heads: the clean batch is replicated once per head in a chunk, and each copy patches a
+# different head, so one forward pass tests many heads ({ref}`method-patching`). The lower bound is one plain
+# forward pass per head at the clean batch size.
+
+# %%
+study.kernel_table(m)
+
+# %% [markdown]
+# ## The last `make bench`
+
+# %%
+header, bench_table = study.last_bench(cfg)
+if header is None:
+    plotting.say(f"No `{cfg.bench_report}` on this machine: run `make bench` to measure every notebook with a cold "
+                 "and a warm cache.")
+else:
+    plotting.say(f"Report of `make bench` from {header.get('date')} on {header['machine']['cores']} cores "
+                 f"({header['machine']['cpu']}): not re-measured in this build.")
+bench_table
