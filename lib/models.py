@@ -402,3 +402,16 @@ def rebuild(model: PreTrainedModel) -> PreTrainedModel:
         fresh = type(model)(config)
     fresh.load_state_dict(model.state_dict())
     return fresh.to(torch.float32).eval()
+
+
+def resolve_device(name: str) -> "torch.device":
+    """'cpu' | 'cuda' | 'auto' (cuda when present) -> a torch.device; ConfigError when cuda is asked for but absent."""
+    import torch
+
+    from lib.config import ConfigError
+
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise ConfigError("parameter 'device' = 'cuda' but no CUDA device is available")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
+

@@ -10,14 +10,6 @@ from lib.studies import horn
 from _tiny import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("profile", ["smoke", "tiny", "local", "paper"])
 def test_every_profile_loads(profile):

@@ -20,14 +20,6 @@ SMALL = dict(n_seeds=2, train_size=64, val_size=16, test_size=32, heldout_size=1
              bf16=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("profile", ["smoke", "tiny", "local", "paper"])
 def test_every_profile_loads(profile):

@@ -14,16 +14,6 @@ from lib.models import (FAMILIES, MissingPackageError, ModelConfig, build_model,
 from lib.tokenizers import train_bpe, train_wordpiece
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a 2-thread pool slows ~100x when another process
-    holds a core (measured on this 2-core machine), so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TEXTS = ["the cat sat on the mat. def f(x): return x + 1", "a dog ran in the park; print('hello')"] * 10
 
 

@@ -18,15 +18,6 @@ from lib.sae import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and spinning threads crawl on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _synthetic(n=4096, d=16, k=8, p=0.15, seed=0):
     """Sparse non-negative mixtures of k orthonormal directions in R^d, plus an offset."""
     g = torch.Generator().manual_seed(seed)

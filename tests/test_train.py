@@ -12,16 +12,6 @@ from lib.train import (History, TrainConfig, evaluate, lm_loss, loop_overhead, l
 V = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a 2-thread pool slows ~100x when another process
-    holds a core (measured on this 2-core machine), so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(family="gpt2", seed=0, **overrides):
     base = dict(family=family, d_model=32, n_layers=2, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=V)
     return build_model(ModelConfig(**{**base, **overrides}), seed=seed)

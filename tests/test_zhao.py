@@ -12,14 +12,6 @@ from lib.studies import zhao
 from lib.tokenizers import train_bpe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("profile", ["smoke", "tiny", "local", "paper"])
 def test_every_profile_loads(profile):
     cfg = zhao.Config.load(profile)

@@ -104,10 +104,7 @@ class Config(_Config):
         return [self.seed + i for i in range(self.n_seeds)]
 
     def torch_device(self) -> torch.device:
-        cuda = torch.cuda.is_available()
-        if self.device == "cuda" and not cuda:
-            raise ConfigError("parameter 'device' = 'cuda' but no CUDA device is available")
-        return torch.device("cuda" if self.device == "cuda" or (self.device == "auto" and cuda) else "cpu")
+        return models.resolve_device(self.device)
 
 
 # ------------------------------------------------------------------------------------------------ base and data

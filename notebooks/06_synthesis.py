@@ -1,0 +1,166 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Synthesis: where fine-tuning reuses and where it rebuilds
+#
+# Each of the five papers looked inside its own fine-tuned models with its own tools, and each reached a
+# conclusion about what fine-tuning does to the base model:
+#
+# | paper | pairs | its conclusion |
+# |---|---|---|
+# | Lin (2024) | pretrained GPT-2 → fine-tuned; random init → trained from scratch | the fine-tuned model relies on pretrained representations, particularly in later layers; the scratch model builds different, task-specific mechanisms |
+# | Zhao, Ziser & Cohen (2024) | Llama-2 → instruction-tuned (multi-task E1, single-task controls) | early layers are shared, later layers become task-specific (transition at about a third of the depth) |
+# | Prakash et al. (2024) | Llama-7B → Goat / FLoat | the same entity-tracking circuit, enhanced |
+# | Tzach et al. (2025) | pre-trained BERT-6 → fine-tuned classifiers | fine-tuning accuracy grows along the blocks of the pre-trained representation |
+# | Horn & Elliott (2024) | one-layer Mistral → two domain fine-tunes → their SLERP merge | very few SAE features persist from parent to child; a few generic or universal ones do |
+#
+# Their methods differ (CKA, circuits, accuracy per token, SAE features), so their conclusions cannot be set side by
+# side. This page applies **the same three lenses to every base → tuned pair the chapters of this book produce**,
+# on the same kind of scale (depth from the embeddings to the last block): how similar the tuned model's residual
+# stream stays to the base's, how far its weights moved, and how much of its gain on its task appears when its
+# residual stream is patched into the base. That is what none of the five papers could show.
+#
+# **Prerequisites:** every chapter of the same profile has run (this page only loads their cached models through
+# each chapter's `synthesis_pairs`; a missing cache stops the page with the name of the notebook to run).
+# The lenses are in `lib.synthesis`. **Runtime:** about a minute on 2 CPU cores in the tiny profile with the
+# chapters' models cached.
+
+# %% tags=["parameters"]
+profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/06_synthesis/<profile>.yaml
+params = {}  # overrides of that file, e.g. {"tokens": "all", "cka_reuse": 0.8}
+
+# %%
+from lib import plotting
+from lib.studies import synthesis as study
+
+cfg = study.Config.load(profile, params)  # validates every value before any work starts
+plotting.setup()
+cfg.table()
+
+# %% [markdown]
+# ## The pairs
+#
+# Chapters are found automatically: every module in `lib.studies` with a `synthesis_pairs(profile)` function, in
+# the book's order. Each pair comes with a batch of its task's test inputs (at most 256 examples) and the
+# chapter's own task metric (higher is better); each chapter offers its first seed.
+
+# %%
+lenses = study.run(cfg)
+plotting.say(study.setup_text(lenses, cfg))
+
+# %% [markdown]
+# ## Three lenses
+#
+# Every lens gives one number per *layer point*: point 0 is the embedding output (`blocks.0.hook_resid_pre`),
+# point $i \ge 1$ the output of block $i-1$ (`blocks.{i-1}.hook_resid_post`, before any final norm). Point $i$ of
+# a model with $n$ blocks sits at depth $i/n$, so a one-layer Mistral and a six-block BERT share one axis.
+#
+# 1. **CKA to the base.** Linear CKA (Kornblith et al. 2019) between the base's and the tuned model's residual
+#    states $H^i_\text{base}, H^i_\text{tuned}$ (rows: the same token positions of the same inputs):
+#    $\text{CKA}_i = \lVert \tilde H_\text{tuned}^{\top} \tilde H_\text{base} \rVert_F^2 /
+#    (\lVert \tilde H_\text{base}^{\top} \tilde H_\text{base} \rVert_F \lVert \tilde H_\text{tuned}^{\top}
+#    \tilde H_\text{tuned} \rVert_F)$ with column-centred $\tilde H$; 1 means the same representation up to a
+#    rotation and a scale. Rows (`tokens`): `readout` takes the positions the chapter's metric reads — the last
+#    prompt token when the answer is a labelled continuation (Lin, Zhao) or one answer token (Prakash et al.), the
+#    `[CLS]` token of a BERT classifier (Tzach), every token for next-token accuracy (Horn & Elliott); `all` takes
+#    every non-padding token. The classes below use `tokens`; the figure and the table show both. Where every row
+#    holds the same token (the `[CLS]` embedding, a shared last prompt token), the embedding point has nothing to
+#    compare and is left out (NaN). With a few hundred rows and d_model of the same order, the biased estimator
+#    reads high even for unrelated representations, so `debiased` uses the unbiased HSIC (it can dip below 0).
+# 2. **Relative weight change** per layer point:
+#    $\Delta w_i = \sqrt{\sum_{W \in g_i} \lVert W_\text{tuned} - W_\text{base} \rVert_F^2} \big/
+#    \sqrt{\sum_{W \in g_i} \lVert W_\text{base} \rVert_F^2}$ over the parameters of block $i-1$ (point 0: the
+#    embedding parameters). The rest (final norm, unembedding, classifier head) is reported as "Δw head". Two
+#    independent draws of the same initialiser give about $\sqrt 2$. For Lin's scratch pair the "base" is the
+#    random initialisation the scratch model started from: $\Delta w$ is then the distance training travelled
+#    from its random start, and a small value would mean lazy training that keeps the random features.
+# 3. **Patching recovery.** Run the base on the inputs with its residual stream at point $i$ replaced, at every
+#    position, by the tuned model's on the same input:
+#    $r_i = (m(\text{base}; h_i \leftarrow h_i^\text{tuned}) - m(\text{base})) / (m(\text{tuned}) - m(\text{base}))$.
+#    $r_i = 1$: the tuned states up to point $i$ carry the whole gain and the base's remaining layers read them
+#    correctly; $r_i = 0$: none of it. When $|m(\text{tuned}) - m(\text{base})|$ is below `min_gap` there is no
+#    gain to share and $r_i$ is NaN. At the last block, the gap to 1 is the share of the gain held after the
+#    residual stream (final norm, unembedding, head). The formula is the same when the tuned model scores *lower*
+#    than its base (a merge judged on both domains, a fine-tune on another objective): $r_i$ is then the share of
+#    that loss reproduced. `min_gap` is a floor, not a significance test: with a few hundred examples, an accuracy
+#    difference of a few hundredths can be sampling noise, so read small gaps with care.
+#
+# A pair is classified by two thresholds (parameters above), on the *late half* (layer points at depth > 0.5):
+
+# %%
+plotting.say(
+    f"**reuse** if the mean late-half CKA to the base is at least `cka_reuse` = {cfg.cka_reuse:g} *and* the mean "
+    f"late-half relative weight change is at most `weight_reuse` = {cfg.weight_reuse:g}; otherwise **rebuild**. "
+    f"Each paper's conclusion is turned into two criteria on the same lenses (table below; `depth_margin` = "
+    f"{cfg.depth_margin:g}): both hold = reproduced, one = partly, none = not reproduced.")
+study.rules_table()
+
+# %% [markdown]
+# ## All pairs side by side
+
+# %%
+study.plot(lenses, cfg)
+
+# %% [markdown]
+# *Figure: the three lenses for every pair, one column per chapter, one line per pair (colour = chapter). First
+# two rows: CKA of the tuned model's residual stream to the base's, on the rows chosen by `tokens` and on the other
+# choice (dotted: `cka_reuse`; a missing point has nothing to compare). Third row: relative weight change of each
+# block (point 0: embeddings; symmetric-log axis; dotted: `weight_reuse`). Bottom: share of the tuned model's
+# metric change (gain, or loss) reproduced by patching its residual stream at that point into the base (dotted: 1;
+# a pair whose metric changed by less than `min_gap` has no curve). x: depth, 0 = embeddings, 1 = last block.*
+
+# %%
+table = study.summary_table(lenses, cfg)
+table
+
+# %% [markdown]
+# *Table: per pair, the mean CKA (and the late-half CKA on the other choice of rows) and weight change over the
+# early (depth ≤ 0.5) and late (depth > 0.5) layer points, the weight change outside the blocks, the chapter's metric for base and tuned model, the first layer
+# point from which patching reproduces more than `recovery_level` of the change, the class by the rule above, what
+# the paper's conclusion expects, and the verdict.*
+
+# %% [markdown]
+# ## Reuse or rebuild, chapter by chapter
+
+# %%
+plotting.say(study.overall_text(lenses, cfg))
+plotting.say(study.chapter_text(lenses, cfg))
+
+# %% [markdown]
+# ## Against each paper's own conclusion
+
+# %%
+plotting.say(study.comparison_text(lenses, cfg))
+
+# %% [markdown]
+# ## Verdict
+#
+# One claim per pair: the paper's conclusion against our lenses, by the two-criteria rule. These rows go to the
+# reproduction scorecard with the chapters' own claims.
+
+# %%
+claims = study.claims(lenses, cfg)
+study.write_results(lenses, claims, cfg)
+study.verdict_table(claims)
+
+# %% [markdown]
+# ## What differs from the papers
+#
+# - **Scale.** Every pair here is one of the study's own small models (sizes in "The pairs" above), not GPT-2, Llama-2-7B, BERT-6 or Horn & Elliott's Mistral; the lenses' meaning does not change
+#   with size, but the numbers do.
+# - **One seed per pair.** Each chapter offers its first seed; the spread over seeds is on the chapters' pages.
+# - **Different evidence.** The papers judged reuse with their own tools (circuits, SAE features, per-token
+#   accuracy); the lenses here look at whole layers. A paper's claim about circuits or features can hold while
+#   the whole-layer picture says otherwise, and the verdicts here are about the whole-layer picture only.
+# - **Rules are ours.** The thresholds that turn curves into "reuse" or "rebuild" are parameters of this page,
+#   stated above; change them with `params` and the classes and verdicts are recomputed.
