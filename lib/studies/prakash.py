@@ -69,7 +69,9 @@ class Config(_Config):
     objects: str = param("nouns", choices=("nouns", "vocab"),
                          doc="object words: concrete nouns (the paper's kind), or any single-token word (tiny BPEs)")
     n_boxes: int = param(7, lo=2, hi=12, doc="boxes per prompt (the paper: 7)")
-    test_size: int = param(500, lo=8, hi=10**5, doc="test prompts (accuracy, circuits, CMAP, knockout)")
+    test_size: int = param(500, lo=8, hi=10**5, doc="test prompts (the models' accuracy)")
+    analysis_size: int = param(200, lo=8, hi=10**5, doc="the first test prompts that the circuit analyses use "
+                                                        "(faithfulness, CMAP, knockout)")
     val_size: int = param(200, lo=8, hi=10**5, doc="validation prompts (the base's stopping rule)")
     train_size: int = param(20000, lo=16, hi=10**7, doc="entity-tracking training prompts")
     base_min_boxes: int = param(2, lo=1, hi=12, doc="base training prompts have base_min_boxes..n_boxes boxes")
@@ -146,6 +148,7 @@ def task_data(cfg: Config, tokenizer) -> TaskData:
             boxes[name + "_src"], target = E.desideratum(vocab, boxes[name], kind, rng)
             targets[name] = obj_ids[torch.as_tensor(target)]
     enc = {k: E.encode(tokenizer, vocab, b) for k, b in boxes.items()}
+    enc["analysis"] = take(enc["test"], slice(0, cfg.analysis_size))  # the circuit analyses' share of the test set
     return TaskData(vocab, boxes, enc, targets, E.fingerprint(*boxes.values()))
 
 
@@ -309,7 +312,7 @@ def _not_cached(out: Path) -> dict:
 
 
 def _train_keys(cfg: Config) -> dict:
-    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "pp_size", "heads_base", "heads_tuned", "mean_size",
+    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "analysis_size", "pp_size", "heads_base", "heads_tuned", "mean_size",
             "random_draws", "sweep_repeats", "margin", "faith_min", "dcm_none", "device", "allow_network"}
     return {k: v for k, v in cfg.key_dict().items() if k not in skip and not k.startswith("dcm_")}
 
@@ -480,7 +483,7 @@ def circuit_keep(circuit: dict) -> dict:
 
 @torch.no_grad()
 def circuit_accuracy(model, data: TaskData, circuit: dict, means: dict) -> float:
-    enc = data.enc["test"]
+    enc = data.enc["analysis"]
     logits = mean_ablation_circuit(model, E.model_inputs(enc), means, circuit_keep(circuit), positions(enc))
     return float(logits[:, -1].argmax(-1).eq(enc["answer_ids"]).float().mean())
 
@@ -496,7 +499,7 @@ def faithfulness_table(runs: dict, found: dict, data: TaskData, cfg: Config) -> 
     rows = []
     for s, ms in runs.items():
         for name, t in ms.items():
-            means, full = mean_z(t.model, data), accuracy(t.model, data.enc["test"])
+            means, full = mean_z(t.model, data), accuracy(t.model, data.enc["analysis"])
             for which in dict.fromkeys(["base", name]):
                 circuit = found[s, which][0]
                 rng = np.random.default_rng(cfg.seed + s)
@@ -662,7 +665,7 @@ def cmap_logits(base, tuned, inputs: dict, keep: dict, pos: dict) -> torch.Tenso
 
 def cmap_table(runs: dict, found: dict, data: TaskData) -> pd.DataFrame:
     """Accuracy of base with the tuned model's circuit heads (per group, and all) patched in from tuned."""
-    enc = data.enc["test"]
+    enc = data.enc["analysis"]
     rows = []
     for s, ms in runs.items():
         base = ms["base"].model
@@ -678,7 +681,7 @@ def cmap_table(runs: dict, found: dict, data: TaskData) -> pd.DataFrame:
                 logits = cmap_logits(base, t.model, E.model_inputs(enc), keep, positions(enc))
                 rows.append({"seed": s, "model": name, "patched": label,
                              "accuracy": float(logits[:, -1].argmax(-1).eq(enc["answer_ids"]).float().mean()),
-                             "base_acc": ms["base"].metrics.get("test_acc", accuracy(base, enc)),
+                             "base_acc": accuracy(base, enc),
                              "tuned_acc": accuracy(t.model, enc)})
     return pd.DataFrame(rows)
 
@@ -706,7 +709,7 @@ def knockout_positions(enc: dict, rng: np.random.Generator) -> dict:
 @torch.no_grad()
 def knockout_table(runs: dict, data: TaskData, cfg: Config) -> pd.DataFrame:
     """Accuracy with attention from one position to another blocked in layers k..L-1 (all heads), per k."""
-    enc = data.enc["test"]
+    enc = data.enc["analysis"]
     pos = knockout_positions(enc, np.random.default_rng(cfg.seed))
     n = len(enc["input_ids"])
     rows = []
@@ -720,7 +723,7 @@ def knockout_table(runs: dict, data: TaskData, cfg: Config) -> pd.DataFrame:
                     acc = full
                     if first < n_layers:
                         with attention_knockout(t.model, block_attention(qp, kp, range(first, n_layers))):
-                            acc = accuracy(t.model, enc)
+                            acc = accuracy(t.model, enc, batch=n)  # one batch: the mask holds every example
                     rows.append({"seed": s, "model": name, "knockout": label, "from_layer": first, "accuracy": acc})
     return pd.DataFrame(rows)
 
