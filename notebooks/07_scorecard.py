@@ -25,8 +25,8 @@
 # - **not reproduced**: the effect is absent or reversed at our scale;
 # - **not testable offline**: the claim needs something that does not exist offline (e.g. GPT-4 explanations).
 #
-# A "not reproduced" at the `tiny` scale says that a 1-to-3-million-parameter model trained on a few million
-# tokens does not show the effect; it does not refute a paper about 7-billion-parameter models.
+# A "not reproduced" at the `tiny` scale says that a model of a few million parameters (sizes below), trained on a
+# few million tokens, does not show the effect; it does not refute a paper about 7-billion-parameter models.
 #
 # **Prerequisites:** the chapters of the same build (`make book` runs them first). **Runtime:** a second.
 
