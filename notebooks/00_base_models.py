@@ -52,13 +52,8 @@ bases = {name: study.get(name, cfg) for name in cfg.models}
 summary = study.summary(bases)
 summary
 
-# %%
+# %% mystnb={"figure": {"caption": "Training loss (thin) and held-out loss (dots) against tokens seen, with the held-out loss of a unigram model of the training tokens (dashed). Losses are in nats per predicted token; for BERT, over the masked positions only.", "name": "fig-base-curves"}}
 study.plot_curves(bases)
-
-# %% [markdown]
-# *Figure: training loss (thin) and held-out loss (dots) against tokens seen, with the held-out loss of a
-# unigram model of the training tokens (dashed). Losses are in nats per predicted token; for BERT, over the
-# masked positions only.*
 
 # %%
 plotting.say(study.verdict_text(summary, cfg))

@@ -50,7 +50,7 @@ built = study.build_all(cfg)
 table = study.summary_table(built)
 table
 
-# %%
+# %% mystnb={"figure": {"caption": "Left, the distribution of document lengths per corpus (a seeded sample); right, the share of letters, digits, whitespace and punctuation. Code spends far more of its characters on whitespace and symbols than prose does: the difference the tokenizers and the chapter-5 features have to absorb.", "name": "fig-data-overview"}}
 import numpy as np
 import matplotlib.pyplot as plt
 
@@ -73,11 +73,6 @@ axes[1].set(xticks=x, xticklabels=list(shares), ylabel="share of characters", ti
 axes[1].legend(fontsize=8, loc="lower right")
 plt.tight_layout()
 plt.show()
-
-# %% [markdown]
-# *Figure: left, the distribution of document lengths per corpus (a seeded sample); right, the share of
-# letters, digits, whitespace and punctuation. Code spends far more of its characters on whitespace and
-# symbols than prose does: the difference the tokenizers and the chapter-5 features have to absorb.*
 
 # %%
 big = table["characters"].idxmax()

@@ -73,13 +73,8 @@ runs = study.train_all(cfg, base, data)
 learn = study.learning_table(runs)
 study.learning_summary(learn)
 
-# %%
+# %% mystnb={"figure": {"caption": "Left, validation accuracy during training, one line per seed, with the criterion (dashed). Right, accuracy after training on the test prompts, on the incongruent test trials, and on prompts whose relevant pair is one of the held-out comparisons (mean and standard deviation over seeds; dotted: chance).", "name": "fig-lin-learning"}}
 study.plot_learning(runs, cfg)
-
-# %% [markdown]
-# *Figure: left, validation accuracy during training, one line per seed, with the criterion (dashed). Right,
-# accuracy after training on the test prompts, on the incongruent test trials, and on prompts whose relevant pair
-# is one of the held-out comparisons (mean and standard deviation over seeds; dotted: chance).*
 
 # %%
 plotting.say(study.learning_text(learn, cfg))
@@ -91,14 +86,9 @@ plotting.say(study.learning_text(learn, cfg))
 # colour evidence, separately for the two contexts. A context-dependent decision maker follows the motion
 # evidence steeply in the motion context and ignores it in the colour context, and the reverse.
 
-# %%
+# %% mystnb={"figure": {"caption": "Probability of the first answer (from the two answer logits) against each stream's evidence (first minus second number), by context (colour of the line), for base, tuned and scratch (mean over trials and seeds).", "name": "fig-lin-psychometric"}}
 psych = study.psychometric(base, runs, data)
 study.plot_psychometric(psych)
-
-# %% [markdown]
-# *Figure: probability of the first answer (from the two answer logits) against each stream's evidence (first
-# minus second number), by context (colour of the line), for base, tuned and scratch (mean over trials and
-# seeds).*
 
 # %%
 effects = study.psych_effects(psych)
@@ -114,31 +104,25 @@ plotting.say(study.psych_text(effects))
 # pretrained weights; `tuned vs scratch` compares the two solutions; `scratch vs scratch'` (two scratch seeds)
 # shows how far two independent solutions from random starts agree.
 
-# %%
+# %% mystnb={"figure": {"caption": "Linear CKA per block, mean and standard deviation over seeds; left at the last prompt token, right over all prompt tokens. The last block is read after the final layer norm.", "name": "fig-lin-cka"}}
 states = study.all_states(base, runs, data.enc["test"], tokens="last")
 prompt_states = study.all_states(base, runs, data.enc["test"], tokens="prompt")
 cka = study.cka_table({"last": states, "prompt": prompt_states}, cfg.seeds)
 del prompt_states
 study.plot_cka(cka)
 
-# %% [markdown]
-# *Figure: linear CKA per block, mean and standard deviation over seeds; left at the last prompt token, right over
-# all prompt tokens. The last block is read after the final layer norm.*
-
 # %%
 plotting.say(study.cka_text(cka))
 
+# %% [markdown]
 # ## 4. Where did fine-tuning move the weights?
 #
 # The relative change ‖W_tuned − W_base‖ / ‖W_base‖ of each block's parameters (pooled over its matrices,
 # biases and norms; `lib.similarity.grouped_weight_change`), and of the embeddings.
 
-# %%
+# %% mystnb={"figure": {"caption": "Relative weight change of tuned from base per block (bars: mean over seeds; dots: seeds).", "name": "fig-lin-weight-change"}}
 wchange = study.weight_change_table(base, runs["tuned"])
 study.plot_weight_change(wchange)
-
-# %% [markdown]
-# *Figure: relative weight change of tuned from base per block (bars: mean over seeds; dots: seeds).*
 
 # %%
 plotting.say(study.layer_text(wchange, "change", "The relative weight change"))
@@ -150,13 +134,9 @@ plotting.say(study.layer_text(wchange, "change", "The relative weight change"))
 # solution does not need what fine-tuning changed in that block: there tuned still runs on the pretrained
 # computation.
 
-# %%
+# %% mystnb={"figure": {"caption": "Test-accuracy drop of tuned when one block is restored to its base weights (bars: mean over seeds; dots: seeds).", "name": "fig-lin-restore"}}
 restore = study.restore_table(base, runs["tuned"], data.enc["test"])
 study.plot_restore(restore)
-
-# %% [markdown]
-# *Figure: test-accuracy drop of tuned when one block is restored to its base weights (bars: mean over seeds;
-# dots: seeds).*
 
 # %%
 plotting.say(study.layer_text(restore, "drop", "The accuracy drop"))
@@ -168,14 +148,9 @@ plotting.say(study.layer_text(restore, "drop", "The accuracy drop"))
 # the sign of the relevant evidence (which is the correct answer) and the sign of the irrelevant evidence. A
 # task-specific solution keeps what the task needs and may discard the irrelevant stream.
 
-# %%
+# %% mystnb={"figure": {"caption": "Probe accuracy per block for base, tuned and scratch (mean and standard deviation over seeds), with the majority-class rate (dotted) and base probed on shuffled labels (dashed), the accuracy a probe reaches on noise at this number of prompts.", "name": "fig-lin-probes"}}
 probes = study.probe_table(states, data.trials["test"], cfg)
 study.plot_probes(probes)
-
-# %% [markdown]
-# *Figure: probe accuracy per block for base, tuned and scratch (mean and standard deviation over seeds), with
-# the majority-class rate (dotted) and base probed on shuffled labels (dashed), the accuracy a probe reaches on
-# noise at this number of prompts.*
 
 # %%
 plotting.say(study.probe_text(probes))

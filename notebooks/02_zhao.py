@@ -84,21 +84,11 @@ study.say_accuracy(res, cfg)
 # prompt token (the `:` of `Answer:`) at every layer, and linear CKA compares E with C_t per layer. The heatmaps
 # show the mean over seeds; held-out tasks are marked with `*`.
 
-# %%
+# %% mystnb={"figure": {"caption": "Linear CKA between each control C_t and the pretrained base E0 (left) or the multi-task model E1 (right), per task (rows) and layer (columns), on task t's test prompts; mean over seeds. `*` marks tasks left out of E1's training mixture.", "name": "fig-zhao-heatmaps"}}
 study.plot_heatmaps(res, cfg)
 
-# %% [markdown]
-# *Figure: linear CKA between each control C_t and the pretrained base E0 (left) or the multi-task model E1
-# (right), per task (rows) and layer (columns), on task t's test prompts; mean over seeds. `*` marks tasks left
-# out of E1's training mixture.*
-
-# %%
+# %% mystnb={"figure": {"caption": "The same CKA averaged within each task cluster: E0–C_t and E1–C_t with ±1 sd over seeds (bands), and, dashed, two controls of the same task trained from different seeds (how similar two equally good task-specific models are).", "name": "fig-zhao-clusters"}}
 study.plot_clusters(res, cfg)
-
-# %% [markdown]
-# *Figure: the same CKA averaged within each task cluster: E0–C_t and E1–C_t with ±1 sd over seeds (bands),
-# and, dashed, two controls of the same task trained from different seeds (how similar two equally good
-# task-specific models are).*
 
 # %%
 study.say_curves(res, cfg)
@@ -111,13 +101,11 @@ study.say_curves(res, cfg)
 # ≥ `shared_below` are *shared* (tuning changed little that the controls did not share with the base), layers from
 # the first with a share ≥ `refine_from` on are *refinement*, and those in between are the *transition*.
 
-# %%
+# %% mystnb={"figure": {"caption": "The gain of E1 over E0 in similarity to the controls, per layer (relative depth on top); thin lines are seeds, the thick line their mean; shading shows the groups found by the rule on the mean curve.", "name": "fig-zhao-groups"}}
 study.plot_groups(res, cfg)
-study.group_table(res, cfg)
 
-# %% [markdown]
-# *Figure: the gain of E1 over E0 in similarity to the controls, per layer (relative depth on top); thin lines
-# are seeds, the thick line their mean; shading shows the groups found by the rule on the mean curve.*
+# %%
+study.group_table(res, cfg)
 
 # %%
 study.say_groups(res, cfg)
@@ -128,14 +116,12 @@ study.say_groups(res, cfg)
 # The paper reads a high E0–C_t similarity as "pre-training already encodes the task" (sentiment, paraphrase)
 # and a low one as "the task needs instruction tuning" (translation, summarisation).
 
-# %%
+# %% mystnb={"figure": {"caption": "E0–C_t CKA averaged over layers and seeds per task, coloured by the kind declared in advance; hatched bars are tasks whose control did not beat the base's accuracy by more than 0.05.", "name": "fig-zhao-encoded"}}
 encoded = study.encoded_table(res, cfg)
 study.plot_encoded(encoded)
-encoded
 
-# %% [markdown]
-# *Figure: E0–C_t CKA averaged over layers and seeds per task, coloured by the kind declared in advance; hatched
-# bars are tasks whose control did not beat the base's accuracy by more than 0.05.*
+# %%
+encoded
 
 # %%
 study.say_encoded(res, cfg, encoded)
@@ -145,12 +131,8 @@ study.say_encoded(res, cfg, encoded)
 #
 # E1 never trained on the held-out tasks. Does it still move towards their controls?
 
-# %%
+# %% mystnb={"figure": {"caption": "CKA with the control of each held-out task, for E0 and E1 (mean ± sd over seeds), beside the mean over seen tasks.", "name": "fig-zhao-unseen"}}
 study.plot_unseen(res, cfg)
-
-# %% [markdown]
-# *Figure: CKA with the control of each held-out task, for E0 and E1 (mean ± sd over seeds), beside the mean
-# over seen tasks.*
 
 # %%
 study.say_unseen(res, cfg)

@@ -63,15 +63,10 @@ plotting.say(study.text_profile(s))
 # the paper's APT(50): the mean APT over the k most frequent token types of the pre-training rows that were
 # selected at least once (k = `apt_top_k`). Frequencies are counts in the base's pre-training rows.
 
-# %%
+# %% mystnb={"figure": {"caption": "Left, APT of each token type (final MLM head) against its frequency in the pre-training rows, with the mean per log-spaced frequency bin; right, the binned means after the embeddings and the middle block (fresh head) and after the last block (the model's own head).", "name": "fig-tzach-frequency"}}
 blocks = study.run_blocks(s)  # every block, base and control, two readouts, n_seeds mask draws
 fa = study.final_apt(s, blocks)
 study.plot_frequency(fa)
-
-# %% [markdown]
-# *Figure: left, APT of each token type (final MLM head) against its frequency in the pre-training rows, with the
-# mean per log-spaced frequency bin; right, the binned means after the embeddings and the middle block (fresh
-# head) and after the last block (the model's own head).*
 
 # %%
 plotting.say(study.text_frequency(s, fa))
@@ -86,15 +81,11 @@ plotting.say(study.text_frequency(s, fa))
 # learning. The probe is the headline readout (fixed before looking at results): it asks what the block *holds*,
 # not whether the block already speaks the output head's language.
 
-# %%
+# %% mystnb={"figure": {"caption": "⟨APT⟩ after each block (0 = embedding output) of the base and of the random control, read out by a fresh head per block (solid) and by the base's own MLM head (dashed); left over all selected positions (mean ± sd over mask draws), right over the positions replaced by [MASK] only (the other 20 % show a token, real or random, that a readout may copy). Stars: the paper's values for its BERT-6 (shown when the model has six blocks).", "name": "fig-tzach-blocks"}}
 study.plot_blocks(blocks)
-study.block_summary(blocks)
 
-# %% [markdown]
-# *Figure: ⟨APT⟩ after each block (0 = embedding output) of the base and of the random control, read out by a fresh
-# head per block (solid) and by the base's own MLM head (dashed); left over all selected positions (mean ± sd over
-# mask draws), right over the positions replaced by [MASK] only (the other 20 % show a token, real or random, that
-# a readout may copy). Stars: the paper's values for its BERT-6 (shown when the model has six blocks).*
+# %%
+study.block_summary(blocks)
 
 # %%
 plotting.say(study.text_blocks(s, blocks))
@@ -108,14 +99,12 @@ plotting.say(study.text_blocks(s, blocks))
 # W_S, as in the paper's fixed number of epochs per W_S, and it is cheap; `same_steps` keeps the base's step count
 # instead (several epochs on the smaller sets).
 
-# %%
+# %% mystnb={"figure": {"caption": "⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), mean ± sd over mask draws. Table: the models of this page.", "name": "fig-tzach-ws"}}
 ws = study.run_ws(s, blocks)
 study.plot_ws(ws)
-study.models_table(s, ws)
 
-# %% [markdown]
-# *Figure: ⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), mean ± sd over
-# mask draws. Table: the models of this page.*
+# %%
+study.models_table(s, ws)
 
 # %%
 plotting.say(study.text_ws(ws))
@@ -131,14 +120,9 @@ plotting.say(study.text_ws(ws))
 # `cluster_min_count` times are left out (their row maximum is noise). One number per block says how *sharp* the
 # clustering is: the share of the kept tokens' confusions that land on a member of their own cluster.
 
-# %%
+# %% mystnb={"figure": {"caption": "Left, the size distribution of the strong-match clusters of the base's final head; middle, how many token types keep their row maximum on the diagonal after each block (the rows the normalisation keeps); right, the share of those tokens' confusions that fall inside their cluster, shown where enough token types are kept (`MIN_KEPT`).", "name": "fig-tzach-clusters"}}
 clusters, final = study.run_clusters(s, blocks)
 study.plot_clusters(clusters, final)
-
-# %% [markdown]
-# *Figure: left, the size distribution of the strong-match clusters of the base's final head; middle, how many token
-# types keep their row maximum on the diagonal after each block (the rows the normalisation keeps); right, the share
-# of those tokens' confusions that fall inside their cluster, shown where enough token types are kept (`MIN_KEPT`).*
 
 # %%
 plotting.say(study.text_clusters(s, clusters, final))
@@ -154,13 +138,9 @@ study.cluster_examples(s, final)
 # for the pre-trained base, the random control and the fully fine-tuned base (*tuned*). Seeds are different
 # train/test splits.
 
-# %%
+# %% mystnb={"figure": {"caption": "Test accuracy of a logistic head on the frozen, mean-pooled output of each block, for the pre-trained base, the random control and the fine-tuned base; mean ± sd over splits; dotted: chance.", "name": "fig-tzach-finetune"}}
 fin = study.run_finetune(s)
 study.plot_finetune(fin)
-
-# %% [markdown]
-# *Figure: test accuracy of a logistic head on the frozen, mean-pooled output of each block, for the pre-trained
-# base, the random control and the fine-tuned base; mean ± sd over splits; dotted: chance.*
 
 # %%
 plotting.say(study.text_finetune(s, fin))
@@ -172,12 +152,9 @@ plotting.say(study.text_finetune(s, fin))
 # classifier: its confidence (largest class probability) against the mean APT (final MLM head, all seeds pooled)
 # of its tokens, with 95 % bootstrap intervals.
 
-# %%
+# %% mystnb={"figure": {"caption": "Confidence of the fine-tuned classifier against the mean APT of each test input's tokens.", "name": "fig-tzach-confidence"}}
 conf = study.run_confidence(s, fin, fa)
 study.plot_confidence(conf)
-
-# %% [markdown]
-# *Figure: confidence of the fine-tuned classifier against the mean APT of each test input's tokens.*
 
 # %%
 plotting.say(study.text_confidence(conf, fin))

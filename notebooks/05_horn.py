@@ -79,13 +79,8 @@ plotting.say(
 #
 # Where on the SLERP path between the two fine-tunes does each domain's accuracy go? (The paper's Figure 5.)
 
-# %%
+# %% mystnb={"figure": {"caption": "Next-token accuracy on the validation sets of the stories, Lua and base (English + Python) data, for models SLERP-merged at t between the Lua fine-tune (t = 0) and the stories fine-tune (t = 1); dotted lines: the base model's accuracy on the same data; dashed line: the merge analysed below.", "name": "fig-horn-sweep"}}
 study.plot_sweep(acc, cfg)
-
-# %% [markdown]
-# *Figure: next-token accuracy on the validation sets of the stories, Lua and base (English + Python) data, for
-# models SLERP-merged at t between the Lua fine-tune (t = 0) and the stories fine-tune (t = 1); dotted lines:
-# the base model's accuracy on the same data; dashed line: the merge analysed below.*
 
 # %%
 sweep = study.pd.DataFrame(acc["sweep"]).set_index("t")
@@ -132,22 +127,11 @@ plotting.say(
 comps = study.compare_all(s, sets, saes)  # one comparison per SAE seed
 study.flow_table(comps)
 
-# %%
+# %% mystnb={"figure": {"caption": "Flow of SAE features along the four edges (first seed). Left bar: the parent's alive features, coloured if they persist, grey if they disappear; right bar: the child's alive features, dark if matched by a parent feature, light if they emerge. Bar heights are proportional to the number of alive features.", "name": "fig-horn-flow"}}
 study.plot_flow(comps[0])
 
-# %% [markdown]
-# *Figure: flow of SAE features along the four edges (first seed). Left bar: the parent's alive features,
-# coloured if they persist, grey if they disappear; right bar: the child's alive features, dark if matched by a
-# parent feature, light if they emerge. Bar heights are proportional to the number of alive features.*
-
-# %%
+# %% mystnb={"figure": {"caption": "Share of parent features that persist as a function of the correlation threshold (mean over seeds, band: min to max), with parent and child SAEs of the same seed (left, the paper's protocol) or of different seeds (right); dashed: the control, two SAEs of the same base model with different seeds; dotted line: the threshold used.", "name": "fig-horn-threshold"}}
 study.plot_threshold(comps, cfg)
-
-# %% [markdown]
-# *Figure: share of parent features that persist as a function of the correlation threshold (mean over seeds,
-# band: min to max), with parent and child SAEs of the same seed (left, the paper's protocol) or of different
-# seeds (right); dashed: the control, two SAEs of the same base model with different seeds; dotted line: the
-# threshold used.*
 
 # %%
 plotting.say(study.persistence_text(comps, cfg))
@@ -160,12 +144,8 @@ plotting.say(study.persistence_text(comps, cfg))
 # end-of-text token), Python or Lua keywords in code, numbers, identifiers (other word-like tokens in code) and
 # English words (word-like tokens in prose). The breakdown pools the four edges.
 
-# %%
+# %% mystnb={"figure": {"caption": "Token class of persisting and disappearing parent features and of emerging child features, pooled over the four edges (mean over seeds, error bars: sd).", "name": "fig-horn-categories"}}
 study.plot_categories(comps)
-
-# %% [markdown]
-# *Figure: token class of persisting and disappearing parent features and of emerging child features, pooled
-# over the four edges (mean over seeds, error bars: sd).*
 
 # %%
 cat_mean, _ = study.category_shares(comps)

@@ -32,8 +32,8 @@
 #
 # **Prerequisites:** every chapter of the same profile has run (this page only loads their cached models through
 # each chapter's `synthesis_pairs`; a missing cache stops the page with the name of the notebook to run).
-# The lenses are in `lib.synthesis`. **Runtime:** about a minute on 2 CPU cores in the tiny profile with the
-# chapters' models cached.
+# The lenses are in `lib.synthesis`. **Runtime:** about three minutes on 2 CPU cores in the tiny profile with the
+# chapters' models cached (three seeds per pair).
 
 # %% tags=["parameters"]
 profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/06_synthesis/<profile>.yaml
@@ -52,7 +52,11 @@ cfg.table()
 #
 # Chapters are found automatically: every module in `lib.studies` with a `synthesis_pairs(profile)` function, in
 # the book's order. Each pair comes with a batch of its task's test inputs (at most 256 examples) and the
-# chapter's own task metric (higher is better); each chapter offers its first seed.
+# chapter's own task metric (higher is better). Each chapter offers one set of pairs per seed it trained; the page
+# measures the first `n_seeds` of them and averages the lenses over seeds (the spread is in the table, the bands
+# of the figure and the text). Where a chapter trained fewer distinct models (Tzach et al.'s full fine-tunes:
+# `n_ft_seeds`; Horn & Elliott's fine-tunes are shared by all SAE seeds unless `finetune_seeds`), its pairs have
+# fewer seeds, and the table says how many.
 
 # %%
 lenses = study.run(cfg)
@@ -108,26 +112,19 @@ study.rules_table()
 # %% [markdown]
 # ## All pairs side by side
 
-# %%
+# %% mystnb={"figure": {"caption": "The three lenses for every pair, one column per chapter, one line per pair (colour = chapter). First two rows: CKA of the tuned model's residual stream to the base's, on the rows chosen by `tokens` and on the other choice (dotted: `cka_reuse`; a missing point has nothing to compare). Third row: relative weight change of each block (point 0: embeddings; symmetric-log axis; dotted: `weight_reuse`). Bottom: share of the tuned model's metric change (gain, or loss) reproduced by patching its residual stream at that point into the base (dotted: 1; a pair whose metric changed by less than `min_gap` has no curve). Lines: mean over seeds; bands: ± 1 sd over seeds (pairs with one seed have none). x: depth, 0 = embeddings, 1 = last block.", "name": "fig-synthesis-overview"}}
 study.plot(lenses, cfg)
-
-# %% [markdown]
-# *Figure: the three lenses for every pair, one column per chapter, one line per pair (colour = chapter). First
-# two rows: CKA of the tuned model's residual stream to the base's, on the rows chosen by `tokens` and on the other
-# choice (dotted: `cka_reuse`; a missing point has nothing to compare). Third row: relative weight change of each
-# block (point 0: embeddings; symmetric-log axis; dotted: `weight_reuse`). Bottom: share of the tuned model's
-# metric change (gain, or loss) reproduced by patching its residual stream at that point into the base (dotted: 1;
-# a pair whose metric changed by less than `min_gap` has no curve). x: depth, 0 = embeddings, 1 = last block.*
 
 # %%
 table = study.summary_table(lenses, cfg)
 table
 
 # %% [markdown]
-# *Table: per pair, the mean CKA (and the late-half CKA on the other choice of rows) and weight change over the
-# early (depth ≤ 0.5) and late (depth > 0.5) layer points, the weight change outside the blocks, the chapter's metric for base and tuned model, the first layer
-# point from which patching reproduces more than `recovery_level` of the change, the class by the rule above, what
-# the paper's conclusion expects, and the verdict.*
+# *Table: per pair, the number of seeds; the mean CKA over the early (depth ≤ 0.5) and late (depth > 0.5) layer
+# points, the sd over seeds of the late value, and the late-half CKA on the other choice of rows; the same for the
+# weight change, and the weight change outside the blocks; the chapter's metric for base and tuned model; the
+# first layer point from which patching reproduces more than `recovery_level` of the change; the class by the
+# rule above, what the paper's conclusion expects, and the verdict (all on the mean over seeds).*
 
 # %% [markdown]
 # ## Reuse or rebuild, chapter by chapter
@@ -158,7 +155,9 @@ study.verdict_table(claims)
 #
 # - **Scale.** Every pair here is one of the study's own small models (sizes in "The pairs" above), not GPT-2, Llama-2-7B, BERT-6 or Horn & Elliott's Mistral; the lenses' meaning does not change
 #   with size, but the numbers do.
-# - **One seed per pair.** Each chapter offers its first seed; the spread over seeds is on the chapters' pages.
+# - **Few seeds.** At most `n_seeds` per pair, fewer where the chapter trained fewer models; classes and verdicts
+#   are read from the mean over seeds, so a pair near a threshold can flip with another seed (compare the sd
+#   columns with the distance to the thresholds).
 # - **Different evidence.** The papers judged reuse with their own tools (circuits, SAE features, per-token
 #   accuracy); the lenses here look at whole layers. A paper's claim about circuits or features can hold while
 #   the whole-layer picture says otherwise, and the verdicts here are about the whole-layer picture only.

@@ -49,11 +49,8 @@ plotting.say(f"Results read from `{cfg.folder().name}/` of this build: {len(reco
 # %% [markdown]
 # ## At a glance
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Verdicts of the headline claims, per chapter, in the profile each chapter ran in.", "name": "fig-scorecard-counts"}}
 fig = study.plot_counts(counts)
-
-# %% [markdown]
-# *Figure: verdicts of the headline claims, per chapter, in the profile each chapter ran in.*
 
 # %% tags=["hide-input"]
 counts

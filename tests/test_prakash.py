@@ -190,9 +190,16 @@ def test_trained_models_are_cached_and_synthesis_pairs_load_them(tmp_path, monke
     assert all(t.artifact.cached for t in again[0].values())
     pairs = P.synthesis_pairs("tiny", params)
     assert [p["name"] for p in pairs] == ["prakash_arith", "prakash_track"]
-    assert pairs[0]["metric"](pairs[0]["tuned"], pairs[0]["inputs"]) == pytest.approx(runs[0]["arith"].metrics["test_acc"])
+    test_acc = P.accuracy(runs[0]["arith"].model, data.enc["test"])
+    assert pairs[0]["metric"](pairs[0]["tuned"], pairs[0]["inputs"]) == pytest.approx(test_acc)
     with pytest.raises(RuntimeError, match="not in the cache"):
         P.synthesis_pairs("tiny", {**params, "arith_steps": 3})
+    # resizing an evaluation set reuses the trained models; resizing the set that steers training does not
+    bigger = P.Config.load("tiny", {**params, "test_size": params.get("test_size", 20) + 7, "pp_size": 9})
+    assert all(t.artifact.cached for t in P.get_models(bigger, pre, P.task_data(bigger, pre.tokenizer), True)[0].values())
+    other_val = P.Config.load("tiny", {**params, "val_size": cfg.val_size + 3})
+    with pytest.raises(RuntimeError, match="not in the cache"):
+        P.get_models(other_val, pre, P.task_data(other_val, pre.tokenizer), cached_only=True)
 
 
 def test_circuit_claims_fail_without_a_working_base():

@@ -67,6 +67,37 @@ def test_classes_and_verdicts_follow_the_stated_rules():
     assert claim.verdict == "reproduced" and claim.id == "lin:lin_tuned"
 
 
+def test_aggregate_averages_seeds_and_keeps_their_spread():
+    a = _pair_lens([np.nan, 0.8, 0.6], [0.0, 0.1, 0.3])
+    b = _pair_lens([np.nan, 0.6, 0.2], [0.0, 0.3, 0.5])
+    b.seed_index, b.m_tuned = 1, 0.6
+    other = _pair_lens([1, 1, 1], [0, 0, 0], name="lin_scratch")
+    agg = {p.name: p for p in study.aggregate([a, other, b])}
+    m = agg["lin_tuned"]
+    assert m.n_seeds == 2 and agg["lin_scratch"].n_seeds == 1
+    np.testing.assert_allclose(m.cka, [np.nan, 0.7, 0.4])  # an all-NaN point stays NaN
+    np.testing.assert_allclose(m.weight, [0.0, 0.2, 0.4])
+    np.testing.assert_allclose(m.sd["cka"][1:], [np.std([0.8, 0.6], ddof=1), np.std([0.6, 0.2], ddof=1)])
+    assert m.m_tuned == pytest.approx(0.7)
+    assert m.late_spread("cka") == pytest.approx(np.std([0.6, 0.2], ddof=1))  # late half = the last point here
+    assert np.isnan(agg["lin_scratch"].late_spread("cka"))
+    claim = study.claims([m], study.Config.load("tiny"))[0]
+    assert claim.n == 2 and claim.spread == pytest.approx(m.late_spread("cka"))
+
+
+def test_a_chapter_with_fewer_seeds_stops_without_error(monkeypatch):
+    from lib.studies import lin
+
+    def pairs(profile, params=None, seed_index=0):
+        return [{"seed": lens.seed_at([7, 8], seed_index)}]
+
+    monkeypatch.setattr(lin, "synthesis_pairs", pairs)
+    assert study.chapter_pairs("01_lin", "lin", "tiny", 1) == [{"seed": 8}]
+    assert study.chapter_pairs("01_lin", "lin", "tiny", 2) is None
+    with pytest.raises(IndexError):
+        lens.seed_at([], 0)
+
+
 def test_token_mask_readout_rule():
     ids = torch.zeros(2, 5, dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -97,7 +128,7 @@ def test_discovery_finds_chapters_with_synthesis_pairs():
 def test_missing_cache_names_the_notebook_to_run(monkeypatch):
     from lib.studies import lin
 
-    def not_cached(profile, params=None):
+    def not_cached(profile, params=None, seed_index=0):
         raise RuntimeError("this model is not in the cache")
 
     monkeypatch.setattr(lin, "synthesis_pairs", not_cached)

@@ -42,6 +42,7 @@ from lib.config import Config as _Config, ConfigError, param
 from lib.hooks import hooks, run_with_cache
 from lib.merging import slerp_state_dicts
 from lib.results import Claim, measured
+from lib.synthesis import seed_at
 
 HOOK = "blocks.0.mlp.hook_post"
 MODELS = ("base", "stories", "lua", "merged")
@@ -930,13 +931,15 @@ def write_results(claims_: list[Claim], ms: dict[str, Loaded], saes: dict, cfg: 
 
 
 # --------------------------------------------------------------------------- for the synthesis chapter
-def synthesis_pairs(profile: str = "tiny") -> list[dict]:
-    """base → stories, base → lua and lua → merged, from the cache (raises if 05_horn has not run).
+def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_index: int = 0) -> list[dict]:
+    """base → stories, base → lua and lua → merged for the `seed_index`-th fine-tuning seed, from the cache (raises
+    if 05_horn has not run). Distinct fine-tunes exist per SAE seed only with `finetune_seeds`, else one.
 
     metric = next-token accuracy on the tuned model's domain: stories, Lua, and for the merge both halves."""
-    cfg = Config.load(profile, {"device": "cpu"})
+    cfg = Config.load(profile, {"device": "cpu", **(params or {})})
+    ft_seed = seed_at(list(dict.fromkeys(cfg.ft_seed(i) for i in range(cfg.n_seeds))), seed_index)
     s = setup(cfg)
-    ms = model_set(s, cfg.ft_seed(0), cached_only=True)
+    ms = model_set(s, ft_seed, cached_only=True)
     ev = eval_sets(s)
 
     def metric(model, inputs) -> float:

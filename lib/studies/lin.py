@@ -37,6 +37,7 @@ from lib.artifacts import Artifact, file_sha256, load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.hooks import model_spec
 from lib.similarity import grouped_weight_change, linear_cka
+from lib.synthesis import seed_at
 from lib.tasks import cdm
 
 PAPER = ("Lin 2024, Fine-tuned network relies on generic representation to solve unseen cognitive task "
@@ -99,9 +100,6 @@ class Config(_Config):
     def spec(self) -> cdm.CDMSpec:
         return cdm.CDMSpec(self.num_lo, self.num_hi, self.levels, self.answers, self.prompt_format)
 
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + i for i in range(self.n_seeds)]
 
     def torch_device(self) -> torch.device:
         return models.resolve_device(self.device)
@@ -361,19 +359,20 @@ def train_all(cfg: Config, base: Base, data: TaskData) -> dict[str, list[Run]]:
 
 
 # ------------------------------------------------------------------------------------------------ synthesis
-def synthesis_pairs(profile: str = "tiny", params: dict | None = None) -> list[dict]:
-    """base -> tuned pairs of this chapter, from the cache only (first seed): the pretrained base and its fine-tuned
-    copy, and the scratch model's random initialisation and the trained scratch model."""
+def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_index: int = 0) -> list[dict]:
+    """base -> tuned pairs of this chapter for its `seed_index`-th seed, from the cache only: the pretrained base and
+    its fine-tuned copy, and the scratch model's random initialisation and the trained scratch model."""
     cfg = Config.load(profile, params)
+    seed = seed_at(cfg.seeds, seed_index)
     base = get_base(cfg)
     data = task_data(cfg, base.tokenizer)
-    tuned, scratch = (get_run(cfg, base, data, k, cfg.seed, cached_only=True) for k in KINDS)
+    tuned, scratch = (get_run(cfg, base, data, k, seed, cached_only=True) for k in KINDS)
     test = data.enc["test"]
     inputs = {k: test[k][:256] for k in ("input_ids", "attention_mask", "labels")}
     metric = functools.partial(label_accuracy, answer_ids=tuple(int(i) for i in test["answer_ids"]))
     common = {"tokenizer": base.tokenizer, "inputs": inputs, "metric": metric}
     return [{"name": "lin_tuned", "base": base.model, "tuned": tuned.model, **common},
-            {"name": "lin_scratch", "base": scratch_init(base.model, cfg.seed), "tuned": scratch.model, **common}]
+            {"name": "lin_scratch", "base": scratch_init(base.model, seed), "tuned": scratch.model, **common}]
 
 
 # ------------------------------------------------------------------------------------------------ 1. learning

@@ -23,6 +23,7 @@ import copy
 import functools
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,7 @@ from lib.config import Config as _Config, ConfigError, param
 from lib.hooks import forward, hooks, model_spec, patch, take
 from lib.patching import (answer_prob, attention_knockout, block_attention, cache_z, dcm_masks,
                           mean_ablation_circuit, path_patching_scores, sweep_cost_ratio, z_name)
+from lib.synthesis import seed_at
 from lib.tasks import entities as E
 
 PAPER = ("Prakash et al. 2024, Fine-Tuning Enhances Existing Mechanisms: A Case Study on Entity Tracking "
@@ -113,9 +115,6 @@ class Config(_Config):
         if self.tuned_source and self.n_seeds != 1:
             raise ConfigError("parameter 'n_seeds' must be 1 with a released tuned model ('tuned_source')")
 
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + i for i in range(self.n_seeds)]
 
     def torch_device(self) -> torch.device:
         return models.resolve_device(self.device)
@@ -128,19 +127,26 @@ class TaskData:
     boxes: dict[str, E.Boxes]  # test, val, pp (clean), pp_corrupt, mean, dcm_<kind>_<split> (+ _src), train
     enc: dict[str, dict]
     targets: dict[str, torch.Tensor]  # DCM targets (token ids) per dcm_<kind>_<split>
-    fingerprint: str
+    fingerprint: str  # of the only set that shapes training: val (the base's early stop); the cached models' key
+
+
+def _set_rng(cfg: Config, name: str) -> np.random.Generator:
+    """Each prompt set from its own stream: resizing one set (e.g. test_size) leaves the others, and so the cached
+    models whose training saw only `val`, unchanged."""
+    return np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
 
 
 def task_data(cfg: Config, tokenizer) -> TaskData:
-    """Every prompt set of the chapter, encoded for `tokenizer` (seeded by cfg.seed)."""
+    """Every prompt set of the chapter, encoded for `tokenizer` (seeded by cfg.seed, one stream per set)."""
     words = E.OBJECTS if cfg.objects == "nouns" else E.vocab_words(tokenizer)
     vocab = E.make_vocab(tokenizer, words, n_boxes=cfg.n_boxes)
-    rng, nb = np.random.default_rng(cfg.seed), cfg.n_boxes
-    boxes = {"test": E.sample(vocab, cfg.test_size, nb, rng), "val": E.sample(vocab, cfg.val_size, nb, rng),
-             "pp": E.sample(vocab, cfg.pp_size, nb, rng), "pp_corrupt": E.corrupt(vocab, cfg.pp_size, nb, rng),
-             "mean": E.corrupt(vocab, cfg.mean_size, nb, rng)}
+    nb, pp = cfg.n_boxes, _set_rng(cfg, "pp")
+    boxes = {"test": E.sample(vocab, cfg.test_size, nb, _set_rng(cfg, "test")),
+             "val": E.sample(vocab, cfg.val_size, nb, _set_rng(cfg, "val")),
+             "pp": E.sample(vocab, cfg.pp_size, nb, pp), "pp_corrupt": E.corrupt(vocab, cfg.pp_size, nb, pp),
+             "mean": E.corrupt(vocab, cfg.mean_size, nb, _set_rng(cfg, "mean"))}
     obj_ids, _ = E.token_ids(tokenizer, vocab)
-    targets = {}
+    targets, rng = {}, _set_rng(cfg, "dcm")
     for kind in E.DESIDERATA:
         for split in ("train", "test"):
             name = f"dcm_{kind}_{split}"
@@ -149,7 +155,7 @@ def task_data(cfg: Config, tokenizer) -> TaskData:
             targets[name] = obj_ids[torch.as_tensor(target)]
     enc = {k: E.encode(tokenizer, vocab, b) for k, b in boxes.items()}
     enc["analysis"] = take(enc["test"], slice(0, cfg.analysis_size))  # the circuit analyses' share of the test set
-    return TaskData(vocab, boxes, enc, targets, E.fingerprint(*boxes.values()))
+    return TaskData(vocab, boxes, enc, targets, E.fingerprint(boxes["val"]))
 
 
 def train_prompts(cfg: Config, tokenizer, vocab: E.Vocab, seed: int, min_boxes: int) -> list[tuple[str, str]]:
@@ -291,7 +297,7 @@ def _train_tuned(cfg: Config, pre: Pretrained, base, data: TaskData, kind: str, 
 def _finish(model, pre: Pretrained, data: TaskData, out: Path, evals=None) -> dict:
     models.save_model(model, pre.tokenizer, out / "model")
     (out / "evals.json").write_text(json.dumps(evals or []))
-    return {"test_acc": accuracy(model, data.enc["test"]), "val_acc": accuracy(model, data.enc["val"]),
+    return {"val_acc": accuracy(model, data.enc["val"]),
             "steps": (evals or [{"step": None}])[-1]["step"], "n_params": models.n_params(model)}
 
 
@@ -923,12 +929,12 @@ def task_metric(model, inputs: dict) -> float:
     return accuracy(model, inputs)
 
 
-def synthesis_pairs(profile: str = "tiny", params: dict | None = None) -> list[dict]:
-    """base -> tuned pairs of this chapter (first seed), loaded from the cache only."""
+def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_index: int = 0) -> list[dict]:
+    """base -> tuned pairs of this chapter for its `seed_index`-th seed, loaded from the cache only."""
     cfg = Config.load(profile, params)
+    s = seed_at(cfg.seeds, seed_index)
     pre = get_pretrained(cfg)
     data = task_data(cfg, pre.tokenizer)
-    s = cfg.seed
     base = get_model(cfg, pre, data, "base", s, cached_only=True)
     test = data.enc["test"]
     inputs = {"input_ids": test["input_ids"][:256], "attention_mask": test["attention_mask"][:256],

@@ -17,9 +17,11 @@ conclusion names two criteria on the lenses; both hold = reproduced, one = partl
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -83,6 +85,7 @@ class Config(_Config):
                            doc="recovery is NaN when |metric(tuned) - metric(base)| is below this")
     recovery_level: float = param(0.5, lo=0.0, hi=1.0, doc="the table reports where recovery first exceeds this")
     chunk: int = param(64, lo=1, hi=4096, doc="examples per forward pass when reading activations")
+    n_seeds: int = param(3, lo=1, hi=20, doc="seeds per pair: each chapter's first n_seeds (fewer where it has fewer)")
 
     def validate(self):
         if SELF in {NOTEBOOKS[c] for c in self.chapters}:
@@ -106,11 +109,16 @@ def discover(notebooks: dict[str, str] | None = None) -> list[tuple[str, str]]:
     return found
 
 
-def chapter_pairs(notebook: str, module: str, profile: str) -> list[dict]:
-    """The chapter's pairs; a failure becomes one ChapterNotReady naming the notebook to run first."""
+def chapter_pairs(notebook: str, module: str, profile: str, seed_index: int = 0) -> list[dict] | None:
+    """The chapter's pairs for its `seed_index`-th seed, None past its last seed; any other failure becomes one
+    ChapterNotReady naming the notebook to run first."""
     fn = importlib.import_module(f"lib.studies.{module}").synthesis_pairs
     try:
-        return fn(profile)
+        return fn(profile, seed_index=seed_index)
+    except IndexError:
+        if seed_index == 0:
+            raise
+        return None
     except Exception as e:
         raise ChapterNotReady(
             f"{CHAPTER} reads the cached models of {notebook}: run {notebook} in the {profile} profile first: "
@@ -139,13 +147,27 @@ class PairLens:
     m_tuned: float
     m_patched: np.ndarray
     recovery: np.ndarray
+    seed_index: int = 0
+    # aggregated over seeds (see `aggregate`): the per-seed lenses, and the sd over them of cka / weight / recovery
+    runs: list = field(default_factory=list, repr=False)
+    sd: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_seeds(self) -> int:
+        return max(1, len(self.runs))
+
+    def late_spread(self, attr: str) -> float:
+        """Sample sd over seeds of the late-half mean of `attr` (NaN with one seed)."""
+        v = [halves_mean(getattr(r, attr), r.n_layers)[1] for r in self.runs]
+        v = np.asarray([x for x in v if np.isfinite(x)])
+        return float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
     @property
     def depth(self) -> np.ndarray:
         return lens.depth_fraction(self.n_layers)
 
 
-def measure(notebook: str, module: str, pair: dict, cfg: Config) -> PairLens:
+def measure(notebook: str, module: str, pair: dict, cfg: Config, seed_index: int = 0) -> PairLens:
     base, tuned, inputs = pair["base"].eval(), pair["tuned"].eval(), pair["inputs"]
     spec = model_spec(base)
     cka = lens.cka_lens(base, tuned, inputs, cfg.tokens, cfg.debiased, cfg.chunk)
@@ -155,7 +177,7 @@ def measure(notebook: str, module: str, pair: dict, cfg: Config) -> PairLens:
     rows = int(lens.token_mask(base, inputs, cfg.tokens).sum())
     return PairLens(notebook, module, pair["name"], spec.family, spec.n_layers, spec.d_model, models.n_params(base),
                     rows, cka, cka_alt, weight, head, patch["m_base"], patch["m_tuned"], patch["m_patched"],
-                    patch["recovery"])
+                    patch["recovery"], seed_index)
 
 
 def other_tokens(cfg: Config) -> str:
@@ -163,16 +185,39 @@ def other_tokens(cfg: Config) -> str:
 
 
 def run(cfg: Config) -> list[PairLens]:
-    """Every pair of every (chosen) chapter through the three lenses, one chapter's models in memory at a time."""
+    """Every pair of every (chosen) chapter through the three lenses for each of the chapter's first `n_seeds`
+    seeds, one chapter seed's models in memory at a time; returns the lenses averaged over seeds (`aggregate`)."""
     out = []
     chosen = [(nb, m) for nb, m in discover() if not cfg.chapters or nb in cfg.chapters]
     for nb, mod in chosen:
-        with torch.no_grad():
-            pairs = chapter_pairs(nb, mod, cfg.profile)
-            out += [measure(nb, mod, p, cfg) for p in pairs]
-        del pairs
+        for i in range(cfg.n_seeds):
+            with torch.no_grad():
+                pairs = chapter_pairs(nb, mod, cfg.profile, i)
+                if pairs is None:  # the chapter has fewer seeds
+                    break
+                out += [measure(nb, mod, p, cfg, i) for p in pairs]
+            del pairs
     if not out:
         raise ChapterNotReady(f"no chapter offered a pair (chapters: {list(cfg.chapters) or 'all'})")
+    return aggregate(out)
+
+
+def aggregate(per_seed: list[PairLens]) -> list[PairLens]:
+    """One lens per (chapter, pair): the mean over its seeds of every per-layer array and metric (NaN points left
+    out of a mean; all-NaN stays NaN), with the per-seed lenses in `runs` and the per-layer sd in `sd`."""
+    groups: dict[tuple[str, str], list[PairLens]] = {}
+    for p in per_seed:
+        groups.setdefault((p.notebook, p.name), []).append(p)
+    out = []
+    for ps in groups.values():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points (nothing to compare) stay NaN
+            mean = {a: np.nanmean(np.stack([getattr(p, a) for p in ps]), 0)
+                    for a in ("cka", "cka_alt", "weight", "m_patched", "recovery")}
+            sd = {a: (np.nanstd(np.stack([getattr(p, a) for p in ps]), 0, ddof=1) if len(ps) > 1
+                      else np.full_like(mean[a], np.nan)) for a in ("cka", "weight", "recovery")}
+        scalars = {a: float(np.mean([getattr(p, a) for p in ps])) for a in ("head_change", "m_base", "m_tuned")}
+        out.append(dataclasses.replace(ps[0], **mean, **scalars, runs=ps, sd=sd))
     return out
 
 
@@ -238,9 +283,9 @@ def summary_table(lenses: list[PairLens], cfg: Config) -> pd.DataFrame:
     for p in lenses:
         (ce, cl), (we, wl) = halves_mean(p.cka, p.n_layers), halves_mean(p.weight, p.n_layers)
         rows.append({"chapter": p.notebook, "pair": p.name, "model": f"{p.family}, {p.n_layers} blocks, d {p.d_model}",
-                     "CKA early": ce, "CKA late": cl,
+                     "seeds": p.n_seeds, "CKA early": ce, "CKA late": cl, "CKA late sd": p.late_spread("cka"),
                      f"CKA late ({other_tokens(cfg)} rows)": halves_mean(p.cka_alt, p.n_layers)[1],
-                     "Δw early": we, "Δw late": wl, "Δw head": p.head_change,
+                     "Δw early": we, "Δw late": wl, "Δw late sd": p.late_spread("weight"), "Δw head": p.head_change,
                      "metric base → tuned": f"{p.m_base:.3f} → {p.m_tuned:.3f}",
                      f"recovery > {cfg.recovery_level:g} from": _where(p, cfg.recovery_level),
                      "class": classify(p, cfg), "paper expects": expectation(p).kind, "verdict": verdict(p, cfg)})
@@ -269,8 +314,12 @@ def plot(lenses: list[PairLens], cfg: Config):
     for j, nb in enumerate(chapters):
         for k, p in enumerate(q for q in lenses if q.notebook == nb):
             style = dict(color=COLORS.get(p.module, f"C{j}"), ls=STYLES[k % len(STYLES)], marker="o", ms=3)
-            for row, values in enumerate((p.cka, p.cka_alt, p.weight, p.recovery)):
+            for row, (attr, values) in enumerate(zip(("cka", "cka_alt", "weight", "recovery"),
+                                                     (p.cka, p.cka_alt, p.weight, p.recovery))):
                 axes[row, j].plot(p.depth, values, label=p.name if row == 0 else None, **style)
+                if attr in p.sd and np.isfinite(p.sd[attr]).any():  # ± 1 sd over seeds
+                    axes[row, j].fill_between(p.depth, values - p.sd[attr], values + p.sd[attr],
+                                              color=style["color"], alpha=0.15, lw=0)
         axes[0, j].set_title(nb)
         axes[0, j].legend(fontsize=7, loc="best")
         axes[-1, j].set_xlabel("depth")
@@ -314,8 +363,19 @@ def _pair_sentence(p: PairLens, cfg: Config) -> str:
                  f"{cfg.recovery_level:.0%} of the {change} from {lens.point_labels(p.n_layers)[i]} "
                  f"(depth {p.depth[i]:.2f}) on")
     ae, al = halves_mean(p.cka_alt, p.n_layers)
-    return (f"**{p.name}**: CKA to the base {ce:.2f} early / {cl:.2f} late ({other_tokens(cfg)} rows: {ae:.2f} / "
-            f"{al:.2f}), relative weight change {we:.3f} / {wl:.3f}: **{classify(p, cfg)}**; {patch}.")
+    return (f"**{p.name}**{_seeds(p)}: CKA to the base {ce:.2f} early / {cl:.2f}{_sd(p, 'cka', 2)} late "
+            f"({other_tokens(cfg)} rows: {ae:.2f} / {al:.2f}), relative weight change {we:.3f} / "
+            f"{wl:.3f}{_sd(p, 'weight', 3)}: **{classify(p, cfg)}**; {patch}.")
+
+
+def _seeds(p: PairLens) -> str:
+    return f" ({p.n_seeds} seeds)" if p.n_seeds > 1 else " (one seed)"
+
+
+def _sd(p: PairLens, attr: str, digits: int) -> str:
+    """' ± sd' over seeds of the late-half mean, empty with one seed."""
+    v = p.late_spread(attr)
+    return f" ± {v:.{digits}f}" if np.isfinite(v) else ""
 
 
 def chapter_text(lenses: list[PairLens], cfg: Config) -> str:
@@ -418,17 +478,24 @@ def claims(lenses: list[PairLens], cfg: Config) -> list[Claim]:
     for p in lenses:
         (ce, cl), (we, wl) = halves_mean(p.cka, p.n_layers), halves_mean(p.weight, p.n_layers)
         exp, crit = expectation(p), expected_criteria(p, cfg)
-        ours = (f"{classify(p, cfg)}: CKA early {ce:.2f} / late {cl:.2f}, Δw early {we:.3f} / late {wl:.3f}, "
-                f"recovery > {cfg.recovery_level:g} from {_where(p, cfg.recovery_level)}")
+        ours = (f"{classify(p, cfg)}: CKA early {ce:.2f} / late {cl:.2f}{_sd(p, 'cka', 2)}, Δw early {we:.3f} / "
+                f"late {wl:.3f}{_sd(p, 'weight', 3)}, recovery > {cfg.recovery_level:g} from "
+                f"{_where(p, cfg.recovery_level)} (mean of {p.n_seeds} seed{'s' if p.n_seeds > 1 else ''})")
         reason = ("criteria of '" + exp.kind + "': " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in crit.items())
                   + f" (cka_reuse {cfg.cka_reuse:g}, weight_reuse {cfg.weight_reuse:g}, depth_margin "
-                  f"{cfg.depth_margin:g}; one seed)")
+                  f"{cfg.depth_margin:g}; on the mean over seeds)")
         out.append(Claim(f"{p.module}:{_slug(p.name)}", exp.conclusion + ".", f"qualitative: {exp.kind}", ours,
-                         verdict(p, cfg), reason, value=cl, n=1,
+                         verdict(p, cfg), reason, value=cl, n=p.n_seeds,
+                         spread=_finite(p.late_spread("cka")),
                          extra={"notebook": p.notebook, "class": classify(p, cfg), "cka": p.cka.tolist(),
                                 "weight_change": p.weight.tolist(), "recovery": p.recovery.tolist(),
-                                "m_base": p.m_base, "m_tuned": p.m_tuned}))
+                                "m_base": p.m_base, "m_tuned": p.m_tuned,
+                                "late_cka_per_seed": [halves_mean(r.cka, r.n_layers)[1] for r in p.runs]}))
     return out
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
 
 
 def verdict_table(claim_list: list[Claim]) -> pd.DataFrame:

@@ -43,6 +43,7 @@ from lib.artifacts import load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.results import Claim, measured
 from lib.studies import base_models
+from lib.synthesis import seed_at
 from lib.tasks import wordnet
 
 PAPER = "Tzach et al. 2025, arXiv 2509.03407"
@@ -1181,25 +1182,27 @@ def _from_cache_only(out: Path) -> dict:
     raise RuntimeError(f"no cached fine-tuned classifier: run notebook {CHAPTER} in this profile first")
 
 
-def synthesis_pairs(profile: str = "tiny") -> list[dict]:
-    """Base -> tuned pairs of this chapter, from the cache only: the BERT encoder before and after fine-tuning.
+def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_index: int = 0) -> list[dict]:
+    """Base -> tuned pairs of this chapter for its `seed_index`-th fine-tuning seed (of `n_ft_seeds`), from the
+    cache only: the BERT encoder before and after fine-tuning.
 
     `base` is a BertForSequenceClassification holding the *pre-trained* encoder under the tuned model's pooler
     and classifier (so both share one architecture and the metric applies to both); `metric(model, inputs)` is
     test accuracy; `inputs` are up to 256 test examples of the split the tuned model did not train on.
     """
-    cfg = Config.load(profile)
+    cfg = Config.load(profile, params)
+    seed = seed_at([cfg.seed + k for k in range(cfg.n_ft_seeds)], seed_index)
     bcfg = base_models.Config.load(profile)
     base, tok, key = _load_base(cfg, bcfg)
     s = Setup(cfg, base.eval(), None, tok, key, bcfg=bcfg)
     pairs = []
     for name, task in tasks(s).items():
-        art = load_or_compute("tzach_tuned", _ft_key(s, task, cfg.seed), _from_cache_only, fingerprints=[key])
+        art = load_or_compute("tzach_tuned", _ft_key(s, task, seed), _from_cache_only, fingerprints=[key])
         tuned, _ = models.load_model(art.path / "model", task="classification")
-        grafted = classifier_from(base, len(task.ds.classes), cfg.seed)
+        grafted = classifier_from(base, len(task.ds.classes), seed)
         grafted.bert.pooler.load_state_dict(tuned.bert.pooler.state_dict())
         grafted.classifier.load_state_dict(tuned.classifier.state_dict())
-        _, te = task.ds.split(cfg.task_train_per_class, cfg.seed)
+        _, te = task.ds.split(cfg.task_train_per_class, seed)
         pairs.append({"name": f"tzach_{name}", "base": grafted.eval(), "tuned": tuned.eval(), "tokenizer": tok,
                       "inputs": {k: v[te[:256]] for k, v in task.enc.items()}, "metric": task_accuracy})
     return pairs

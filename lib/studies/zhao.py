@@ -38,6 +38,7 @@ from lib.config import Config as _Config, ConfigError, param
 from lib.paths import cache_dir
 from lib.results import Claim, measured
 from lib.similarity import cka_by_layer
+from lib.synthesis import seed_at
 from lib.tasks import instructions as tasks_mod
 
 ESTIMATORS = ("biased", "debiased")
@@ -99,9 +100,6 @@ class Config(_Config):
     def seen(self) -> tuple[str, ...]:
         return tuple(t for t in self.tasks if t not in self.held_out)
 
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + s for s in range(self.n_seeds)]
 
 
 # --------------------------------------------------------------------------- base model and data
@@ -563,14 +561,16 @@ def _metric(model, inputs: dict) -> float:
     return float(tasks_mod.forward_rows(model, enc)["exact"].mean())
 
 
-def synthesis_pairs(profile: str) -> list[dict]:
-    """Base -> tuned pairs of this chapter, from the cache only: E0 -> E1 (seen-task mixture) and E0 -> C_t."""
-    cfg = Config.load(profile)
+def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_index: int = 0) -> list[dict]:
+    """Base -> tuned pairs of this chapter for its `seed_index`-th seed, from the cache only: E0 -> E1 (seen-task
+    mixture) and E0 -> C_t."""
+    cfg = Config.load(profile, params)
+    seed = seed_at(cfg.seeds, seed_index)
     base = load_base_model(cfg)
     data, data_art = task_data(cfg)
     out = []
     for which, names in (("E1", cfg.seen), (cfg.synthesis_task, (cfg.synthesis_task,))):
-        model, _ = tuned(cfg, base, data, data_art, which, cfg.seed, cache_only=True)
+        model, _ = tuned(cfg, base, data, data_art, which, seed, cache_only=True)
         per = max(1, 256 // len(names))
         examples = [e for t in names for e in data[t].test[:per]][:256]
         enc = tasks_mod.encode(examples, base.tokenizer, cfg.max_len, cfg.template)
