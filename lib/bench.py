@@ -48,24 +48,40 @@ def run_notebook(notebook: str, profile: str, cache: Path, out: Path) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_mib": round(int(res.stdout.strip().splitlines()[-1]) / 1024)}
 
 
-def notebooks(profiles, only=None, cache: Path | None = None) -> dict:
-    """Per profile: every notebook cold (empty cache) then warm (the same cache again). With `cache`, only warm
-    runs against that existing cache (e.g. the book's `data/cache`, to time the tiny profile without retraining)."""
+def notebooks(profiles, only=None, cache: Path | None = None, states=("cold", "warm"), book: Path | None = None,
+              progress=None) -> dict:
+    """Per profile: every notebook cold (empty cache) then warm (the same cache again).
+
+    `cache`: the cache folder to use (default: a temporary one); a cold state needs it empty or absent, and it is
+    kept, so e.g. `--cache data/cache` after moving the old one away leaves the book a fresh, complete cache.
+    `book`: the last state's executed notebooks, their results/ and timings.json go there (as `make book` leaves
+    them), so one benchmark run also produces the book. `progress(report)` is called after every notebook."""
     from lib.studies import NOTEBOOKS
 
+    chosen = [nb for nb in NOTEBOOKS if not only or nb in only]
+    if cache is not None and len(profiles) > 1 and "cold" in states:
+        raise SystemExit("--cache holds one profile's artifacts: with cold runs, benchmark one profile per call")
+    if "cold" in states and cache is not None and cache.exists() and any(cache.iterdir()):
+        raise SystemExit(f"--cache {cache} is not empty, so a cold run would not be cold: move it away first "
+                         "(or pass --states warm)")
     report = {}
     for profile in profiles:
         with tempfile.TemporaryDirectory() as tmp:
             use, rows = (cache or Path(tmp) / "cache"), {}
-            for state in (("warm",) if cache else ("cold", "warm")):
-                total = time.perf_counter()
-                for nb in NOTEBOOKS:
-                    if only and nb not in only:
-                        continue
+            report[profile] = rows
+            for state in states:
+                out = book if book is not None and state == states[-1] else Path(tmp) / state
+                out.mkdir(parents=True, exist_ok=True)
+                total, seconds = time.perf_counter(), {}
+                for nb in chosen:
                     print(f"[bench] {profile} {state} {nb}", flush=True)
-                    rows.setdefault(nb, {})[state] = run_notebook(nb, profile, use, Path(tmp) / state)
+                    rows.setdefault(nb, {})[state] = row = run_notebook(nb, profile, use, out)
+                    seconds[nb] = row["seconds"]
+                    if out == book:  # what `lib.run book` writes: the appendix page reads it
+                        (out / "timings.json").write_text(json.dumps({"profile": profile, "seconds": seconds}))
+                    if progress:
+                        progress(report)
                 rows.setdefault("_all", {})[state] = {"seconds": round(time.perf_counter() - total, 1)}
-        report[profile] = rows
     return report
 
 
@@ -173,20 +189,32 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", nargs="*", default=["smoke", "tiny"])
     ap.add_argument("--notebooks", nargs="*", default=None, help="only these notebooks (default: all)")
     ap.add_argument("--skip-notebooks", action="store_true")
-    ap.add_argument("--cache", default=None, help="time warm runs against this existing cache only (no cold runs)")
+    ap.add_argument("--cache", default=None,
+                    help="cache folder (kept): empty or absent for cold runs; an existing one with --states warm")
+    ap.add_argument("--states", nargs="*", default=["cold", "warm"], choices=["cold", "warm"])
+    ap.add_argument("--book", default=None, help="write the last state's executed notebooks here (e.g. book/notebooks)")
     ap.add_argument("--skip-local", action="store_true", help="skip the packaged models' load times")
     ap.add_argument("--out", default=str(ROOT / "bench" / "report.json"))
     args = ap.parse_args(argv)
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "train_loop": train_loop_overhead(), "patching_sweep": patching_sweep(),
               "analysis": analysis_kernels()}
-    if not args.skip_local:
-        report["local_model_loads"] = local_model_loads()
-    if not args.skip_notebooks:
-        report["notebooks"] = notebooks(args.profiles, args.notebooks, Path(args.cache) if args.cache else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+
+    def save(nb_report=None):  # after every notebook: a long run's partial report is never lost
+        if nb_report is not None:
+            report["notebooks"] = nb_report
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1))
+        tmp.replace(out)
+
+    if not args.skip_local:
+        report["local_model_loads"] = local_model_loads()
+    save()
+    if not args.skip_notebooks:
+        save(notebooks(args.profiles, args.notebooks, Path(args.cache) if args.cache else None, tuple(args.states),
+                       Path(args.book) if args.book else None, progress=save))
     print(json.dumps({k: v for k, v in report.items() if k != "notebooks"}, indent=1))
     return 0
 
