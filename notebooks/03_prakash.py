@@ -142,7 +142,7 @@ study.overlap_summary(ov)
 dcm = study.dcm_table(runs, found, data, cfg)
 study.dcm_summary(dcm)
 
-# %% mystnb={"figure": {"caption": "% of outputs equal to each desideratum's target when the DCM-selected heads of each group of the base circuit are patched from the source prompt, per model (mean and standard deviation over seeds).", "name": "fig-prakash-dcm"}}
+# %% mystnb={"figure": {"caption": "Share (%) of outputs equal to each desideratum's target when the DCM-selected heads of each group of the base circuit are patched from the source prompt, per model (mean and standard deviation over seeds).", "name": "fig-prakash-dcm"}}
 study.plot_dcm(dcm)
 
 # %% [markdown]
