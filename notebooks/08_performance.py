@@ -76,5 +76,15 @@ if header is None:
                  "and a warm cache.")
 else:
     plotting.say(f"Report of `make bench` from {header.get('date')} on {header['machine']['cores']} cores "
-                 f"({header['machine']['cpu']}): not re-measured in this build.")
+                 f"({header['machine']['cpu']}): not re-measured in this build. Wall time in seconds and peak memory of "
+                 "each notebook's kernel, with an empty cache (cold: every model trained) and with the cache that "
+                 "run left (warm).")
 bench_table
+
+# %%
+loads = study.local_loads_table(header)
+if loads is not None:
+    plotting.say("Load times of the `local` profile's packaged models in that run (seconds): the first load "
+                 "dequantises the GGUF file and writes the fp32 cache; later loads read the cache, split into the "
+                 "weights and the tokenizer.")
+loads

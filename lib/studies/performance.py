@@ -80,5 +80,19 @@ def last_bench(cfg: Config) -> tuple[dict | None, pd.DataFrame | None]:
                 rows.append({"profile": profile, "notebook": "whole book" if nb == "_all" else nb, "cache": state,
                              "seconds": v.get("seconds"), "peak RSS (MiB)": v.get("peak_rss_mib"),
                              "error": "; ".join(v.get("error", []))})
-    table = pd.DataFrame(rows).set_index(["profile", "notebook", "cache"]) if rows else None
-    return {k: rep[k] for k in ("date", "machine") if k in rep}, table
+    table = None
+    if rows:  # one row per notebook, columns (profile, cache, measure)
+        long = pd.DataFrame(rows)
+        if not long["error"].astype(bool).any():
+            long = long.drop(columns="error")
+        table = long.pivot_table(index="notebook", columns=["profile", "cache"], aggfunc="first", sort=False)
+        table = table.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1, level=[0, 1], sort_remaining=False)
+    return {k: rep[k] for k in ("date", "machine", "local_model_loads") if k in rep}, table
+
+
+def local_loads_table(header: dict | None) -> pd.DataFrame | None:
+    """The packaged models' load times of the last `make bench` (from GGUF, from the fp32 cache), if measured."""
+    loads = (header or {}).get("local_model_loads")
+    if not loads:
+        return None
+    return pd.DataFrame.from_dict(loads, orient="index").rename_axis("packaged model")
