@@ -39,7 +39,7 @@ def run_notebook(notebook: str, profile: str, cache: Path, out: Path) -> dict:
     code = ("import resource, sys; from lib.run import execute; "
             f"execute({notebook!r}, {profile!r}, {{}}, __import__('pathlib').Path({str(out)!r})); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    env = {**os.environ, "STUDY_CACHE": str(cache)}
+    env = {**os.environ, "STUDY_CACHE": str(Path(cache).resolve())}  # kernels run in notebooks/
     start = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start

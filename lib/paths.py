@@ -1,5 +1,6 @@
 """Where things live. Every path is resolved from the package location, never from the working directory
-(papermill runs kernels in other folders). `STUDY_CACHE` and `STUDY_RESULTS` override the defaults."""
+(papermill runs kernels in other folders). `STUDY_CACHE` and `STUDY_RESULTS` override the defaults; a relative
+value is taken from the repository root (where `make` and `python -m lib...` run), not from the kernel's folder."""
 import os
 from pathlib import Path
 
@@ -10,13 +11,17 @@ DATA_DIR = ROOT / "data"
 SOURCES_DIR = DATA_DIR / "sources"  # unpacked Debian packages (see data/README.md)
 
 
+def _from_root(value: str) -> Path:
+    return ROOT / value  # an absolute value stays as it is
+
+
 def cache_dir() -> Path:
     """Root of the artifact cache: `data/cache/` unless `STUDY_CACHE` is set."""
-    return Path(os.environ.get("STUDY_CACHE", DATA_DIR / "cache"))
+    return _from_root(os.environ.get("STUDY_CACHE", str(DATA_DIR / "cache")))
 
 
 def results_dir() -> Path:
     """Where notebooks write `results/<chapter>.json` and figures: `results/` unless `STUDY_RESULTS` is set."""
-    path = Path(os.environ.get("STUDY_RESULTS", ROOT / "results"))
+    path = _from_root(os.environ.get("STUDY_RESULTS", str(ROOT / "results")))
     path.mkdir(parents=True, exist_ok=True)
     return path

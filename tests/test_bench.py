@@ -42,3 +42,12 @@ def test_a_cold_run_refuses_a_filled_cache(tmp_path, fake_runs):
         bench.notebooks(["smoke", "tiny"], ["00_data"], tmp_path / "other")
     assert bench.notebooks(["smoke"], ["00_data"], tmp_path / "cache", states=("warm",))["smoke"]["00_data"]["warm"]
     assert not fake_runs[:-1]
+
+
+def test_a_relative_cache_or_results_folder_means_the_repository_root(monkeypatch):
+    from lib import paths
+
+    monkeypatch.setenv("STUDY_CACHE", "data/other-cache")
+    assert paths.cache_dir() == paths.ROOT / "data" / "other-cache"
+    monkeypatch.setenv("STUDY_CACHE", "/tmp/abs-cache")
+    assert str(paths.cache_dir()) == "/tmp/abs-cache"
