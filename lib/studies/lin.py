@@ -100,7 +100,6 @@ class Config(_Config):
     def spec(self) -> cdm.CDMSpec:
         return cdm.CDMSpec(self.num_lo, self.num_hi, self.levels, self.answers, self.prompt_format)
 
-
     def torch_device(self) -> torch.device:
         return models.resolve_device(self.device)
 

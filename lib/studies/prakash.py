@@ -72,8 +72,8 @@ class Config(_Config):
                          doc="object words: concrete nouns (the paper's kind), or any single-token word (tiny BPEs)")
     n_boxes: int = param(7, lo=2, hi=12, doc="boxes per prompt (the paper: 7)")
     test_size: int = param(500, lo=8, hi=10**5, doc="test prompts (the models' accuracy)")
-    analysis_size: int = param(200, lo=8, hi=10**5, doc="the first test prompts that the circuit analyses use "
-                                                        "(faithfulness, CMAP, knockout)")
+    analysis_size: int = param(200, lo=8, hi=10**5, doc="the first test prompts (at most test_size) that the "
+                                                        "circuit analyses use (faithfulness, CMAP, knockout)")
     val_size: int = param(200, lo=8, hi=10**5, doc="validation prompts (the base's stopping rule)")
     train_size: int = param(20000, lo=16, hi=10**7, doc="entity-tracking training prompts")
     base_min_boxes: int = param(2, lo=1, hi=12, doc="base training prompts have base_min_boxes..n_boxes boxes")
@@ -114,7 +114,6 @@ class Config(_Config):
             raise ConfigError("profile 'paper' needs parameters 'base_source' and 'tuned_source'")
         if self.tuned_source and self.n_seeds != 1:
             raise ConfigError("parameter 'n_seeds' must be 1 with a released tuned model ('tuned_source')")
-
 
     def torch_device(self) -> torch.device:
         return models.resolve_device(self.device)
@@ -318,8 +317,8 @@ def _not_cached(out: Path) -> dict:
 
 
 def _train_keys(cfg: Config) -> dict:
-    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "analysis_size", "pp_size", "heads_base", "heads_tuned", "mean_size",
-            "random_draws", "sweep_repeats", "margin", "faith_min", "dcm_none", "device", "allow_network"}
+    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "analysis_size", "pp_size", "heads_base",
+            "heads_tuned", "mean_size", "random_draws", "sweep_repeats", "margin", "faith_min", "dcm_none", "device", "allow_network"}
     return {k: v for k, v in cfg.key_dict().items() if k not in skip and not k.startswith("dcm_")}
 
 
@@ -675,10 +674,11 @@ def cmap_table(runs: dict, found: dict, data: TaskData) -> pd.DataFrame:
     rows = []
     for s, ms in runs.items():
         base = ms["base"].model
+        base_acc = accuracy(base, enc)
         for name, t in ms.items():
             if name == "base":
                 continue
-            circuit = found[s, name][0]
+            tuned_acc, circuit = accuracy(t.model, enc), found[s, name][0]
             sets = {"full circuit": circuit, **{g: {g: circuit[g]} for g in GROUPS}}
             for label, groups in sets.items():
                 keep = {k: set() for k in ("last", "query", "prev_query")}
@@ -687,8 +687,7 @@ def cmap_table(runs: dict, found: dict, data: TaskData) -> pd.DataFrame:
                 logits = cmap_logits(base, t.model, E.model_inputs(enc), keep, positions(enc))
                 rows.append({"seed": s, "model": name, "patched": label,
                              "accuracy": float(logits[:, -1].argmax(-1).eq(enc["answer_ids"]).float().mean()),
-                             "base_acc": accuracy(base, enc),
-                             "tuned_acc": accuracy(t.model, enc)})
+                             "base_acc": base_acc, "tuned_acc": tuned_acc})
     return pd.DataFrame(rows)
 
 

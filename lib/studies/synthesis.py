@@ -282,9 +282,11 @@ def summary_table(lenses: list[PairLens], cfg: Config) -> pd.DataFrame:
     rows = []
     for p in lenses:
         (ce, cl), (we, wl) = halves_mean(p.cka, p.n_layers), halves_mean(p.weight, p.n_layers)
-        rows.append({"chapter": p.notebook, "pair": p.name, "seeds": p.n_seeds, "CKA early": ce, "CKA late": cl, "CKA late sd": p.late_spread("cka"),
+        rows.append({"chapter": p.notebook, "pair": p.name, "seeds": p.n_seeds, "CKA early": ce, "CKA late": cl,
+                     "CKA late sd": p.late_spread("cka"),
                      f"CKA late ({other_tokens(cfg)} rows)": halves_mean(p.cka_alt, p.n_layers)[1],
-                     "Δw early": we, "Δw late": wl, "Δw late sd": p.late_spread("weight"), "Δw head": p.head_change,
+                     "Δw early": we, "Δw late": wl, "Δw late sd": p.late_spread("weight"),
+                     "Δw head": p.head_change,
                      "metric base → tuned": f"{p.m_base:.3f} → {p.m_tuned:.3f}",
                      f"recovery > {cfg.recovery_level:g} from": _where(p, cfg.recovery_level),
                      "class": classify(p, cfg), "paper expects": expectation(p).kind, "verdict": verdict(p, cfg)})

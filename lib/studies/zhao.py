@@ -101,7 +101,6 @@ class Config(_Config):
         return tuple(t for t in self.tasks if t not in self.held_out)
 
 
-
 # --------------------------------------------------------------------------- base model and data
 @dataclass
 class Base:
