@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 OBJECTIVES = ("causal_lm", "masked_lm", "classification")
@@ -193,7 +194,7 @@ def train(model, data: dict, cfg: TrainConfig, eval_data: dict | None = None,
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    loss = model(**inputs).loss
+                    loss = causal_lm_loss(model, inputs) if cfg.objective == "causal_lm" else model(**inputs).loss
                 loss.backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -216,6 +217,20 @@ def train(model, data: dict, cfg: TrainConfig, eval_data: dict | None = None,
                 p.requires_grad_(flag)
     hist.wall_time = time.perf_counter() - start
     return hist
+
+
+def causal_lm_loss(model, inputs: dict, sparse_below: float = 0.5) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled targets, as HF's causal LM loss, with logits computed only at
+    the positions that predict a labelled token when fewer than ``sparse_below`` of them are labelled (answer-only
+    losses: Gemma-3's 262k-word unembedding of every position was most of a LoRA step). Dense labels take HF's path."""
+    labels = inputs["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:].ne(-100)  # position t predicts token t + 1
+    n = int(keep.sum())
+    if n == 0 or n >= sparse_below * labels.numel():
+        return model(**inputs).loss
+    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.reshape(n, -1).float(), labels[:, 1:][keep[:, :-1]])
 
 
 @torch.no_grad()

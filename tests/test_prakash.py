@@ -86,6 +86,50 @@ def test_patching_from_an_identical_source_changes_nothing(tok):
         assert torch.equal(P.patched_from_source(model, data, name, [(0, 1), (1, 3)], g), plain)
 
 
+class _Fixed(torch.nn.Module):
+    """Answers the object of the queried box (binds) or always the object of box `box` (copies without binding)."""
+
+    def __init__(self, layouts, vocab_size, box=None):
+        super().__init__()
+        self.layouts, self.V, self.box = {lay["T"]: lay for lay in layouts}, vocab_size, box
+
+    def forward(self, input_ids, **kw):
+        e = self.layouts[input_ids.shape[1]]
+        labels = input_ids[:, e["label_pos"]]  # (N, n_boxes)
+        qbox = labels.eq(input_ids[:, e["query_pos"], None]).float().argmax(1) if self.box is None \
+            else torch.full((len(input_ids),), self.box)
+        ans = input_ids[torch.arange(len(input_ids)), e["object_pos"][qbox]]
+        logits = torch.zeros(len(input_ids), 1, self.V)
+        logits[torch.arange(len(input_ids)), 0, ans] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_answer_profile_tells_binding_from_copying(tok):
+    cfg = P.Config.load("tiny", {**SMALL, "objects": "nouns"})
+    data = _data(tok, cfg)
+    enc = data.enc["test"]
+    layouts = [E.layout(tok, nb, data.vocab) for nb in (2, 3)]
+    runs = {0: {"base": P.Trained("base", 0, _Fixed(layouts, len(tok)), None),
+                "track": P.Trained("track", 0, _Fixed(layouts, len(tok), box=0), None)}}
+    prof = P.answer_profile(runs, data).set_index("model")
+    asked = np.bincount(data.boxes["test"].query_box, minlength=3) / len(data.boxes["test"])
+    assert prof.loc["base", "in context"] == 1 and prof.loc["base", "accuracy"] == 1
+    assert prof.loc["base", "query-blind baseline"] == pytest.approx((asked ** 2).sum())
+    assert prof.loc["track", "box 1"] == 1 and prof.loc["track", "in context"] == 1
+    assert prof.loc["track", "accuracy"] == pytest.approx(asked[0])  # box 1 right exactly when box 1 is asked
+    assert prof.loc["track", "query-blind baseline"] == pytest.approx(asked[0])
+    assert prof.loc["base", "accuracy"] == P.accuracy(runs[0]["base"].model, enc)
+    text = P.answer_profile_text(P.answer_profile(runs, data), cfg)
+    base_part, track_part = text.split("**track**")
+    assert "binds the query" in base_part and "without binding" in track_part
+    curve = P.box_curve(runs, data, tok, cfg).set_index(["model", "boxes"])
+    assert list(curve.loc["base", "accuracy"]) == [1.0, 1.0]  # the oracle binds at every box count
+    assert list(curve.loc["base", "chance"]) == [1 / 2, 1 / 3]
+    assert 0.2 < curve.loc[("track", 2), "accuracy"] < 0.8  # always box 1: right when box 1 is asked (~1/2)
+    table = P.box_curve_summary(P.box_curve(runs, data, tok, cfg))
+    assert list(table.columns) == ["2 boxes", "3 boxes"] and table.loc["chance (1 / boxes)", "3 boxes"] == "0.33"
+
+
 # ------------------------------------------------------------------------------------------------ verdict rules
 def test_tuning_rule():
     cfg = P.Config.load("tiny")
@@ -195,7 +239,8 @@ def test_trained_models_are_cached_and_synthesis_pairs_load_them(tmp_path, monke
     with pytest.raises(RuntimeError, match="not in the cache"):
         P.synthesis_pairs("tiny", {**params, "arith_steps": 3})
     # resizing an evaluation set reuses the trained models; resizing the set that steers training does not
-    bigger = P.Config.load("tiny", {**params, "test_size": params.get("test_size", 20) + 7, "pp_size": 9})
+    bigger = P.Config.load("tiny", {**params, "test_size": params.get("test_size", 20) + 7, "pp_size": 9,
+                                         "curve_size": 11})
     assert all(t.artifact.cached for t in P.get_models(bigger, pre, P.task_data(bigger, pre.tokenizer), True)[0].values())
     other_val = P.Config.load("tiny", {**params, "val_size": cfg.val_size + 3})
     with pytest.raises(RuntimeError, match="not in the cache"):

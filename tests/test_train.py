@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from lib.models import ModelConfig, build_model, save_model
+from lib import train as T
 from lib.train import (History, TrainConfig, evaluate, lm_loss, loop_overhead, lr_at, mask_tokens, merge_lora,
                        perplexity, train, unigram_baseline)
+from tests._tiny import tiny_inputs, tiny_model
 
 V = 64
 
@@ -262,3 +264,29 @@ def test_perplexity_and_batching():
 def test_loop_overhead_reports_both_loops():
     loop, bare, ratio = loop_overhead(lambda: tiny(), {"input_ids": ids(4, 12)}, n_steps=2)
     assert loop > 0 and bare > 0 and ratio == pytest.approx(loop / bare)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_sparse_answer_loss_equals_hf_loss_and_gradients(family, lora):
+    """causal_lm_loss computes logits only where a labelled token is predicted: same loss and gradients as HF's."""
+    model = tiny_model(family)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn"] if family == "gpt2" else ["q_proj"]))
+    ids = tiny_inputs(batch=4, seq=10)
+    labels = torch.full_like(ids, -100)
+    labels[0, 9], labels[1, 5], labels[2, 6:8], labels[3, 1] = ids[0, 9], ids[1, 5], ids[2, 6:8], ids[3, 1]
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    ours = T.causal_lm_loss(model, inputs)
+    ours.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    theirs = model(**inputs).loss
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    for g, p in zip(grads, [p for p in model.parameters() if p.requires_grad]):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+    dense = {**inputs, "labels": ids}  # every position labelled: HF's own path
+    assert torch.allclose(T.causal_lm_loss(model, dense), model(**dense).loss)

@@ -72,6 +72,7 @@ class Config(_Config):
                          doc="object words: concrete nouns (the paper's kind), or any single-token word (tiny BPEs)")
     n_boxes: int = param(7, lo=2, hi=12, doc="boxes per prompt (the paper: 7)")
     test_size: int = param(500, lo=8, hi=10**5, doc="test prompts (the models' accuracy)")
+    curve_size: int = param(200, lo=8, hi=10**5, doc="prompts per box count in the accuracy-by-boxes table")
     analysis_size: int = param(200, lo=8, hi=10**5, doc="the first test prompts (at most test_size) that the "
                                                         "circuit analyses use (faithfulness, CMAP, knockout)")
     val_size: int = param(200, lo=8, hi=10**5, doc="validation prompts (the base's stopping rule)")
@@ -127,6 +128,7 @@ class TaskData:
     enc: dict[str, dict]
     targets: dict[str, torch.Tensor]  # DCM targets (token ids) per dcm_<kind>_<split>
     fingerprint: str  # of the only set that shapes training: val (the base's early stop); the cached models' key
+    obj_ids: torch.Tensor  # (n_objects,) the token id of each object word (with its leading space)
 
 
 def _set_rng(cfg: Config, name: str) -> np.random.Generator:
@@ -154,7 +156,7 @@ def task_data(cfg: Config, tokenizer) -> TaskData:
             targets[name] = obj_ids[torch.as_tensor(target)]
     enc = {k: E.encode(tokenizer, vocab, b) for k, b in boxes.items()}
     enc["analysis"] = take(enc["test"], slice(0, cfg.analysis_size))  # the circuit analyses' share of the test set
-    return TaskData(vocab, boxes, enc, targets, E.fingerprint(boxes["val"]))
+    return TaskData(vocab, boxes, enc, targets, E.fingerprint(boxes["val"]), obj_ids)
 
 
 def train_prompts(cfg: Config, tokenizer, vocab: E.Vocab, seed: int, min_boxes: int) -> list[tuple[str, str]]:
@@ -317,7 +319,7 @@ def _not_cached(out: Path) -> dict:
 
 
 def _train_keys(cfg: Config) -> dict:
-    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "analysis_size", "pp_size", "heads_base",
+    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "curve_size", "analysis_size", "pp_size", "heads_base",
             "heads_tuned", "mean_size", "random_draws", "sweep_repeats", "margin", "faith_min", "dcm_none", "device", "allow_network"}
     return {k: v for k, v in cfg.key_dict().items() if k not in skip and not k.startswith("dcm_")}
 
@@ -390,6 +392,67 @@ def accuracy_text(acc: pd.DataFrame, cfg: Config) -> str:
             f"not reproduced.")
     return (f"Test accuracy on {cfg.test_size} {cfg.n_boxes}-box prompts (chance among the boxes 1/{cfg.n_boxes} = "
             f"{1 / cfg.n_boxes:.2f}): " + "; ".join(parts) + ". Paired by seed: " + "; ".join(diffs) + "." + warn)
+
+
+def box_curve(runs: dict, data: TaskData, tokenizer, cfg: Config) -> pd.DataFrame:
+    """Test accuracy per seed, model and number of boxes (2 .. n_boxes; curve_size fresh prompts each), with the
+    chance rate 1 / boxes: where, if anywhere, a model tracks entities better than a guess among the boxes."""
+    rows = []
+    for nb in range(2, cfg.n_boxes + 1):
+        enc = E.encode(tokenizer, data.vocab, E.sample(data.vocab, cfg.curve_size, nb, _set_rng(cfg, f"curve{nb}")))
+        rows += [{"seed": s, "model": name, "boxes": nb, "accuracy": accuracy(t.model, enc), "chance": 1 / nb}
+                 for s, ms in runs.items() for name, t in ms.items()]
+    return pd.DataFrame(rows)
+
+
+def box_curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
+    """models x boxes: mean ± sd over seeds, and the chance row."""
+    table = curve.groupby(["model", "boxes"], sort=False)["accuracy"].agg(
+        lambda v: plotting.mean_spread(v, "{:.2f}")).unstack("boxes")
+    chance = curve.drop_duplicates("boxes").set_index("boxes")["chance"].map("{:.2f}".format)
+    table.loc["chance (1 / boxes)"] = chance
+    return table.rename(columns=lambda nb: f"{nb} boxes")
+
+
+def answer_profile(runs: dict, data: TaskData) -> pd.DataFrame:
+    """What the models answer on the test prompts, per seed and model: the share of answers that name an object from
+    the prompt ("in context"), the accuracy, the share naming the object of box k ("box k"), and the accuracy a
+    query-blind model with the same box shares would get (sum over k of box-k share x share of prompts asking for box
+    k). A model that copies a context object without binding it to its box has in context ~1 and accuracy ~ the
+    query-blind baseline; binding shows as accuracy above it."""
+    b = data.boxes["test"]
+    ctx = data.obj_ids[torch.as_tensor(b.objects)]  # (N, n_boxes) token ids of the prompt's objects
+    asked = torch.stack([torch.as_tensor(b.query_box == k).float().mean() for k in range(b.n_boxes)])
+    rows = []
+    for s, ms in runs.items():
+        for name, t in ms.items():
+            pred = predictions(t.model, data.enc["test"])
+            picks = ctx.eq(pred[:, None]).float().mean(0)  # (n_boxes,) share of answers naming box k's object
+            rows.append({"seed": s, "model": name, "in context": float(ctx.eq(pred[:, None]).any(1).float().mean()),
+                         "accuracy": float(pred.eq(data.enc["test"]["answer_ids"]).float().mean()),
+                         "query-blind baseline": float(picks @ asked),
+                         **{f"box {k + 1}": float(picks[k]) for k in range(b.n_boxes)}})
+    return pd.DataFrame(rows)
+
+
+def answer_profile_summary(prof: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in prof.columns if c not in ("seed", "model")]
+    return prof.groupby("model", sort=False)[cols].agg(lambda v: plotting.mean_spread(v, "{:.2f}"))
+
+
+def answer_profile_text(prof: pd.DataFrame, cfg: Config) -> str:
+    """One sentence per model: does it copy from the prompt, and does it bind (accuracy above the query-blind rate)?"""
+    parts = []
+    for name, g in prof.groupby("model", sort=False):
+        gap = g["accuracy"] - g["query-blind baseline"]
+        kind = ("it binds the query to its box" if gap.mean() > cfg.margin else
+                "it copies an object from the prompt without binding it to the queried box"
+                if g["in context"].mean() > 0.9 else "most answers are not the prompt's objects")
+        fmt = partial(plotting.mean_spread, fmt="{:.2f}")
+        parts.append(f"**{name}** names one of the prompt's objects in {fmt(g['in context'])} of prompts; accuracy "
+                     f"{fmt(g['accuracy'])} against {fmt(g['query-blind baseline'])} for a query-blind choice with the "
+                     f"same box shares: {kind}")
+    return "; ".join(parts) + "."
 
 
 def _paired(acc: pd.DataFrame, name: str) -> np.ndarray:
