@@ -446,8 +446,8 @@ def answer_profile_text(prof: pd.DataFrame, cfg: Config) -> str:
     for name, g in prof.groupby("model", sort=False):
         gap = g["accuracy"] - g["query-blind baseline"]
         kind = ("it binds the query to its box" if gap.mean() > cfg.margin else
-                "it copies an object from the prompt without binding it to the queried box"
-                if g["in context"].mean() > 0.9 else "most answers are not the prompt's objects")
+                "it mostly copies an object from the prompt, without binding it to the queried box"
+                if g["in context"].mean() > 0.5 else "most answers are not the prompt's objects")
         fmt = partial(plotting.mean_spread, fmt="{:.2f}")
         parts.append(f"**{name}** names one of the prompt's objects in {fmt(g['in context'])} of prompts; accuracy "
                      f"{fmt(g['accuracy'])} against {fmt(g['query-blind baseline'])} for a query-blind choice with the "
