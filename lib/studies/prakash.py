@@ -319,8 +319,9 @@ def _not_cached(out: Path) -> dict:
 
 
 def _train_keys(cfg: Config) -> dict:
-    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "curve_size", "analysis_size", "pp_size", "heads_base",
-            "heads_tuned", "mean_size", "random_draws", "sweep_repeats", "margin", "faith_min", "dcm_none", "device", "allow_network"}
+    skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "curve_size", "analysis_size", "pp_size",
+            "heads_base", "heads_tuned", "mean_size", "random_draws", "sweep_repeats", "margin", "faith_min",
+            "dcm_none", "device", "allow_network"}
     return {k: v for k, v in cfg.key_dict().items() if k not in skip and not k.startswith("dcm_")}
 
 
