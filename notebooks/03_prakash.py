@@ -73,19 +73,19 @@ study.accuracy_summary(acc, cfg)
 plotting.say(study.accuracy_text(acc, cfg) + " " + study.training_text(runs, model_seconds))
 
 # %% [markdown]
-# **What do the models answer?** Accuracy alone cannot tell a model that binds each object to its box from one that
-# has only learnt to answer with *some* object from the prompt. The table splits the test answers: the share that
-# names one of the prompt's objects ("in context"), the accuracy, the share naming the object of each box position,
-# and the accuracy a *query-blind* model would get with those same box shares (it ignores which box is asked for).
-# Binding shows as accuracy above that baseline.
-
-# %% [markdown]
 # **With fewer boxes?** The same models on fresh prompts with 2 to `n_boxes` boxes (the base's entity training mixed
 # all these sizes): where is each model above a guess among the boxes?
 
 # %%
 curve = study.box_curve(runs, data, pre.tokenizer, cfg)
 study.box_curve_summary(curve)
+
+# %% [markdown]
+# **What do the models answer?** Accuracy alone cannot tell a model that binds each object to its box from one that
+# has only learnt to answer with *some* object from the prompt. The table splits the test answers: the share that
+# names one of the prompt's objects ("in context"), the accuracy, the share naming the object of each box position,
+# and the accuracy a *query-blind* model would get with those same box shares (it ignores which box is asked for).
+# Binding shows as accuracy above that baseline.
 
 # %%
 answers = study.answer_profile(runs, data)

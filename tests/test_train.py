@@ -271,6 +271,8 @@ def test_loop_overhead_reports_both_loops():
 def test_sparse_answer_loss_equals_hf_loss_and_gradients(family, lora):
     """causal_lm_loss computes logits only where a labelled token is predicted: same loss and gradients as HF's."""
     model = tiny_model(family)
+    rows = []  # positions the unembedding sees: only the 5 that predict a labelled token on the sparse path
+    model.get_output_embeddings().register_forward_hook(lambda m, i, o: rows.append(i[0].reshape(-1, i[0].shape[-1])))
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -280,6 +282,7 @@ def test_sparse_answer_loss_equals_hf_loss_and_gradients(family, lora):
     labels[0, 9], labels[1, 5], labels[2, 6:8], labels[3, 1] = ids[0, 9], ids[1, 5], ids[2, 6:8], ids[3, 1]
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     ours = T.causal_lm_loss(model, inputs)
+    assert len(rows[-1]) == 5
     ours.backward()
     grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     model.zero_grad()
