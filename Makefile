@@ -1,5 +1,5 @@
 # Reuse or rebuild? — set-up, book, tests. Every target creates the virtualenv and fetches the data first.
-#   make book                      build the whole book (tiny profile) into _build/html
+#   make book [JOBS=n] [CELL_TIMEOUT=s]   build the whole book (tiny profile) into _build/html, n notebooks at once
 #   make test                      unit tests + every notebook in the smoke profile + a book build from them
 #   make run NB=00_data PROFILE=smoke [PARAMS=file.yaml] [SET="key=value ..."]   one notebook into runs/
 SHELL := /bin/bash
@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= tiny
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+CELL_TIMEOUT ?= 14400
 JB := $(VENV)/bin/jupyter-book build -W -n --keep-going
 SMOKE := _build/smoke
 MATHJAX_VERSION := 3.2.2
@@ -46,7 +48,7 @@ chromium:
 	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; } || { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }
 
 notebooks: data
-	$(PY) -m lib.run book --profile $(PROFILE) --out book/notebooks
+	$(PY) -m lib.run book --profile $(PROFILE) --out book/notebooks --jobs $(JOBS) --timeout $(CELL_TIMEOUT)
 
 book: notebooks
 	$(JB) .

@@ -22,3 +22,7 @@ if os.environ.get("STUDY_BLOCK_NETWORK") == "1":
     from lib.offline import block_network
 
     block_network()
+if os.environ.get("STUDY_PROGRESS"):  # a build's console: warnings raised in this kernel are copied there
+    from lib.progress import copy_warnings
+
+    copy_warnings()

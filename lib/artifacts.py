@@ -10,10 +10,15 @@ them computes a new artifact instead of serving a stale one. Beside the files go
 Safety: the folder is built under a temporary name and renamed into place in one step, so a run killed in the
 middle leaves nothing that a later run reuses. On load, every file is checked against the manifest; a
 missing, truncated or edited file makes the artifact corrupt: it is removed with a warning and recomputed.
+Concurrency: a process that has to compute an artifact first takes a lock on its key (`fcntl.flock` on
+`.locks/<kind>-<key>` in the cache root); a second process asking for the same key waits, then loads what the first built. The
+operating system releases the lock when its holder dies, so a killed build never blocks the next one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lib
+from lib import progress
 from lib.paths import ROOT, cache_dir
 
 MANIFEST = "manifest.json"
@@ -114,25 +120,59 @@ def _load(kind: str, key: str, path: Path) -> Artifact:
     return Artifact(kind, key, path, cfg, metrics, cached=True)
 
 
+def is_cached(kind: str, cfg: Any, fingerprints=(), root: Path | None = None) -> bool:
+    """Is a complete, intact artifact of (kind, cfg, fingerprints) in the cache?"""
+    path = Path(root or cache_dir()) / kind / artifact_key(kind, cfg, fingerprints)
+    return path.exists() and verify(path) is None
+
+
+@contextlib.contextmanager
+def key_lock(folder: Path, key: str, what: str = ""):
+    """Hold the lock of artifact `key` of the kind whose folder is `folder` (blocking); says on the build's console
+    when it has to wait. Lock files stay (empty) in `<cache root>/.locks/`: removing one while another process
+    waits on it would let a third take a second lock on a new file."""
+    locks = folder.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{folder.name}-{key}", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.stage(f"waiting for another process to finish {what or key}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load_or_compute(kind: str, cfg: Any, compute: Callable[[Path], dict | None], *, fingerprints=(),
                     recompute: bool = False, root: Path | None = None) -> Artifact:
     """Return the cached artifact for (kind, cfg, fingerprints), computing it with `compute(out_dir)` if needed.
 
     `cfg` is a dict or a dataclass (a notebook `Config` contributes its `key_dict()`); `fingerprints` are the
-    content fingerprints of the data it was made from. `recompute=True` rebuilds even a valid artifact.
+    content fingerprints of the data it was made from. `recompute=True` rebuilds even a valid artifact. Two
+    processes that need the same missing artifact build it once: the second waits for the first, then loads it.
     """
     key = artifact_key(kind, cfg, fingerprints)
     folder = Path(root or cache_dir()) / kind
     path = folder / key
     folder.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(folder)
-    if path.exists():
-        problem = "recompute requested" if recompute else verify(path)
-        if problem is None:
-            return _load(kind, key, path)
-        if not recompute:
-            warnings.warn(f"artifact {kind}/{key} is corrupt ({problem}); recomputing it", stacklevel=2)
-        shutil.rmtree(path)
+    if not recompute and path.exists() and verify(path) is None:
+        return _load(kind, key, path)
+    with key_lock(folder, key, f"{kind}/{key}"):
+        _clean_stale_tmp(folder)
+        if path.exists():  # built by the process we waited for, or corrupt, or to be rebuilt
+            problem = "recompute requested" if recompute else verify(path)
+            if problem is None:
+                return _load(kind, key, path)
+            if not recompute:
+                warnings.warn(f"artifact {kind}/{key} is corrupt ({problem}); recomputing it", stacklevel=2)
+            shutil.rmtree(path)
+        return _compute(kind, key, cfg, fingerprints, compute, folder, path)
+
+
+def _compute(kind, key, cfg, fingerprints, compute, folder: Path, path: Path) -> Artifact:
+    progress.stage(f"building {kind}/{key}")
     tmp = folder / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
     try:

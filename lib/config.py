@@ -152,10 +152,28 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def use_bf16(self) -> bool:
+        """The effective choice of this config's `bf16` setting on its `device` (lib.precision); False without one."""
+        if not hasattr(self, "bf16"):
+            return False
+        from lib import precision
+        from lib.models import resolve_device
+
+        return precision.use_bf16(self.bf16, resolve_device(getattr(self, "device", "cpu")))
+
+    @property
+    def precision(self) -> str:
+        """'bf16' or 'fp32': the effective training precision, as pages and results records state it."""
+        from lib.precision import label
+
+        return label(self.use_bf16())
+
     def key_dict(self) -> dict:
-        """The fields that change results (everything but `recompute`): used for cache keys."""
+        """The fields that change results (everything but `recompute`; `bf16` as its effective value): cache keys."""
         d = self.to_dict()
         d.pop("recompute", None)
+        if "bf16" in d:
+            d["bf16"] = self.use_bf16()
         return d
 
     def table(self):
@@ -168,7 +186,10 @@ class Config:
             allowed = (", ".join(map(str, m["choices"])) if m.get("choices")
                        else f"[{m.get('lo', '')}, {m.get('hi', '')}]" if m.get("lo") is not None or m.get("hi") is not None
                        else "")
-            rows.append({"parameter": f.name, "value": getattr(self, f.name), "allowed": allowed, "meaning": m.get("doc", "")})
+            value = getattr(self, f.name)
+            if f.name == "bf16":
+                value = f"{value!r} → {self.precision}"  # the setting and what it resolved to on this machine
+            rows.append({"parameter": f.name, "value": value, "allowed": allowed, "meaning": m.get("doc", "")})
         return pd.DataFrame(rows).set_index("parameter")
 
 

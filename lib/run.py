@@ -1,6 +1,6 @@
 """Execute notebooks with papermill and stage the book.
 
-    python -m lib.run book --profile tiny                  # every notebook into book/notebooks/ (make book)
+    python -m lib.run book --profile tiny --jobs 2        # every notebook into book/notebooks/ (make book)
     python -m lib.run one 01_lin --profile smoke --set n_seeds=2 --params my.yaml   # into runs/ (make run)
     python -m lib.run check 01_lin --profile smoke --set n_seeds=-1                 # validate only
     python -m lib.run stage _build/smoke --notebooks _build/smoke-nb               # a book tree to build
@@ -8,6 +8,12 @@
 Parameters are validated (`lib.config`) before any kernel starts, so a bad value fails in seconds with one
 line. Notebooks are Jupytext percent-format `.py` files; papermill gets them converted in memory. Each run's
 `results/*.json` go beside its executed notebooks (`STUDY_RESULTS`), so a custom run never touches the book.
+
+`book` runs the notebooks as the dependency graph of `lib.studies.AFTER`, `--jobs` at a time (default: one per
+core), each in its own process with its share of the cores as torch threads; the longest ready notebook
+(by the last build's timings) starts first. While they run, the console shows what each is doing
+(`lib.progress`); at the end, every notebook's wall time and peak memory. Kernels import the checkout they
+were started from (its root goes first on `PYTHONPATH`).
 """
 from __future__ import annotations
 
@@ -16,16 +22,23 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.config import ConfigError, parse_set, read_params_file
 from lib.paths import NOTEBOOKS_DIR, ROOT
-from lib.studies import NOTEBOOKS, config_class
+from lib.studies import NOTEBOOKS, config_class, prerequisites
 
 BOOK_NOTEBOOKS = ROOT / "book" / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml", "book")
+CELL_TIMEOUT = 4 * 3600  # default per-cell limit (seconds) of `book` and `one`: generous, but a hung cell ends
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def validate(notebook: str, profile: str, params: dict):
@@ -33,14 +46,23 @@ def validate(notebook: str, profile: str, params: dict):
     return config_class(notebook).load(profile, params)
 
 
+def kernel_env(env: dict | None = None) -> dict:
+    """The environment a kernel gets: this checkout first on PYTHONPATH (never another checkout's editable `lib`)."""
+    env = dict(os.environ if env is None else env)
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *rest])
+    return env
+
+
 def execute(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None = None) -> float:
-    """Run one notebook through papermill into `out_dir/<notebook>.ipynb`; returns the wall time in seconds."""
+    """Run one notebook through papermill into `out_dir/<notebook>.ipynb`, in this process; returns the wall time."""
     import jupytext
     import papermill
 
     validate(notebook, profile, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["STUDY_RESULTS"] = str((out_dir / "results").resolve())
+    os.environ.update({"PYTHONPATH": kernel_env()["PYTHONPATH"]})
     nb = jupytext.read(NOTEBOOKS_DIR / f"{notebook}.py")
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     start = time.perf_counter()
@@ -50,18 +72,173 @@ def execute(notebook: str, profile: str, params: dict, out_dir: Path, timeout: i
     return time.perf_counter() - start
 
 
-def run_many(notebooks, profile: str, out_dir: Path, timeout: int | None = None) -> dict[str, float]:
-    for nb in notebooks:  # validate every notebook's profile first: fail before hours of work
-        validate(nb, profile, {})
-    times = {}
+# --------------------------------------------------------------------------- many notebooks, in parallel
+@dataclass
+class Job:
+    notebook: str
+    proc: subprocess.Popen
+    started: float
+    progress: Path
+    log: Path
+    offset: int = 0
+
+
+@dataclass
+class Outcome:
+    seconds: dict = field(default_factory=dict)
+    peak_mb: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)  # notebook -> one-line reason
+    skipped: list = field(default_factory=list)
+    wall: float = 0.0
+
+
+def _order(ready: list[str], previous: dict) -> list[str]:
+    """Longest first by the last build's times (unknown ones first: they may be long), then in book order."""
+    rank = list(NOTEBOOKS)
+    return sorted(ready, key=lambda nb: (-previous.get(nb, float("inf")), rank.index(nb) if nb in rank else 0))
+
+
+def _say(notebook: str, text: str) -> None:
+    print(f"{notebook:<15} {text}", flush=True)
+
+
+def _relay(job: Job) -> None:
+    """Print the lines the job's kernel appended to its progress file since the last call."""
+    if not job.progress.exists():
+        return
+    with open(job.progress, encoding="utf-8", errors="replace") as f:
+        f.seek(job.offset)
+        text = f.read()
+    complete = text[:text.rfind("\n") + 1]
+    job.offset += len(complete.encode("utf-8"))
+    for line in complete.splitlines():
+        _say(job.notebook, line)
+
+
+def _start(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None, threads: int,
+           workers: int) -> Job:
+    logs = out_dir / ".logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    progress, log = logs / f"{notebook}.progress", logs / f"{notebook}.log"
+    progress.unlink(missing_ok=True)
+    (out_dir / f"{notebook}.FAILED").unlink(missing_ok=True)
+    env = kernel_env()
+    env.update({"STUDY_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "STUDY_WORKERS": str(workers), "STUDY_PROGRESS": str(progress.resolve()),
+                "STUDY_RESULTS": str((out_dir / "results").resolve())})
+    cmd = [sys.executable, "-m", "lib.run", "_exec", notebook, "--profile", profile, "--out", str(out_dir),
+           "--params-json", json.dumps(params)]
+    cmd += ["--timeout", str(timeout)] if timeout else []
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    return Job(notebook, proc, time.perf_counter(), progress, log)
+
+
+def _failure(job: Job) -> str:
+    lines = [ln for ln in job.log.read_text(errors="replace").splitlines() if ln.strip()] if job.log.exists() else []
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or ["no output"])[-1].removeprefix("error: ")
+
+
+def run_graph(notebooks, profile: str, out_dir: Path, params: dict | None = None, jobs: int | None = None,
+              timeout: int | None = CELL_TIMEOUT, poll: float = 0.5) -> Outcome:
+    """Execute `notebooks` into `out_dir`, each after its prerequisites among them, up to `jobs` at a time."""
+    notebooks, params = list(notebooks), params or {}
+    for nb in notebooks:  # every notebook's parameters first: fail before hours of work
+        validate(nb, profile, params)
+    jobs = max(1, jobs or cores())
+    out_dir.mkdir(parents=True, exist_ok=True)
     timings = out_dir / "timings.json"  # rewritten after each notebook: later pages (the appendix) read it
+    previous = json.loads(timings.read_text()).get("seconds", {}) if timings.exists() else {}
     timings.unlink(missing_ok=True)
-    for nb in notebooks:
-        print(f"[{profile}] {nb} ...", flush=True)
-        times[nb] = execute(nb, profile, {}, out_dir, timeout)
-        print(f"[{profile}] {nb} done in {times[nb]:.1f} s", flush=True)
-        timings.write_text(json.dumps({"profile": profile, "seconds": times}, indent=1))
-    return times
+    needs = {nb: {p for p in prerequisites(nb) if p in notebooks} for nb in notebooks}
+    pending, running, result = list(notebooks), [], Outcome()
+    start = time.perf_counter()
+    print(f"[{profile}] {len(notebooks)} notebook(s), up to {jobs} at a time, {cores()} core(s)", flush=True)
+    while pending or running:
+        blocked = [nb for nb in pending if needs[nb] & (set(result.failed) | set(result.skipped))]
+        for nb in blocked:
+            pending.remove(nb)
+            result.skipped.append(nb)
+            _say(nb, "skipped: a notebook it needs failed")
+        ready = _order([nb for nb in pending if not needs[nb] - set(result.seconds)], previous)
+        while ready and len(running) < jobs:
+            nb = ready.pop(0)
+            pending.remove(nb)
+            # a notebook that starts with nothing else ready gets every free slot: more threads, and worker
+            # processes for its independent trainings (lib.parallel); otherwise one slot
+            slots = jobs - len(running) if not ready else 1
+            threads = max(1, cores() * slots // jobs)
+            running.append(_start(nb, profile, params, out_dir, timeout, threads, slots))
+            _say(nb, f"started ({threads} thread(s), {slots} slot(s))")
+        time.sleep(poll)
+        for job in list(running):
+            _relay(job)
+            pid, status, usage = os.wait4(job.proc.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            job.proc.returncode = os.waitstatus_to_exitcode(status)
+            _relay(job)
+            running.remove(job)
+            seconds = time.perf_counter() - job.started
+            result.peak_mb[job.notebook] = round(usage.ru_maxrss / 1024)
+            if job.proc.returncode == 0:
+                result.seconds[job.notebook] = round(seconds, 1)
+                _say(job.notebook, f"done in {seconds:.1f} s, peak {result.peak_mb[job.notebook]} MB")
+                timings.write_text(json.dumps({"profile": profile, "jobs": jobs, "seconds": result.seconds,
+                                               "peak_mb": result.peak_mb}, indent=1))
+            else:
+                result.failed[job.notebook] = _failure(job)
+                (out_dir / f"{job.notebook}.FAILED").write_text(result.failed[job.notebook] + "\n")
+                _say(job.notebook, f"FAILED after {seconds:.1f} s: {result.failed[job.notebook]} (log: {job.log})")
+    result.wall = round(time.perf_counter() - start, 1)
+    print(summary(result), flush=True)
+    return result
+
+
+def summary(result: Outcome) -> str:
+    """The end-of-build table: each notebook's status, wall time and peak memory, and the build's wall time."""
+    rows = [f"{'notebook':<15} {'status':<8} {'wall s':>8} {'peak MB':>8}"]
+    for nb in [*result.seconds, *result.failed, *result.skipped]:
+        status = "ok" if nb in result.seconds else "FAILED" if nb in result.failed else "skipped"
+        secs = result.seconds.get(nb)
+        rows.append(f"{nb:<15} {status:<8} {secs if secs is not None else '':>8} {result.peak_mb.get(nb, ''):>8}")
+    busy = sum(result.seconds.values())
+    rows.append(f"{'total':<15} {'':<8} {result.wall:>8} {'':>8}   (sum of notebook times {busy:.1f} s)")
+    return "\n".join(rows)
+
+
+def run_many(notebooks, profile: str, out_dir: Path, timeout: int | None = CELL_TIMEOUT,
+             jobs: int | None = None) -> dict[str, float]:
+    """`run_graph` for the book; raises RuntimeError naming the notebooks that failed."""
+    result = run_graph(notebooks, profile, out_dir, {}, jobs, timeout)
+    if result.failed or result.skipped:
+        raise RuntimeError("failed: " + "; ".join(f"{nb}: {why}" for nb, why in result.failed.items()))
+    return result.seconds
+
+
+def _exec_one(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None) -> int:
+    """The body of one `book` job (its own process): papermill, with the failing cell named in one line."""
+    try:
+        execute(notebook, profile, params, out_dir, timeout)
+    except ConfigError as e:
+        print(f"error: {e}", flush=True)
+        return 2
+    except Exception as e:
+        print(f"error: {describe_failure(e)}", flush=True)
+        return 1
+    return 0
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line: which cell failed and why (papermill's error, a cell timeout, or anything else)."""
+    name = type(e).__name__
+    if name == "PapermillExecutionError":
+        source = (e.source or "").strip().splitlines()
+        return f"cell {e.exec_count} ({source[0][:60] if source else ''}) raised {e.ename}: {e.evalue}"
+    if "Timeout" in name:
+        return f"a cell ran past the per-cell timeout: {e}".splitlines()[0]
+    return f"{name}: {e}".splitlines()[0]
 
 
 def stage(dest: Path, notebooks_dir: Path) -> Path:
@@ -72,7 +249,7 @@ def stage(dest: Path, notebooks_dir: Path) -> Path:
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "book", dest / "book", ignore=shutil.ignore_patterns("notebooks", "_build"))
-    shutil.copytree(notebooks_dir, dest / "book" / "notebooks")
+    shutil.copytree(notebooks_dir, dest / "book" / "notebooks", ignore=shutil.ignore_patterns(".logs"))
     return dest
 
 
@@ -88,7 +265,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("book", help="execute every notebook into a folder")
     b.add_argument("--profile", default="tiny")
     b.add_argument("--out", default=str(BOOK_NOTEBOOKS))
-    b.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    b.add_argument("--jobs", type=int, default=0, help="notebooks at once (default: one per core)")
+    b.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="per-cell timeout in seconds (0: none)")
     for name in ("one", "check"):
         p = sub.add_parser(name, help="execute one notebook" if name == "one" else "validate parameters only")
         p.add_argument("notebook", help="one of: " + ", ".join(NOTEBOOKS))
@@ -96,35 +274,46 @@ def main(argv=None) -> int:
         p.add_argument("--params", help="YAML file of parameter overrides")
         p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="parameter overrides, values as YAML")
         p.add_argument("--out", default=None, help="output folder (default runs/<notebook>-<profile>-<hash>)")
+        p.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="per-cell timeout in seconds (0: none)")
+    x = sub.add_parser("_exec", help=argparse.SUPPRESS)  # one job of `book` / `one`, in its own process
+    x.add_argument("notebook")
+    x.add_argument("--profile", required=True)
+    x.add_argument("--out", required=True)
+    x.add_argument("--params-json", default="{}")
+    x.add_argument("--timeout", type=int, default=0)
     s = sub.add_parser("stage", help="assemble a book tree around a folder of executed notebooks")
     s.add_argument("dest")
     s.add_argument("--notebooks", required=True)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "book":
-            run_many(list(NOTEBOOKS), args.profile, Path(args.out), args.timeout)
-        elif args.cmd == "stage":
+            result = run_graph(list(NOTEBOOKS), args.profile, Path(args.out), {}, args.jobs or None,
+                               args.timeout or None)
+            return 1 if result.failed or result.skipped else 0
+        if args.cmd == "_exec":
+            return _exec_one(args.notebook, args.profile, json.loads(args.params_json), Path(args.out),
+                             args.timeout or None)
+        if args.cmd == "stage":
             print(stage(Path(args.dest), Path(args.notebooks)))
-        else:
-            nb = args.notebook.removesuffix(".py").removesuffix(".ipynb").split("/")[-1]
-            params = _params_from(args)
-            cfg = validate(nb, args.profile, params)
-            if args.cmd == "check":
-                print(f"{nb} [{args.profile}]: parameters OK")
-                print(cfg.table().to_string())
-                return 0
-            tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-            out = Path(args.out or ROOT / "runs" / f"{nb}-{args.profile}-{tag}")
-            seconds = execute(nb, args.profile, params, out)
-            print(f"wrote {out / (nb + '.ipynb')} in {seconds:.1f} s (results in {out / 'results'})")
+            return 0
+        nb = args.notebook.removesuffix(".py").removesuffix(".ipynb").split("/")[-1]
+        params = _params_from(args)
+        cfg = validate(nb, args.profile, params)
+        if args.cmd == "check":
+            print(f"{nb} [{args.profile}]: parameters OK")
+            print(cfg.table().to_string())
+            return 0
+        tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        out = Path(args.out or ROOT / "runs" / f"{nb}-{args.profile}-{tag}")
+        shutil.rmtree(out / "results", ignore_errors=True)  # a run never sits beside an earlier run's results
+        result = run_graph([nb], args.profile, out, params, 1, args.timeout or None)
+        if result.failed:
+            print(f"error: {result.failed[nb]}", file=sys.stderr)
+            return 1
+        print(f"wrote {out / (nb + '.ipynb')} in {result.seconds[nb]:.1f} s (results in {out / 'results'})")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # papermill's error names the failing cell; keep the message short
-        if type(e).__name__ == "PapermillExecutionError":
-            print(f"error: a cell failed: {e.ename}: {e.evalue}", file=sys.stderr)
-            return 1
-        raise
     return 0
 
 

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lib.progress import Ticker
+
 Tensor = torch.Tensor
 
 
@@ -206,6 +208,7 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     history = {k: [] for k in ("loss", "mse", "l1", "l0", "n_dead", "n_resampled")}
     bar = tqdm(range(cfg.n_steps), disable=not progress, desc="SAE")
+    tick = Ticker(f"training SAE d_sae={cfg.d_sae}", cfg.n_steps)
     for step in bar:
         if pos + bs > n:
             perm, pos = torch.randperm(n, generator=gen), 0
@@ -238,6 +241,8 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
         history["n_resampled"].append(n_res)
         if progress and step % 50 == 0:
             bar.set_postfix(mse=f"{history['mse'][-1]:.3f}", l0=f"{history['l0'][-1]:.1f}")
+        tick.update()
+    tick.close()
     return sae, history
 
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lib.progress import Ticker
+
 OBJECTIVES = ("causal_lm", "masked_lm", "classification")
 SCHEDULES = ("constant", "cosine", "linear")
 DATA_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids", "special_tokens_mask")
@@ -185,6 +187,7 @@ def train(model, data: dict, cfg: TrainConfig, eval_data: dict | None = None,
             masking = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream: order does not shift masks
             model.train()
             bar = tqdm(range(cfg.n_steps), desc=cfg.desc, disable=not cfg.progress, leave=False)
+            tick = Ticker(f"training {cfg.desc}", cfg.n_steps)
             for step in bar:
                 t0 = time.perf_counter()
                 idx = next(order)  # (batch_size,) row indices
@@ -204,14 +207,17 @@ def train(model, data: dict, cfg: TrainConfig, eval_data: dict | None = None,
                 hist.train_loss.append(loss.item())
                 hist.lr.append(lr)
                 pad = batch.get("attention_mask")
-                hist.tokens_seen += batch["input_ids"].numel() if pad is None else int(pad.sum())
+                n_tokens = batch["input_ids"].numel() if pad is None else int(pad.sum())
+                hist.tokens_seen += n_tokens
                 hist.train_time += time.perf_counter() - t0
+                tick.update(tokens=n_tokens)
                 bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", refresh=False)
                 due = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.n_steps
                 if due and (eval_data is not None or eval_fn is not None):
                     metrics = evaluate(model, eval_data, cfg, eval_fn, mask_token_id, vocab_size, special)
                     hist.evals.append({"step": step + 1, **metrics})
             bar.close()
+            tick.close()
         finally:
             for p, flag in flags.items():  # LoRA / freezing changed these: leave the caller's flags as they were
                 p.requires_grad_(flag)

@@ -43,12 +43,13 @@ cfg.table()
 # %% [markdown]
 # ## Training
 #
-# One training loop (`lib.train`) for all three: AdamW with a cosine schedule and 5 % warm-up, bf16 autocast,
+# One training loop (`lib.train`) for all three: AdamW with a cosine schedule and 5 % warm-up, bf16 autocast where
+# the CPU runs it natively and fp32 elsewhere (the `bf16` row of the parameter table says which this build used),
 # held-out evaluation ten times during training. The BPE vocabulary (causal LMs) and the WordPiece vocabulary
 # (BERT) are trained on the same corpora with the `tokenizers` library.
 
 # %%
-bases = {name: study.get(name, cfg) for name in cfg.models}
+bases = study.get_all(cfg)  # those not cached are trained side by side when the build gives this page several cores
 summary = study.summary(bases)
 summary
 

@@ -162,7 +162,7 @@ claims = study.claims(res, cfg)
 study.verdict_table(claims)
 
 # %%
-record = results.write("02_zhao", study.PAPER, cfg.profile, study.models_record(res, cfg), claims)
+record = results.write("02_zhao", study.PAPER, cfg.profile, study.models_record(res, cfg), claims, precision=cfg.precision)
 
 # %% [markdown]
 # ## What differs from the paper

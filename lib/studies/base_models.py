@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import corpora, models, plotting, textdata, tokenizers, train
-from lib.artifacts import Artifact, load_or_compute
+from lib import corpora, models, parallel, plotting, precision, textdata, tokenizers, train
+from lib.artifacts import Artifact, is_cached, load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.studies import data as data_study
 
 NAMES = ("gpt", "bert", "one_layer")
+BUILD_ORDER = ("bert", "gpt", "one_layer")  # longest training first, when they are spread over processes
 FAMILY = {"gpt": "gpt2", "bert": "bert", "one_layer": "mistral"}
 
 
@@ -38,7 +39,7 @@ class Config(_Config):
     n_ctx: int = param(128, lo=16, hi=2048, doc="training sequence length (tokens)")
     batch_size: int = param(16, lo=1, hi=1024, doc="sequences per step")
     lr: float = param(2e-3, lo=1e-6, hi=1.0, doc="peak AdamW learning rate (cosine decay, 5% warm-up)")
-    bf16: bool = param(True, doc="bf16 autocast on CPU (1.5-1.8x faster)")
+    bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC)
     gpt_d_model: int = param(128, lo=8, hi=4096)
     gpt_n_layers: int = param(4, lo=1, hi=48)
     gpt_n_heads: int = param(4, lo=1, hi=64)
@@ -129,7 +130,7 @@ def train_config(cfg: Config, name: str) -> train.TrainConfig:
     return train.TrainConfig(objective="masked_lm" if name == "bert" else "causal_lm", n_steps=steps,
                              batch_size=cfg.batch_size, lr=cfg.bert_lr if name == "bert" else cfg.lr, weight_decay=0.01,
                              warmup_steps=max(1, steps // 20), schedule="cosine", eval_every=max(1, steps // 10),
-                             seed=cfg.seed, bf16=cfg.bf16, desc=f"base {name}")
+                             seed=cfg.seed, bf16=cfg.use_bf16(), desc=f"base {name}")
 
 
 def _tensors(cfg: Config, name: str, tok, docs: list[str], rows: int) -> dict:
@@ -208,19 +209,44 @@ def unigram_loss(data: dict, val: dict, name: str, mask_id, vocab: int, seed: in
     return train.unigram_baseline(train_ids, targets, vocab)
 
 
-def get(name: str, cfg: Config) -> BaseModel:
-    """Base model `name` for this config: loaded from the cache or trained now."""
+def _artifact_key(cfg: Config, name: str, corp: dict, tok_art: Artifact) -> tuple[dict, list[str]]:
+    train_cfg = {k: v for k, v in train_config(cfg, name).__dict__.items() if k != "progress"}
+    key = {"name": name, "arch": cfg.arch(name).to_dict(), "train": train_cfg, "python_share": cfg.python_share,
+           "eval_blocks": cfg.eval_blocks}
+    return key, [c.fingerprint for c in corp.values()] + [tok_art.key]
+
+
+def get(name: str, cfg: Config, load: bool = True) -> BaseModel | None:
+    """Base model `name` for this config: loaded from the cache or trained now (`load=False`: only make sure it
+    is in the cache)."""
     if name not in NAMES:
         raise ConfigError(f"unknown base model {name!r}: choose one of {', '.join(NAMES)}")
     corp = source_corpora(cfg)
     tok, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
-    key = {"name": name, "arch": cfg.arch(name).to_dict(), "train": {k: v for k, v in train_config(cfg, name).__dict__.items() if k != "progress"},
-           "python_share": cfg.python_share, "eval_blocks": cfg.eval_blocks}
-    fps = [c.fingerprint for c in corp.values()] + [tok_art.key]
+    key, fps = _artifact_key(cfg, name, corp, tok_art)
     art = load_or_compute("base_model", key, lambda out: _compute_base(cfg, name, tok, corp, out),
                           fingerprints=fps, recompute=cfg.recompute)
+    if not load:
+        return None
     model, tok = models.load_model(art.path / "model")
     return BaseModel(name, model.eval(), tok, art)
+
+
+def _build(name: str, cfg: Config) -> None:  # a worker process of get_all
+    get(name, cfg, load=False)
+
+
+def get_all(cfg: Config) -> dict[str, BaseModel]:
+    """Every base model of `cfg.models`; those not cached yet are trained side by side in up to
+    `parallel.workers()` processes (the BPE tokenizer they share is built once, first)."""
+    corp, missing = source_corpora(cfg), []
+    for name in cfg.models if not cfg.recompute else ():
+        _, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
+        key, fps = _artifact_key(cfg, name, corp, tok_art)
+        missing += [] if is_cached("base_model", key, fps) else [name]
+    if len(missing) > 1:
+        parallel.run(_build, [(name, cfg) for name in sorted(missing, key=BUILD_ORDER.index)])
+    return {name: get(name, cfg) for name in cfg.models}
 
 
 def load_base(name: str, profile: str = "tiny", params: dict | None = None) -> BaseModel:
@@ -353,4 +379,5 @@ def write_results(table, cfg: Config) -> None:
 
     rows = {n: {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in r.items()}
             for n, r in table.iterrows()}
-    (results_dir() / "base_models.json").write_text(json.dumps({"profile": cfg.profile, "models": rows}, indent=1))
+    record = {"profile": cfg.profile, "precision": cfg.precision, "models": rows}
+    (results_dir() / "base_models.json").write_text(json.dumps(record, indent=1))

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import corpora, models, plotting, textdata, train
+from lib import corpora, models, plotting, precision, textdata, train
 from lib import sae as saelib
 from lib.artifacts import artifact_key, load_or_compute
 from lib.config import Config as _Config, ConfigError, param
@@ -85,7 +85,7 @@ class Config(_Config):
     ft_steps: int = param(250, lo=1, hi=10**6, doc="fine-tuning steps per domain")
     ft_batch_size: int = param(16, lo=1, hi=4096, doc="fine-tuning sequences per step")
     ft_lr: float = param(3e-4, lo=1e-8, hi=1.0, doc="fine-tuning peak AdamW lr (cosine, 10% warm-up)")
-    bf16: bool = param(True, doc="bf16 autocast for fine-tuning and SAE training")
+    bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC + "; fine-tuning and SAE training")
     merge_t: float = param(0.58, lo=0.0, hi=1.0, doc="SLERP t from lua (0) towards stories (1); paper 0.58")
     sweep_ts: tuple[float, ...] = param((0.0, 0.2, 0.4, 0.6, 0.8, 1.0), lo=0.0, hi=1.0,
                                         doc="t values of the interpolation sweep (merge_t is added)")
@@ -214,7 +214,7 @@ def blocks(s: Study, shares: dict, split: int, n_tokens: int, ctx: int, seed: in
 def finetune_config(cfg: Config, domain: str, seed: int) -> train.TrainConfig:
     return train.TrainConfig(objective="causal_lm", n_steps=cfg.ft_steps, batch_size=cfg.ft_batch_size, lr=cfg.ft_lr,
                              weight_decay=0.01, warmup_steps=max(1, cfg.ft_steps // 10), schedule="cosine",
-                             seed=seed, bf16=cfg.bf16, progress=False, desc=f"fine-tune {domain}")
+                             seed=seed, bf16=cfg.use_bf16(), progress=False, desc=f"fine-tune {domain}")
 
 
 def finetune(s: Study, domain: str, seed: int, cached_only: bool = False) -> Loaded:
@@ -351,7 +351,7 @@ def evaluate_sae(s: Study, m: Loaded, sae) -> dict:
 
 
 def fit_sae(acts: torch.Tensor, scfg: saelib.SAEConfig, bf16: bool) -> tuple[saelib.SparseAutoencoder, dict]:
-    """lib.sae.train_sae, its matmuls in bf16 autocast when `bf16` (2-3x faster on this CPU)."""
+    """lib.sae.train_sae, its matmuls in bf16 autocast when `bf16` (the effective choice, lib.precision)."""
     # cache_enabled=False: autocast otherwise keeps the bf16 copies of W_enc / W_dec made at the first step for the
     # whole context, and the matmuls would never see the updated weights.
     with torch.autocast(torch.device(scfg.device).type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
@@ -364,12 +364,12 @@ def get_sae(s: Study, m: Loaded, seed: int, train_acts) -> tuple[saelib.SparseAu
     d_in = m.model.config.intermediate_size
     scfg = sae_config(s.cfg, m.name, d_in, seed, s.device)
     key = {"model": m.name, "sae": {k: v for k, v in asdict(scfg).items() if k != "device"}, "mix": MIXES[m.name],
-           "tokens": s.cfg.sae_tokens, "ctx": s.cfg.sae_ctx, "bf16": s.cfg.bf16, "eval_tokens": s.cfg.sae_eval_tokens}
+           "tokens": s.cfg.sae_tokens, "ctx": s.cfg.sae_ctx, "bf16": s.cfg.use_bf16(), "eval_tokens": s.cfg.sae_eval_tokens}
 
     def compute(out):
         from safetensors.torch import save_file
 
-        sae, hist = fit_sae(train_acts(), scfg, s.cfg.bf16)
+        sae, hist = fit_sae(train_acts(), scfg, s.cfg.use_bf16())
         save_file({k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}, out / "weights.safetensors")
         tail = max(1, scfg.n_steps // 10)
         return {**evaluate_sae(s, m, sae), "d_sae": scfg.d_sae, "train_mse_last": float(np.mean(hist["mse"][-tail:])),
@@ -927,7 +927,8 @@ def write_results(claims_: list[Claim], ms: dict[str, Loaded], saes: dict, cfg: 
     sizes = {name: {"n_params": models.n_params(m.model), "d_model": m.model.config.hidden_size,
                     "d_mlp": m.model.config.intermediate_size, "d_sae": saes[0][name][1]["d_sae"]}
              for name, m in ms.items()}
-    return results.write("05_horn", PAPER, cfg.profile, sizes, claims_, rules=RULES, n_seeds=cfg.n_seeds)
+    return results.write("05_horn", PAPER, cfg.profile, sizes, claims_, rules=RULES, n_seeds=cfg.n_seeds,
+                         precision=cfg.precision)
 
 
 # --------------------------------------------------------------------------- for the synthesis chapter

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import models, plotting, probing, results, train
+from lib import models, plotting, precision, probing, results, train
 from lib.artifacts import Artifact, file_sha256, load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.hooks import model_spec
@@ -74,7 +74,7 @@ class Config(_Config):
     schedule: str = param("cosine", choices=("constant", "cosine", "linear"),
                           doc="learning-rate decay after warm-up, over the step cap")
     weight_decay: float = param(0.01, lo=0.0, hi=1.0)
-    bf16: bool = param(True, doc="bf16 autocast while training")
+    bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC)
     tuned_lr: float = param(3e-4, lo=1e-7, hi=1.0, doc="AdamW learning rate of fine-tuning")
     tuned_max_steps: int = param(800, lo=1, hi=10**6, doc="step cap of fine-tuning")
     scratch_lr: float = param(2e-3, lo=1e-7, hi=1.0, doc="AdamW learning rate from scratch")
@@ -269,7 +269,7 @@ def train_config(cfg: Config, kind: str, seed: int) -> train.TrainConfig:
         objective="causal_lm", n_steps=cfg.tuned_max_steps if tuned else cfg.scratch_max_steps,
         batch_size=cfg.batch_size, lr=cfg.tuned_lr if tuned else cfg.scratch_lr, weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, eval_every=cfg.eval_every, seed=seed,
-        bf16=cfg.bf16 and (cfg.torch_device().type == "cpu" or torch.cuda.is_bf16_supported()),
+        bf16=cfg.use_bf16(),
         lora_rank=cfg.lora_rank if tuned else 0, freeze_embeddings=cfg.freeze_embeddings and tuned,
         progress=False, desc=f"{kind} seed {seed}")
 
@@ -781,4 +781,4 @@ def model_sizes(base: Base, runs: dict[str, list[Run]]) -> dict:
 
 
 def write_results(cfg: Config, base: Base, runs, claims) -> dict:
-    return results.write("01_lin", PAPER, cfg.profile, model_sizes(base, runs), claims)
+    return results.write("01_lin", PAPER, cfg.profile, model_sizes(base, runs), claims, precision=cfg.precision)

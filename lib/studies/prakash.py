@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import models, plotting, results, textdata, train
+from lib import models, plotting, precision, results, textdata, train
 from lib.artifacts import Artifact, file_sha256, load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.hooks import forward, hooks, model_spec, patch, take
@@ -89,7 +89,7 @@ class Config(_Config):
     batch_size: int = param(32, lo=1, hi=4096)
     eval_every: int = param(50, lo=1, hi=10**6, doc="steps between validation checks of the base")
     lora_rank: int = param(0, lo=0, hi=1024, doc="fine-tune LoRA adapters of this rank (0: full fine-tuning)")
-    bf16: bool = param(True, doc="bf16 autocast while training")
+    bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC)
     pp_size: int = param(100, lo=4, hi=10**4, doc="prompts for path patching (the paper: 300)")
     heads_base: tuple[int, ...] = param((3, 2, 2, 2), lo=1, hi=4096, doc="heads kept per group VF, PT, PD, SR (base)")
     heads_tuned: tuple[int, ...] = param((4, 3, 3, 3), lo=1, hi=4096,
@@ -244,7 +244,7 @@ def source_key(source: str) -> str:
 def _tcfg(cfg: Config, steps: int, lr: float, seed: int, desc: str) -> train.TrainConfig:
     return train.TrainConfig("causal_lm", n_steps=steps, batch_size=cfg.batch_size, lr=lr, weight_decay=0.01,
                              warmup_steps=min(20, steps // 10), schedule="constant", eval_every=cfg.eval_every,
-                             seed=seed, bf16=cfg.bf16 and cfg.torch_device().type == "cpu", lora_rank=cfg.lora_rank,
+                             seed=seed, bf16=cfg.use_bf16(), lora_rank=cfg.lora_rank,
                              progress=False, desc=desc)
 
 
@@ -983,7 +983,8 @@ def size_text(pre: Pretrained, data: TaskData, cfg: Config) -> str:
 def write_results(cfg: Config, pre: Pretrained, runs, claims, cost=None) -> dict:
     # "time" in the key: tests/test_notebooks.py leaves timings out of its determinism check
     extra = {"sweep_time_ratio": cost.ratio, "sweep_cpu_time_ratio": cost.cpu_ratio} if cost is not None else {}
-    return results.write("03_prakash", PAPER, cfg.profile, model_sizes(pre, runs, cfg), claims, **extra)
+    return results.write("03_prakash", PAPER, cfg.profile, model_sizes(pre, runs, cfg), claims, **extra,
+                         precision=cfg.precision)
 
 
 # ------------------------------------------------------------------------------------------------ synthesis

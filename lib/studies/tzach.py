@@ -38,7 +38,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from lib import apt, corpora, models, plotting, textdata, train
+from lib import apt, corpora, models, plotting, precision, textdata, train
 from lib.artifacts import load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.results import Claim, measured
@@ -65,6 +65,7 @@ class Config(_Config):
                                      "BERT masked LM")
     allow_network: bool = param(False, doc="let the paper profile download base_source from the hub")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="where models run")
+    bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC + "; fine-tuning and probe heads")
     n_seeds: int = param(3, lo=1, hi=20, doc="seeds: mask draws of held-out windows (APT), task splits (fine-tuning)")
     n_ctx: int = param(128, lo=8, hi=512, doc="tokens per held-out window (capped by the model)")
     eval_rows: int = param(768, lo=4, hi=10**6, doc="held-out windows masked per seed for APT")
@@ -285,8 +286,9 @@ class ProbeHead(nn.Module):
 
 
 def train_probe(h: torch.Tensor, y: torch.Tensor, seed: int, steps: int, batch: int, lr: float,
-                device=None) -> ProbeHead:
-    """Train a ProbeHead on states h (n, d) to predict tokens y (n,); AdamW, constant lr, seeded."""
+                device=None, bf16: bool = False) -> ProbeHead:
+    """Train a ProbeHead on states h (n, d) to predict tokens y (n,); AdamW, constant lr, seeded; bf16 autocast
+    when `bf16` (the effective choice, lib.precision)."""
     device = device or torch.device("cpu")
     classes = y.unique()  # sorted
     target = torch.searchsorted(classes, y)
@@ -297,7 +299,7 @@ def train_probe(h: torch.Tensor, y: torch.Tensor, seed: int, steps: int, batch: 
         g = torch.Generator().manual_seed(seed)
         for _ in range(steps):
             idx = torch.randint(len(h), (min(batch, len(h)),), generator=g)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cpu"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = nn.functional.cross_entropy(head(h[idx].to(device)).float(), target[idx].to(device))
             loss.backward()
             opt.step()
@@ -339,7 +341,8 @@ def train_probes(s: Setup, model) -> list[ProbeHead]:
     """One fresh MLM head per block, trained on the frozen states of one masking of the probe windows."""
     cfg = s.cfg
     tr = masked_states(model, s.probe_rows, s.tok.mask_token_id, s.special_ids, cfg.seed + 1000)
-    return [train_probe(tr.h[:, b], tr.true, cfg.seed + b, cfg.probe_steps, cfg.probe_batch, cfg.probe_lr, s.device)
+    return [train_probe(tr.h[:, b], tr.true, cfg.seed + b, cfg.probe_steps, cfg.probe_batch, cfg.probe_lr, s.device,
+                        cfg.use_bf16())
             for b in range(tr.h.shape[1])]
 
 
@@ -588,7 +591,7 @@ def classifier_from(mlm, num_labels: int, seed: int) -> nn.Module:
 def _ft_config(cfg: Config, seed: int) -> train.TrainConfig:
     return train.TrainConfig(objective="classification", n_steps=cfg.ft_steps, batch_size=cfg.ft_batch,
                              lr=cfg.ft_lr, weight_decay=0.01, warmup_steps=max(1, cfg.ft_steps // 10),
-                             schedule="linear", seed=seed, bf16=True, progress=False, desc="fine-tune")
+                             schedule="linear", seed=seed, bf16=cfg.use_bf16(), progress=False, desc="fine-tune")
 
 
 def _ft_key(s: Setup, task: Task, seed: int) -> dict:
@@ -1167,7 +1170,7 @@ def write_results(s: Setup, claim_list: list[Claim]) -> dict:
         info = {n: {"layers": c.num_hidden_layers, "d_model": c.hidden_size, "vocab": c.vocab_size,
                     "n_params": models.n_params(m), "role": r}
                 for n, m, r in (("base", s.base, "pre-trained BERT"), ("control", s.control, "random init"))}
-    return results.write(CHAPTER, PAPER, s.cfg.profile, info, claim_list)
+    return results.write(CHAPTER, PAPER, s.cfg.profile, info, claim_list, precision=s.cfg.precision)
 
 
 def local_claims(df: pd.DataFrame) -> list[Claim]:

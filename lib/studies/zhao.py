@@ -32,7 +32,7 @@ import torch
 
 import matplotlib.pyplot as plt
 
-from lib import models, plotting, train
+from lib import models, plotting, precision, train
 from lib.artifacts import Artifact, artifact_key, load_or_compute, verify
 from lib.config import Config as _Config, ConfigError, param
 from lib.paths import cache_dir
@@ -78,11 +78,11 @@ class Config(_Config):
     local_model: str = param("gemma-3-270m", choices=tuple(models.LOCAL_MODELS), doc="local profile: packaged model")
     paper_model: str = param("meta-llama/Llama-2-7b-hf", doc="paper profile: hub id or local folder")
     allow_network: bool = param(False, doc="paper profile: let load_hub reach the Hugging Face hub")
-    bf16: bool = param(True, doc="bf16 autocast while training (1.5-1.8x faster on this CPU; analysis stays float32)")
+    bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC + "; analysis stays float32")
     dtype: str = param("float32", choices=("float32", "bfloat16"), doc="weights dtype of the base (paper: bfloat16)")
     device: str = param("cpu", choices=("cpu", "cuda", "auto"), doc="where models run")
-    threads: int = param(1, lo=0, hi=256, doc="torch CPU threads (0 = torch's default); 1 is fastest for tiny "
-                         "models on a shared 2-core machine")
+    threads: int = param(0, lo=0, hi=256, doc="torch CPU threads (0 = the process's own: `make book` gives each "
+                         "kernel its share of the cores)")
 
     def validate(self):
         if len(set(self.tasks)) != len(self.tasks):
@@ -179,7 +179,7 @@ def train_config(cfg: Config, which: str, seed: int) -> train.TrainConfig:
     return train.TrainConfig(objective="causal_lm", n_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                              warmup_steps=steps // 10, schedule="cosine", seed=seed, lora_rank=cfg.lora_rank,
                              lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets, progress=False,
-                             desc=f"{which} seed {seed}", bf16=cfg.bf16)
+                             desc=f"{which} seed {seed}", bf16=cfg.use_bf16())
 
 
 def _tuned_key(cfg: Config, which: str, seed: int) -> dict:
