@@ -69,10 +69,10 @@ browser-check: chromium
 
 run: data
 	@test -n "$(NB)" || { echo "usage: make run NB=<notebook> PROFILE=<profile> [PARAMS=file.yaml] [SET=\"k=v ...\"]"; exit 2; }
-	$(PY) -m lib.run one $(NB) --profile $(PROFILE) $(if $(PARAMS),--params $(PARAMS)) $(if $(SET),--set $(SET))
+	$(PY) -m lib.run one $(NB) --profile $(PROFILE) $(if $(PARAMS),--params $(PARAMS)) $(if $(SET),--set "$$SET")
 
 check: setup
-	$(PY) -m lib.run check $(NB) --profile $(PROFILE) $(if $(PARAMS),--params $(PARAMS)) $(if $(SET),--set $(SET))
+	$(PY) -m lib.run check $(NB) --profile $(PROFILE) $(if $(PARAMS),--params $(PARAMS)) $(if $(SET),--set "$$SET")
 
 clean:
 	rm -rf _build runs results book/notebooks

@@ -3,8 +3,13 @@
     python -m lib.bench --profiles smoke tiny --out bench/report.json
 
 Measures, on this machine, in one run:
-- every notebook's wall time and peak memory (the kernel's max RSS), cold cache (an empty STUDY_CACHE) and warm
-  cache (the same cache again), per profile;
+- the book built as `make book` builds it, with JOBS=1 and JOBS=2 (notebooks one at a time, or side by side),
+  each cold (an empty STUDY_CACHE) and warm (the same cache again): every notebook's wall time and peak memory
+  (max RSS of its process tree, kernel included), and the whole build's wall time;
+- one training step of the tiny GPT in fp32 and under bf16 autocast, at one thread and at every core (what
+  `bf16: auto` decides from);
+- each base model's training throughput as a share of the fp32 GEMM peak at its own shapes (one thread);
+- torch.compile of the tiny GPT's training step against eager;
 - the training loop's tokens/s over a bare PyTorch forward/backward/step loop on the same model and batch;
 - a full per-head patching sweep's time over its forward-pass lower bound;
 - linear CKA at n = 10,000, d = 1,024, and SAE feature correlations for 16k x 16k features, with peak memory;
@@ -14,6 +19,7 @@ Ratios are what to quote: absolute times depend on the machine, which the report
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,28 +40,31 @@ def machine() -> dict:
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
 
 
-def run_notebook(notebook: str, profile: str, cache: Path, out: Path) -> dict:
-    """Execute one notebook in a child process; wall time and the peak RSS of its process tree (kernel included)."""
-    code = ("import resource, sys; from lib.run import execute; "
-            f"execute({notebook!r}, {profile!r}, {{}}, __import__('pathlib').Path({str(out)!r})); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    env = {**os.environ, "STUDY_CACHE": str(Path(cache).resolve())}  # kernels run in notebooks/
-    start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if res.returncode != 0:
-        return {"seconds": seconds, "error": res.stderr.strip().splitlines()[-1:]}
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(int(res.stdout.strip().splitlines()[-1]) / 1024)}
+def run_book(notebooks: list[str], profile: str, cache: Path, out: Path, jobs: int) -> dict:
+    """The notebooks as `make book` runs them (lib.run's graph, `jobs` at a time) on cache folder `cache`:
+    {notebook: {seconds, peak_rss_mib}} and "_all": the build's wall time."""
+    from lib.run import run_graph
+
+    before = os.environ.get("STUDY_CACHE")
+    os.environ["STUDY_CACHE"] = str(Path(cache).resolve())  # the kernels inherit it
+    try:
+        result = run_graph(notebooks, profile, out, jobs=jobs)
+    finally:
+        os.environ.pop("STUDY_CACHE") if before is None else os.environ.update(STUDY_CACHE=before)
+    rows = {nb: {"seconds": secs, "peak_rss_mib": result.peak_mb.get(nb)} for nb, secs in result.seconds.items()}
+    rows.update({nb: {"error": [why]} for nb, why in result.failed.items()})
+    rows["_all"] = {"seconds": result.wall}
+    return rows
 
 
 def notebooks(profiles, only=None, cache: Path | None = None, states=("cold", "warm"), book: Path | None = None,
-              progress=None) -> dict:
-    """Per profile: every notebook cold (empty cache) then warm (the same cache again).
+              progress=None, jobs=(1, 2)) -> dict:
+    """Per profile and per JOBS value: the book cold (empty cache) then warm (the same cache again).
 
-    `cache`: the cache folder to use (default: a temporary one); a cold state needs it empty or absent, and it is
-    kept, so e.g. `--cache data/cache` after moving the old one away leaves the book a fresh, complete cache.
-    `book`: the last state's executed notebooks, their results/ and timings.json go there (as `make book` leaves
-    them), so one benchmark run also produces the book. `progress(report)` is called after every notebook."""
+    Each JOBS value gets its own empty cache for its cold run; the last one uses `cache` when given (kept, so
+    e.g. `--cache data/cache` after moving the old one away leaves the book a fresh, complete cache). `book`: the
+    last run's executed notebooks, results/ and timings.json go there (as `make book` leaves them), so one
+    benchmark run also produces the book. `progress(report)` is called after every run."""
     from lib.studies import NOTEBOOKS
 
     chosen = [nb for nb in NOTEBOOKS if not only or nb in only]
@@ -66,22 +75,19 @@ def notebooks(profiles, only=None, cache: Path | None = None, states=("cold", "w
                          "(or pass --states warm)")
     report = {}
     for profile in profiles:
-        with tempfile.TemporaryDirectory() as tmp:
-            use, rows = (cache or Path(tmp) / "cache"), {}
-            report[profile] = rows
-            for state in states:
-                out = book if book is not None and state == states[-1] else Path(tmp) / state
-                out.mkdir(parents=True, exist_ok=True)
-                total, seconds = time.perf_counter(), {}
-                for nb in chosen:
-                    print(f"[bench] {profile} {state} {nb}", flush=True)
-                    rows.setdefault(nb, {})[state] = row = run_notebook(nb, profile, use, out)
-                    seconds[nb] = row["seconds"]
-                    if out == book:  # what `lib.run book` writes: the appendix page reads it
-                        (out / "timings.json").write_text(json.dumps({"profile": profile, "seconds": seconds}))
+        rows = report.setdefault(profile, {})
+        for j, n_jobs in enumerate(jobs):
+            with tempfile.TemporaryDirectory() as tmp:
+                last_jobs = j == len(jobs) - 1
+                use = cache if cache is not None and last_jobs else Path(tmp) / "cache"
+                for state in states:
+                    last = last_jobs and state == states[-1]
+                    out = book if book is not None and last else Path(tmp) / state
+                    print(f"[bench] {profile} {state} JOBS={n_jobs}", flush=True)
+                    for nb, row in run_book(chosen, profile, use, out, n_jobs).items():
+                        rows.setdefault(nb, {})[f"{state}, JOBS={n_jobs}"] = row
                     if progress:
                         progress(report)
-                rows.setdefault("_all", {})[state] = {"seconds": round(time.perf_counter() - total, 1)}
     return report
 
 
@@ -119,6 +125,157 @@ def patching_sweep(batch: int = 32, n_ctx: int = 64) -> dict:
             "sweep_s": round(cost.sweep_s, 3), "lower_bound_s": round(cost.lower_bound_s, 3),
             "sweep_over_lower_bound": round(cost.ratio, 3), "cpu_time_ratio": round(cost.cpu_ratio, 3),
             "goal": "<= 1.5"}
+
+
+# --------------------------------------------------------------------------- precision, matmul peak, compile
+def _step_seconds(model, ids: "torch.Tensor", bf16: bool, n_steps: int, step=None) -> float:
+    """Median wall time of one AdamW training step (forward, backward, step) on batch `ids`, after 2 warm-up steps."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def plain():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step = step or plain
+    times = []
+    for i in range(n_steps + 2):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times[2:])[len(times[2:]) // 2]
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _tiny_gpt(d_model=128, n_layers=4, vocab=4096, n_ctx=128):
+    from lib import models
+
+    return models.build_model(models.ModelConfig("gpt2", d_model=d_model, n_layers=n_layers, n_heads=4,
+                                                 d_mlp=4 * d_model, n_ctx=n_ctx, d_vocab=vocab), seed=0)
+
+
+def precision_steps(n_steps: int = 6, batch: int = 16, n_ctx: int = 128) -> dict:
+    """One training step of the tiny GPT (d128, 4 layers, vocab 4096) in fp32 and under bf16 autocast, at one
+    thread and at every core: what `bf16: auto` decides from (lib.precision) and why a second thread may not pay."""
+    import torch
+
+    from lib import precision
+
+    ids = torch.randint(0, 4096, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
+    rows = {}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        with _threads(threads):
+            for bf16 in (False, True):
+                rows[f"{precision.label(bf16)}, {threads} thread(s)"] = round(
+                    _step_seconds(_tiny_gpt(n_ctx=n_ctx), ids, bf16, n_steps), 3)
+    return {"model": f"gpt2 d128 L4 vocab 4096, batch {batch} x {n_ctx}", "step_s": rows,
+            "native_bf16": precision.native_bf16("cpu"), "auto_resolves_to": precision.label(precision.use_bf16("auto"))}
+
+
+def train_flops_per_token(model, n_ctx: int) -> float:
+    """Kaplan et al.'s training cost per token: 6 x (matmul weights, the unembedding included) + 6 x layers x
+    context x width for the attention scores and their use (forward 2, backward 4)."""
+    import torch
+
+    c = model.config
+    d, layers = c.hidden_size, c.num_hidden_layers
+    matmul = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n and "wte" not in n
+                 and "wpe" not in n and "word_embeddings" not in n and "position_embeddings" not in n)
+    out = model.get_output_embeddings()
+    if out is not None and isinstance(out, torch.nn.Linear) and any(out.weight is p for n, p in model.named_parameters()
+                                                                     if "embed" in n or "wte" in n):
+        matmul += out.weight.numel()  # a tied unembedding is still a matmul
+    return 6.0 * matmul + 6.0 * layers * n_ctx * d
+
+
+def matmul_peak(m: int, k: int, n: int, repeats: int = 20) -> float:
+    """fp32 GEMM throughput (FLOP/s) of an (m, k) x (k, n) product at one thread: the ceiling for these shapes."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    with _threads(1):
+        for _ in range(3):
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        seconds = (time.perf_counter() - start) / repeats
+    return 2.0 * m * k * n / seconds
+
+
+def base_throughput(profile: str = "tiny", n_steps: int = 6) -> dict:
+    """Each base model of `profile` (fresh weights, its own architecture and batch): training tokens/s at one thread
+    in its effective precision, and its FLOP/s as a share of the fp32 GEMM peak at its own shapes."""
+    import torch
+
+    from lib import models
+    from lib.studies import base_models
+
+    cfg = base_models.Config.load(profile)
+    out = {}
+    for name in cfg.models:
+        arch = cfg.arch(name)
+        model = models.build_model(arch, seed=0)
+        ids = torch.randint(5, arch.d_vocab, (cfg.batch_size, arch.n_ctx), generator=torch.Generator().manual_seed(0))
+        if name == "bert":
+            model.train()
+        bf16 = cfg.use_bf16()
+        with _threads(1):
+            seconds = {p: _step_seconds(model, ids, p == "bf16", n_steps) for p in {"fp32", "bf16" if bf16 else "fp32"}}
+        tokens = cfg.batch_size * arch.n_ctx
+        rows = cfg.batch_size * arch.n_ctx
+        peak = matmul_peak(rows, arch.d_model, arch.d_mlp)  # the widest of the model's own GEMMs
+        flops = train_flops_per_token(model, arch.n_ctx) * tokens
+        out[name] = {"shape": f"d{arch.d_model} L{arch.n_layers} mlp{arch.d_mlp} vocab {arch.d_vocab}, batch "
+                              f"{cfg.batch_size} x {arch.n_ctx}",
+                     "fp32_gemm_peak_gflops": round(peak / 1e9, 1),
+                     **{f"{p}_tokens_per_s": round(tokens / s) for p, s in seconds.items()},
+                     **{f"{p}_share_of_fp32_peak": round(flops / s / peak, 3) for p, s in seconds.items()}}
+    return out
+
+
+def compile_trial(n_steps: int = 8, batch: int = 16, n_ctx: int = 128) -> dict:
+    """torch.compile of the tiny GPT's training step against eager, at one thread, fp32 (compile time apart)."""
+    import torch
+
+    ids = torch.randint(0, 4096, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
+    with _threads(1):
+        eager = _step_seconds(_tiny_gpt(n_ctx=n_ctx), ids, False, n_steps)
+        model = _tiny_gpt(n_ctx=n_ctx)
+        compiled = torch.compile(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            loss = compiled(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        try:
+            start = time.perf_counter()
+            step()
+            first = time.perf_counter() - start
+            fast = _step_seconds(model, ids, False, n_steps, step=step)
+        except Exception as e:  # no working compiler toolchain: eager is what runs
+            return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}", "eager_step_s": round(eager, 3)}
+    return {"eager_step_s": round(eager, 3), "compiled_step_s": round(fast, 3), "first_step_with_compile_s":
+            round(first, 1), "speedup": round(eager / fast, 2),
+            "break_even_steps": round(first / max(eager - fast, 1e-9)) if fast < eager else None}
 
 
 def _measure(fn) -> tuple[float, float]:
@@ -194,9 +351,11 @@ def main(argv=None) -> int:
     ap.add_argument("--states", nargs="*", default=["cold", "warm"], choices=["cold", "warm"])
     ap.add_argument("--book", default=None, help="write the last state's executed notebooks here (e.g. book/notebooks)")
     ap.add_argument("--skip-local", action="store_true", help="skip the packaged models' load times")
+    ap.add_argument("--jobs", nargs="*", type=int, default=[1, 2], help="JOBS values to build the book with")
     ap.add_argument("--out", default=str(ROOT / "bench" / "report.json"))
     args = ap.parse_args(argv)
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "precision": precision_steps(), "base_throughput": base_throughput(), "compile": compile_trial(),
               "train_loop": train_loop_overhead(), "patching_sweep": patching_sweep(),
               "analysis": analysis_kernels()}
     out = Path(args.out)
@@ -214,7 +373,7 @@ def main(argv=None) -> int:
     save()
     if not args.skip_notebooks:
         save(notebooks(args.profiles, args.notebooks, Path(args.cache) if args.cache else None, tuple(args.states),
-                       Path(args.book) if args.book else None, progress=save))
+                       Path(args.book) if args.book else None, progress=save, jobs=tuple(args.jobs)))
     print(json.dumps({k: v for k, v in report.items() if k != "notebooks"}, indent=1))
     return 0
 

@@ -13,6 +13,7 @@ allowed. The same check runs in `python -m lib.run` before a kernel is even star
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -26,10 +27,22 @@ from lib.paths import PARAMS_DIR
 
 PROFILES = ("smoke", "tiny", "local", "paper")
 _YAML_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+_ASSIGNMENT = re.compile(r"\s+(?=[A-Za-z_][A-Za-z0-9_]*=)")  # where one `k=v k2=[a, b]` string splits
 
 
 class ConfigError(ValueError):
     """A parameter is unknown, of the wrong type or out of range. The message is one line."""
+
+
+def _yaml(text: str, where: str):
+    """yaml.safe_load, its errors turned into one ConfigError line naming `where` and the position."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
 
 
 def param(default, *, lo=None, hi=None, choices=None, doc: str = ""):
@@ -69,7 +82,9 @@ def _coerce(name: str, value: Any, tp) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str) and _YAML_FLOAT.match(value):
-        return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
+        value = float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"parameter {name!r} = {value!r} is not allowed: it must be a finite number")
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
@@ -127,8 +142,11 @@ class Config:
             raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
         path = PARAMS_DIR / cls.notebook / f"{profile}.yaml"
         if not path.exists():
+            if path.parent.is_dir():  # the notebook declares its profiles: a missing one is an error, not defaults
+                raise ConfigError(f"profile file {path.relative_to(PARAMS_DIR.parent.parent)} is missing: restore it "
+                                  f"(git checkout -- {path.relative_to(PARAMS_DIR.parent.parent)})")
             return {}
-        values = yaml.safe_load(path.read_text()) or {}
+        values = _yaml(path.read_text(), f"profile file {path.name} of {cls.notebook}") or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path} must hold a mapping of parameter names to values")
         return values
@@ -138,9 +156,10 @@ class Config:
         """Defaults <- the profile's YAML <- `params`; validated. Raises ConfigError naming the bad parameter."""
         if not isinstance(profile, str):
             raise ConfigError(f"parameter 'profile' = {profile!r} has the wrong type: expected str")
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"parameter 'params' must be a mapping of parameter names to values, "
+                              f"got {type(params).__name__}: {params!r}")
         params = dict(params or {})
-        if not isinstance(params, dict):
-            raise ConfigError(f"parameter 'params' must be a mapping, got {type(params).__name__}")
         values = {**cls.profile_values(profile), **params, "profile": profile}
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
@@ -196,11 +215,12 @@ class Config:
 def parse_set(items: list[str]) -> dict:
     """Parse `key=value` strings (values as YAML: `n=3`, `lr=1e-3`, `tasks=[a, b]`) into a dict."""
     out = {}
+    items = [part for item in items for part in _ASSIGNMENT.split(item.strip()) if part]
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw, f"the value of {key.strip()!r} in --set/SET") if raw.strip() else ""
         if isinstance(value, str) and _YAML_FLOAT.match(value):
             value = float(value)
         out[key.strip()] = value
@@ -211,7 +231,7 @@ def read_params_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"parameter file {path} does not exist")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = _yaml(path.read_text(), f"parameter file {path}") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"parameter file {path} must hold a mapping of parameter names to values")
     return values

@@ -12,7 +12,8 @@ line. Notebooks are Jupytext percent-format `.py` files; papermill gets them con
 `book` runs the notebooks as the dependency graph of `lib.studies.AFTER`, `--jobs` at a time (default: one per
 core), each in its own process with its share of the cores as torch threads; the longest ready notebook
 (by the last build's timings) starts first. While they run, the console shows what each is doing
-(`lib.progress`); at the end, every notebook's wall time and peak memory. Kernels import the checkout they
+(`lib.progress`); at the end, every notebook's wall time and peak memory (its process tree's resident memory,
+sampled at every poll). Kernels import the checkout they
 were started from (its root goes first on `PYTHONPATH`).
 """
 from __future__ import annotations
@@ -30,10 +31,11 @@ from pathlib import Path
 
 from lib.config import ConfigError, parse_set, read_params_file
 from lib.paths import NOTEBOOKS_DIR, ROOT
-from lib.studies import NOTEBOOKS, config_class, prerequisites
+from lib.studies import BUILDS, LONGEST_FIRST, NOTEBOOKS, config_class, prerequisites
 
 BOOK_NOTEBOOKS = ROOT / "book" / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml", "book")
+TRAINED_BASES = ("smoke", "tiny")  # the profiles whose base models the study trains itself (00_base_models)
 CELL_TIMEOUT = 4 * 3600  # default per-cell limit (seconds) of `book` and `one`: generous, but a hung cell ends
 
 
@@ -46,23 +48,33 @@ def validate(notebook: str, profile: str, params: dict):
     return config_class(notebook).load(profile, params)
 
 
-def kernel_env(env: dict | None = None) -> dict:
-    """The environment a kernel gets: this checkout first on PYTHONPATH (never another checkout's editable `lib`)."""
+def kernel_env(env: dict | None = None, profile: str | None = None) -> dict:
+    """The environment a kernel gets: this checkout first on PYTHONPATH (never another checkout's editable `lib`),
+    and for every profile but `paper` the network guard of lib.offline."""
     env = dict(os.environ if env is None else env)
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *rest])
+    if profile is not None and profile != "paper":
+        env["STUDY_BLOCK_NETWORK"] = "1"
+    elif profile == "paper":
+        env.pop("STUDY_BLOCK_NETWORK", None)
     return env
 
 
-def execute(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None = None) -> float:
-    """Run one notebook through papermill into `out_dir/<notebook>.ipynb`, in this process; returns the wall time."""
+def execute(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None = None,
+            validated: bool = False) -> float:
+    """Run one notebook through papermill into `out_dir/<notebook>.ipynb`, in this process; returns the wall time.
+    (`validated`: the caller has checked the parameters, so this process need not import the chapter's module.)"""
     import jupytext
     import papermill
 
-    validate(notebook, profile, params)
+    if not validated:
+        validate(notebook, profile, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["STUDY_RESULTS"] = str((out_dir / "results").resolve())
-    os.environ.update({"PYTHONPATH": kernel_env()["PYTHONPATH"]})
+    env = kernel_env(profile=profile)  # the kernel inherits this process's environment
+    for name in ("PYTHONPATH", "STUDY_BLOCK_NETWORK"):
+        os.environ.pop(name, None) if name not in env else os.environ.update({name: env[name]})
     nb = jupytext.read(NOTEBOOKS_DIR / f"{notebook}.py")
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     start = time.perf_counter()
@@ -81,6 +93,31 @@ class Job:
     progress: Path
     log: Path
     offset: int = 0
+    peak: int = 0  # bytes: the largest sampled resident memory of its process tree
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of process `pid` and all its descendants (kernel, worker processes), from /proc.
+    Sampled, not the kernel's ru_maxrss: a child started by vfork inherits its parent's high-water mark."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 @dataclass
@@ -93,9 +130,12 @@ class Outcome:
 
 
 def _order(ready: list[str], previous: dict) -> list[str]:
-    """Longest first by the last build's times (unknown ones first: they may be long), then in book order."""
-    rank = list(NOTEBOOKS)
-    return sorted(ready, key=lambda nb: (-previous.get(nb, float("inf")), rank.index(nb) if nb in rank else 0))
+    """Longest first by the last build's times; without them (or for steps they lack), by LONGEST_FIRST."""
+    rank = [*LONGEST_FIRST, *NOTEBOOKS]
+
+    def key(nb):
+        return (0, -previous[nb], 0) if nb in previous else (1, 0, rank.index(nb) if nb in rank else len(rank))
+    return sorted(ready, key=key)
 
 
 def _say(notebook: str, text: str) -> None:
@@ -115,6 +155,17 @@ def _relay(job: Job) -> None:
         _say(job.notebook, line)
 
 
+def _command(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None) -> list[str]:
+    """The command line of one job: this module's `_exec`, which runs papermill in that process, or for a build
+    step ("base:<name>") the base-model trainer."""
+    if notebook.startswith("base:"):
+        return [sys.executable, "-m", "lib.studies.base_models", "build", notebook.split(":", 1)[1],
+                "--profile", profile]
+    cmd = [sys.executable, "-m", "lib.run", "_exec", notebook, "--profile", profile, "--out", str(out_dir),
+           "--params-json", json.dumps(params)]
+    return cmd + (["--timeout", str(timeout)] if timeout else [])
+
+
 def _start(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None, threads: int,
            workers: int) -> Job:
     logs = out_dir / ".logs"
@@ -122,15 +173,13 @@ def _start(notebook: str, profile: str, params: dict, out_dir: Path, timeout: in
     progress, log = logs / f"{notebook}.progress", logs / f"{notebook}.log"
     progress.unlink(missing_ok=True)
     (out_dir / f"{notebook}.FAILED").unlink(missing_ok=True)
-    env = kernel_env()
+    env = kernel_env(profile=profile)
     env.update({"STUDY_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                 "STUDY_WORKERS": str(workers), "STUDY_PROGRESS": str(progress.resolve()),
                 "STUDY_RESULTS": str((out_dir / "results").resolve())})
-    cmd = [sys.executable, "-m", "lib.run", "_exec", notebook, "--profile", profile, "--out", str(out_dir),
-           "--params-json", json.dumps(params)]
-    cmd += ["--timeout", str(timeout)] if timeout else []
     with open(log, "w") as handle:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_command(notebook, profile, params, out_dir, timeout), cwd=ROOT, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
     return Job(notebook, proc, time.perf_counter(), progress, log)
 
 
@@ -145,13 +194,13 @@ def run_graph(notebooks, profile: str, out_dir: Path, params: dict | None = None
     """Execute `notebooks` into `out_dir`, each after its prerequisites among them, up to `jobs` at a time."""
     notebooks, params = list(notebooks), params or {}
     for nb in notebooks:  # every notebook's parameters first: fail before hours of work
-        validate(nb, profile, params)
+        validate("00_base_models" if nb in BUILDS else nb, profile, {} if nb in BUILDS else params)
     jobs = max(1, jobs or cores())
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = out_dir / "timings.json"  # rewritten after each notebook: later pages (the appendix) read it
     previous = json.loads(timings.read_text()).get("seconds", {}) if timings.exists() else {}
     timings.unlink(missing_ok=True)
-    needs = {nb: {p for p in prerequisites(nb) if p in notebooks} for nb in notebooks}
+    needs = {nb: set(prerequisites(nb, set(notebooks))) for nb in notebooks}
     pending, running, result = list(notebooks), [], Outcome()
     start = time.perf_counter()
     print(f"[{profile}] {len(notebooks)} notebook(s), up to {jobs} at a time, {cores()} core(s)", flush=True)
@@ -174,14 +223,15 @@ def run_graph(notebooks, profile: str, out_dir: Path, params: dict | None = None
         time.sleep(poll)
         for job in list(running):
             _relay(job)
-            pid, status, usage = os.wait4(job.proc.pid, os.WNOHANG)
+            job.peak = max(job.peak, tree_rss(job.proc.pid))
+            pid, status, _usage = os.wait4(job.proc.pid, os.WNOHANG)
             if pid == 0:
                 continue
             job.proc.returncode = os.waitstatus_to_exitcode(status)
             _relay(job)
             running.remove(job)
             seconds = time.perf_counter() - job.started
-            result.peak_mb[job.notebook] = round(usage.ru_maxrss / 1024)
+            result.peak_mb[job.notebook] = round(job.peak / 2**20)
             if job.proc.returncode == 0:
                 result.seconds[job.notebook] = round(seconds, 1)
                 _say(job.notebook, f"done in {seconds:.1f} s, peak {result.peak_mb[job.notebook]} MB")
@@ -208,6 +258,11 @@ def summary(result: Outcome) -> str:
     return "\n".join(rows)
 
 
+def book_nodes(profile: str) -> list[str]:
+    """What `make book` runs: every notebook, and the base-model build steps where the profile trains its bases."""
+    return [*(BUILDS if profile in TRAINED_BASES else ()), *NOTEBOOKS]
+
+
 def run_many(notebooks, profile: str, out_dir: Path, timeout: int | None = CELL_TIMEOUT,
              jobs: int | None = None) -> dict[str, float]:
     """`run_graph` for the book; raises RuntimeError naming the notebooks that failed."""
@@ -220,7 +275,7 @@ def run_many(notebooks, profile: str, out_dir: Path, timeout: int | None = CELL_
 def _exec_one(notebook: str, profile: str, params: dict, out_dir: Path, timeout: int | None) -> int:
     """The body of one `book` job (its own process): papermill, with the failing cell named in one line."""
     try:
-        execute(notebook, profile, params, out_dir, timeout)
+        execute(notebook, profile, params, out_dir, timeout, validated=True)
     except ConfigError as e:
         print(f"error: {e}", flush=True)
         return 2
@@ -236,8 +291,11 @@ def describe_failure(e: BaseException) -> str:
     if name == "PapermillExecutionError":
         source = (e.source or "").strip().splitlines()
         return f"cell {e.exec_count} ({source[0][:60] if source else ''}) raised {e.ename}: {e.evalue}"
-    if "Timeout" in name:
-        return f"a cell ran past the per-cell timeout: {e}".splitlines()[0]
+    if "Timeout" in name:  # nbclient's CellTimeoutError: the message, then the cell's source between dashes
+        lines = str(e).splitlines()
+        dashes = [i for i, ln in enumerate(lines) if ln.strip().startswith("-----")]
+        cell = lines[dashes[0] + 1].strip()[:60] if dashes and dashes[0] + 1 < len(lines) else "?"
+        return f"the cell ({cell}) ran past the per-cell timeout: {lines[0] if lines else name}"
     return f"{name}: {e}".splitlines()[0]
 
 
@@ -287,7 +345,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "book":
-            result = run_graph(list(NOTEBOOKS), args.profile, Path(args.out), {}, args.jobs or None,
+            result = run_graph(book_nodes(args.profile), args.profile, Path(args.out), {}, args.jobs or None,
                                args.timeout or None)
             return 1 if result.failed or result.skipped else 0
         if args.cmd == "_exec":

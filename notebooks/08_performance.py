@@ -88,3 +88,31 @@ if loads is not None:
                  "dequantises the GGUF file and writes the fp32 cache; later loads read the cache, split into the "
                  "weights and the tokenizer.")
 loads
+
+# %% [markdown]
+# ## Precision and the hardware's ceiling
+#
+# Every chapter trains with `bf16: auto`: bf16 autocast only where the CPU (AVX512-BF16 or AMX) or GPU runs bf16
+# natively, fp32 elsewhere, because emulated bf16 is several times *slower* than fp32. The last `make bench`
+# measured both on its machine, and how close each base model's training comes to the fp32 matrix-multiply peak
+# at its own shapes (one thread; training cost per token from Kaplan et al.'s 6N rule plus attention).
+
+# %%
+prec = study.precision_table(header)
+if prec is not None:
+    p = header["precision"]
+    plotting.say(f"That machine {'runs' if p['native_bf16'] else 'has no'} native bf16, so `auto` resolved to "
+                 f"{p['auto_resolves_to']}.")
+prec
+
+# %%
+study.throughput_table(header)
+
+# %%
+comp = (header or {}).get("compile")
+if comp:
+    plotting.say(f"torch.compile of the same training step: {comp}" if "error" in comp else
+                 f"torch.compile of the same training step (one thread, fp32): {comp['compiled_step_s']} s a step "
+                 f"against {comp['eager_step_s']} s eager ({comp['speedup']}x), after a first step of "
+                 f"{comp['first_step_with_compile_s']} s that includes compiling.")
+

@@ -98,3 +98,39 @@ def test_process_killed_mid_write_is_never_reused(tmp_path):
     a = load_or_compute("toy", {"n": 1}, writer(calls=calls), root=tmp_path)
     assert calls == [1] and (a.path / "weights.bin").read_bytes() == b"weights"
     assert not list((tmp_path / "toy").glob(".tmp-*"))  # the dead run's temp folder was cleaned up
+
+
+def _counting_writer(root, log):
+    def compute(out):
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(1.0)  # long enough that the other process asks while this one builds
+        (out / "weights.bin").write_bytes(b"w")
+    art = load_or_compute("toy", {"n": 7}, compute, root=root)
+    with open(log, "a") as f:
+        f.write(f"{'loaded' if art.cached else 'computed'}\n")
+
+
+def test_two_processes_build_one_artifact_once(tmp_path):
+    """Concurrent requests for one missing artifact: one builds it, the other waits and loads it."""
+    log = tmp_path / "log.txt"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_counting_writer, args=(tmp_path, log)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(log.read_text().split()) == ["built", "computed", "loaded"]
+
+
+def test_lock_of_a_killed_holder_is_released(tmp_path):
+    """A process killed while it holds an artifact's lock does not block the next one (the OS drops the lock)."""
+    p = mp.get_context("fork").Process(target=_slow_writer, args=(tmp_path,))
+    p.start()
+    time.sleep(1.0)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    start = time.perf_counter()
+    art = load_or_compute("toy", {"n": 1}, writer(), root=tmp_path)
+    assert not art.cached and time.perf_counter() - start < 10

@@ -10,27 +10,30 @@ from lib import bench
 def fake_runs(monkeypatch):
     calls = []
 
-    def run(nb, profile, cache, out):
-        calls.append((nb, profile, cache, out))
+    def run(notebooks, profile, cache, out, jobs):
+        calls.append((tuple(notebooks), profile, cache, out, jobs))
         cache.mkdir(parents=True, exist_ok=True)
-        (cache / nb).write_text("artifact")  # a cold run fills the cache
-        return {"seconds": 1.0, "peak_rss_mib": 10}
+        for nb in notebooks:
+            (cache / nb).write_text("artifact")  # a cold run fills the cache
+        return {**{nb: {"seconds": 1.0, "peak_rss_mib": 10} for nb in notebooks}, "_all": {"seconds": 1.5}}
 
-    monkeypatch.setattr(bench, "run_notebook", run)
+    monkeypatch.setattr(bench, "run_book", run)
     return calls
 
 
-def test_cold_then_warm_share_one_cache_and_the_book_gets_the_last_state(tmp_path, fake_runs):
+def test_each_jobs_value_runs_cold_then_warm_and_the_book_gets_the_last_run(tmp_path, fake_runs):
     reports = []
     rep = bench.notebooks(["smoke"], ["00_data", "07_scorecard"], tmp_path / "cache", book=tmp_path / "book",
-                          progress=lambda r: reports.append(json.dumps(r)))
+                          progress=lambda r: reports.append(json.dumps(r)), jobs=(1, 2))
     rows = rep["smoke"]
-    assert set(rows["00_data"]) == {"cold", "warm"} and set(rows["_all"]) == {"cold", "warm"}
-    assert {c[2] for c in fake_runs} == {tmp_path / "cache"}
-    assert [c[3] == tmp_path / "book" for c in fake_runs] == [False, False, True, True]
-    timings = json.loads((tmp_path / "book" / "timings.json").read_text())
-    assert timings == {"profile": "smoke", "seconds": {"00_data": 1.0, "07_scorecard": 1.0}}
-    assert len(reports) == 4  # the report is saved after every notebook
+    states = {"cold, JOBS=1", "warm, JOBS=1", "cold, JOBS=2", "warm, JOBS=2"}
+    assert set(rows["00_data"]) == states and set(rows["_all"]) == states
+    assert [c[4] for c in fake_runs] == [1, 1, 2, 2]
+    assert fake_runs[0][2] != tmp_path / "cache"  # JOBS=1 got its own empty cache ...
+    assert fake_runs[0][2] == fake_runs[1][2]  # ... which its warm run reused
+    assert fake_runs[2][2] == fake_runs[3][2] == tmp_path / "cache"  # the last JOBS value fills the kept cache
+    assert [c[3] == tmp_path / "book" for c in fake_runs] == [False, False, False, True]
+    assert len(reports) == 4  # the report is saved after every run
 
 
 def test_a_cold_run_refuses_a_filled_cache(tmp_path, fake_runs):
@@ -40,8 +43,18 @@ def test_a_cold_run_refuses_a_filled_cache(tmp_path, fake_runs):
         bench.notebooks(["smoke"], ["00_data"], tmp_path / "cache")
     with pytest.raises(SystemExit, match="one profile"):
         bench.notebooks(["smoke", "tiny"], ["00_data"], tmp_path / "other")
-    assert bench.notebooks(["smoke"], ["00_data"], tmp_path / "cache", states=("warm",))["smoke"]["00_data"]["warm"]
-    assert not fake_runs[:-1]
+    warm = bench.notebooks(["smoke"], ["00_data"], tmp_path / "cache", states=("warm",), jobs=(2,))
+    assert warm["smoke"]["00_data"]["warm, JOBS=2"]
+    assert len(fake_runs) == 1
+
+
+def test_flops_per_token_counts_a_tied_unembedding():
+    from lib import models
+
+    cfg = models.ModelConfig("gpt2", d_model=16, n_layers=2, n_heads=2, d_mlp=64, n_ctx=8, d_vocab=50)
+    model = models.build_model(cfg, seed=0)
+    per_layer = 16 * 48 + 16 * 16 + 16 * 64 * 2  # c_attn, c_proj, MLP in and out
+    assert bench.train_flops_per_token(model, 8) == 6 * (2 * per_layer + 16 * 50) + 6 * 2 * 8 * 16
 
 
 def test_a_relative_cache_or_results_folder_means_the_repository_root(monkeypatch):

@@ -71,3 +71,60 @@ def test_every_profile_file_is_valid(notebook, profile):
 def test_unknown_notebook():
     with pytest.raises(ConfigError, match="unknown notebook"):
         config_class("99_nothing")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), ".nan", ".inf"])
+def test_nan_and_infinity_are_rejected_for_every_float(value):
+    params = {"lr": parse_set([f"lr={value}"])["lr"] if isinstance(value, str) else value}
+    with pytest.raises(ConfigError, match="'lr'.*finite"):
+        Toy.load("tiny", params)
+
+
+@pytest.mark.parametrize("items, words", [
+    (["xs=[a, b"], ["'xs'", "not valid YAML", "line 1, column"]),
+    (["xs={a: 1"], ["'xs'", "not valid YAML"]),
+])
+def test_malformed_yaml_in_set_is_one_line(items, words):
+    with pytest.raises(ConfigError) as e:
+        parse_set(items)
+    assert "\n" not in str(e.value) and all(w in str(e.value) for w in words)
+
+
+def test_one_set_string_with_lists_survives_make():
+    """make passes SET as one argument: its assignments split at the next `key=`, never inside a list."""
+    assert parse_set(["corpora=[english, python] max_chars=300000"]) == {"corpora": ["english", "python"],
+                                                                         "max_chars": 300000}
+
+
+def test_malformed_params_file_is_one_line(tmp_path):
+    from lib.config import read_params_file
+
+    bad = tmp_path / "p.yaml"
+    bad.write_text("n_steps: [1, 2\nlr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        read_params_file(bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value) and "line" in str(e.value)
+
+
+def test_params_that_are_not_a_mapping_fail_first():
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        Toy.load("tiny", [1, 2])
+
+
+def test_missing_or_malformed_profile_file_is_an_error(tmp_path, monkeypatch):
+    from lib import config
+
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "tiny.yaml").write_text("n_steps: 3\n")
+    (tmp_path / "toy" / "local.yaml").write_text("n_steps: [3\n")
+    monkeypatch.setattr(config, "PARAMS_DIR", tmp_path)
+
+    @dataclass(frozen=True)
+    class WithProfiles(Toy):
+        notebook = "toy"
+
+    assert WithProfiles.load("tiny").n_steps == 3
+    with pytest.raises(ConfigError, match="profile file .*smoke.yaml is missing"):
+        WithProfiles.load("smoke")
+    with pytest.raises(ConfigError, match="local.yaml of toy is not valid YAML at line"):
+        WithProfiles.load("local")

@@ -27,6 +27,35 @@ def test_network_guard_blocks_outside_and_allows_loopback():
         unblock_network()
 
 
+@pytest.mark.parametrize("attempt", [
+    lambda: socket.socket().connect_ex(("10.255.255.1", 80)),
+    lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("10.255.255.1", 53)),
+    lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", 0, ("10.255.255.1", 53)),
+    lambda: socket.getaddrinfo("huggingface.co", 443),
+    lambda: socket.gethostbyname("pypi.org"),
+], ids=["connect_ex", "udp_sendto", "udp_sendto_flags", "getaddrinfo", "gethostbyname"])
+def test_network_guard_covers_every_way_out(attempt):
+    """Each attempt is refused before anything leaves the machine (the guard raises before the real call)."""
+    block_network()
+    try:
+        with pytest.raises(NetworkBlockedError):
+            attempt()
+        assert socket.getaddrinfo("localhost", 80) and socket.gethostbyname("127.0.0.1") == "127.0.0.1"
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.sendto(b"x", ("127.0.0.1", 9))  # loopback UDP is fine
+        udp.close()
+    finally:
+        unblock_network()
+
+
+def test_runner_blocks_the_network_for_every_offline_profile():
+    from lib.run import kernel_env
+
+    for profile in ("smoke", "tiny", "local"):
+        assert kernel_env({}, profile)["STUDY_BLOCK_NETWORK"] == "1"
+    assert "STUDY_BLOCK_NETWORK" not in kernel_env({}, "paper")
+
+
 def test_no_pickle_loading_anywhere():
     bad = []
     for path in list((ROOT / "lib").rglob("*.py")) + list((ROOT / "notebooks").glob("*.py")):

@@ -1,4 +1,7 @@
-"""The runner rejects bad parameters before starting a kernel, with one line and exit code 2."""
+"""The runner: bad parameters rejected before a kernel starts (one line, exit code 2); the book as a graph of
+notebooks run side by side, with progress, failures marked and dependents skipped."""
+import json
+import os
 import subprocess
 import sys
 
@@ -35,3 +38,107 @@ def test_stage_assembles_a_book_tree(tmp_path):
     dest = stage(tmp_path / "book", nbs)
     assert (dest / "_toc.yml").exists() and (dest / "book/intro.md").exists()
     assert (dest / "book/notebooks/00_data.ipynb").exists()
+
+
+# --------------------------------------------------------------------------- the parallel book runner
+from lib import run as runner  # noqa: E402
+from lib.studies import AFTER, BUILDS, CHAPTERS, NOTEBOOKS, prerequisites  # noqa: E402
+
+
+def test_graph_covers_every_notebook_and_has_no_cycle():
+    nodes = set(NOTEBOOKS) | set(BUILDS)
+    assert set(AFTER) == nodes
+    done = set()
+    for _ in nodes:  # a topological sweep must reach every node
+        done |= {nb for nb in nodes if set(prerequisites(nb)) <= done}
+    assert done == nodes
+    assert prerequisites("01_lin") == ("base:gpt",) and prerequisites("04_tzach") == ("base:bert",)
+    assert set(prerequisites("06_synthesis")) == set(CHAPTERS)
+
+
+def test_a_step_left_out_stands_in_for_its_own_prerequisites():
+    """Without the build steps (a profile that trains no bases, or `make run`), a chapter still waits for the data."""
+    assert prerequisites("01_lin", {"00_data", "01_lin"}) == ("00_data",)
+    assert prerequisites("00_base_models", {"00_data", "00_base_models"}) == ("00_data",)
+    assert runner.book_nodes("tiny")[:3] == list(BUILDS) and runner.book_nodes("local") == list(NOTEBOOKS)
+
+
+def test_kernels_import_this_checkout_first():
+    env = runner.kernel_env({"PYTHONPATH": f"/elsewhere/checkout{os.pathsep}{ROOT}"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/elsewhere/checkout"]
+
+
+def test_longest_ready_notebook_starts_first():
+    previous = {"01_lin": 10.0, "03_prakash": 300.0, "02_zhao": 100.0}
+    assert runner._order(["01_lin", "02_zhao", "03_prakash"], previous) == ["03_prakash", "02_zhao", "01_lin"]
+    assert runner._order(["01_lin", "base:one_layer", "03_prakash"], {})[0] == "03_prakash"  # a fresh clone
+
+
+@pytest.fixture
+def fake_jobs(monkeypatch):
+    """Jobs that sleep, print progress, and fail where told, instead of running papermill."""
+    def install(seconds: float = 0.0, fail=()):
+        def command(notebook, profile, params, out_dir, timeout):
+            code = ("import os, sys, time; from lib import progress; progress.stage('working'); "
+                    f"time.sleep({seconds}); bad = {notebook!r} in {tuple(fail)!r}; "
+                    "print('error: cell 3 (x = 1 / 0) raised ZeroDivisionError: division by zero' if bad else 'ok'); "
+                    "sys.exit(1 if bad else 0)")
+            return [sys.executable, "-c", code]
+        monkeypatch.setattr(runner, "_command", command)
+    return install
+
+
+def test_independent_notebooks_run_side_by_side(tmp_path, fake_jobs, capsys):
+    fake_jobs(seconds=1.5)
+    result = runner.run_graph(["01_lin", "02_zhao"], "smoke", tmp_path, jobs=2, poll=0.05)
+    assert set(result.seconds) == {"01_lin", "02_zhao"} and not result.failed
+    assert result.wall < 0.8 * sum(result.seconds.values())  # together, not one after the other
+    out = capsys.readouterr().out
+    assert "01_lin          working" in out and "total" in out  # progress relayed, summary printed
+    assert all(0 < mb < 400 for mb in result.peak_mb.values())  # a small python process, not the runner's size
+
+
+def test_jobs_1_runs_one_at_a_time(tmp_path, fake_jobs):
+    fake_jobs(seconds=0.5)
+    result = runner.run_graph(["01_lin", "02_zhao"], "smoke", tmp_path, jobs=1, poll=0.05)
+    assert result.wall >= sum(result.seconds.values()) - 0.2
+
+
+def test_failure_is_marked_and_its_dependents_skipped(tmp_path, fake_jobs, capsys):
+    fake_jobs(fail=("base:gpt",))
+    nbs = ["00_data", "base:gpt", "01_lin", "06_synthesis"]
+    result = runner.run_graph(nbs, "smoke", tmp_path, jobs=2, poll=0.05)
+    assert list(result.seconds) == ["00_data"]
+    assert "ZeroDivisionError" in result.failed["base:gpt"] and "cell 3" in result.failed["base:gpt"]
+    assert sorted(result.skipped) == ["01_lin", "06_synthesis"]
+    assert (tmp_path / "base:gpt.FAILED").exists()
+    assert json.loads((tmp_path / "timings.json").read_text())["seconds"] == {"00_data": result.seconds["00_data"]}
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_bad_parameter_fails_before_any_job_starts(tmp_path, fake_jobs):
+    fake_jobs()
+    with pytest.raises(runner.ConfigError):
+        runner.run_graph(["00_data", "01_lin"], "smoke", tmp_path, params={"max_chars": -1})
+    assert not (tmp_path / ".logs").exists()
+
+
+def test_timeout_and_cell_errors_are_one_line():
+    class CellTimeoutError(TimeoutError):
+        pass
+    message = ("A cell timed out while it was being executed, after 2 seconds.\nThe message was: x.\n"
+               "Here is a preview of the cell contents:\n-------------------\nimport time\ntime.sleep(20)\n"
+               "-------------------\n")
+    line = runner.describe_failure(CellTimeoutError(message))
+    assert line.startswith("the cell (import time) ran past the per-cell timeout") and "2 seconds" in line
+    assert "\n" not in runner.describe_failure(ValueError("a\nb"))
+
+
+def test_a_failed_run_is_marked_and_never_sits_beside_old_results(tmp_path, fake_jobs, capsys):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "00_data.json").write_text("{}")  # an earlier run's record
+    fake_jobs(fail=("00_data",))
+    assert runner.main(["one", "00_data", "--profile", "smoke", "--out", str(tmp_path)]) == 1
+    assert not (tmp_path / "results" / "00_data.json").exists()
+    assert "ZeroDivisionError" in (tmp_path / "00_data.FAILED").read_text()
+    assert capsys.readouterr().err.startswith("error: cell 3")

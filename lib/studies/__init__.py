@@ -12,19 +12,37 @@ NOTEBOOKS = {p.stem: p.stem.split("_", 1)[1] for p in sorted(NOTEBOOKS_DIR.glob(
                                                                key=lambda p: (p.stem != "00_data", p.stem))}
 
 
-# What each notebook needs built first: `make book` runs them as this graph, several at once. The five chapters
-# need only the base models (each trains its own models through the cache), so they run side by side.
+# What each notebook needs built first: `make book` runs them as this graph, several at once. The base models are
+# trained by build steps of their own ("base:<name>", `python -m lib.studies.base_models build <name>`), so each
+# chapter starts as soon as the one base it needs is in the cache, while the others still train.
 CHAPTERS = ("01_lin", "02_zhao", "03_prakash", "04_tzach", "05_horn")
-AFTER = {"00_data": (), "00_base_models": ("00_data",), **dict.fromkeys(CHAPTERS, ("00_base_models",)),
-         "06_synthesis": CHAPTERS, "07_scorecard": ("06_synthesis",), "08_performance": ("07_scorecard",)}
+BASE_OF = {"01_lin": "gpt", "02_zhao": "gpt", "03_prakash": "gpt", "04_tzach": "bert", "05_horn": "one_layer"}
+BUILDS = tuple(f"base:{name}" for name in ("bert", "gpt", "one_layer"))  # longest first
+AFTER = {"00_data": (), **dict.fromkeys(BUILDS, ("00_data",)), "00_base_models": BUILDS,
+         **{ch: (f"base:{BASE_OF[ch]}",) for ch in CHAPTERS},
+         "06_synthesis": CHAPTERS, "07_scorecard": ("00_base_models", "06_synthesis"), "08_performance": ("07_scorecard",)}
 
 
-def prerequisites(notebook: str) -> tuple[str, ...]:
-    """The notebooks that must finish before `notebook` starts (a notebook not in AFTER waits for all before it)."""
-    if notebook in AFTER:
-        return AFTER[notebook]
-    order = list(NOTEBOOKS)
-    return tuple(order[:order.index(notebook)])
+# Which ready step starts first when no earlier build's timings say how long each takes: the longest ones
+# (measured in earlier builds), so that the critical path starts early.
+LONGEST_FIRST = ("03_prakash", "base:bert", "02_zhao", "05_horn", "04_tzach", "base:gpt", "base:one_layer",
+                 "06_synthesis", "01_lin")
+
+
+def prerequisites(node: str, present=None) -> tuple[str, ...]:
+    """What must finish before `node` starts (a notebook not in AFTER waits for all before it). With `present`
+    (the nodes of this run), a prerequisite that is not run stands in for its own prerequisites."""
+    if node in AFTER:
+        direct = AFTER[node]
+    else:
+        order = list(NOTEBOOKS)
+        direct = tuple(order[:order.index(node)]) if node in order else ()
+    if present is None:
+        return direct
+    out = []
+    for p in direct:
+        out += [p] if p in present else [q for q in prerequisites(p, present) if q not in out]
+    return tuple(dict.fromkeys(out))
 
 
 def config_class(notebook: str):

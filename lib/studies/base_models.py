@@ -381,3 +381,30 @@ def write_results(table, cfg: Config) -> None:
             for n, r in table.iterrows()}
     record = {"profile": cfg.profile, "precision": cfg.precision, "models": rows}
     (results_dir() / "base_models.json").write_text(json.dumps(record, indent=1))
+
+
+def main(argv=None) -> int:
+    """`python -m lib.studies.base_models build NAME --profile P`: train base model NAME into the cache (a build step
+    of `make book`, so that each chapter starts as soon as its own base is ready)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m lib.studies.base_models")
+    ap.add_argument("cmd", choices=("build",))
+    ap.add_argument("name", choices=NAMES)
+    ap.add_argument("--profile", default="tiny")
+    args = ap.parse_args(argv)
+    try:
+        cfg = Config.load(args.profile)
+    except ConfigError as e:
+        print(f"error: {e}")
+        return 2
+    if args.name in cfg.models:
+        get(args.name, cfg, load=False)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
+

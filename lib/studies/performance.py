@@ -87,7 +87,22 @@ def last_bench(cfg: Config) -> tuple[dict | None, pd.DataFrame | None]:
             long = long.drop(columns="error")
         table = long.pivot_table(index="notebook", columns=["profile", "cache"], aggfunc="first", sort=False)
         table = table.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1, level=[0, 1], sort_remaining=False)
-    return {k: rep[k] for k in ("date", "machine", "local_model_loads") if k in rep}, table
+    keep = ("date", "machine", "local_model_loads", "precision", "base_throughput", "compile")
+    return {k: rep[k] for k in keep if k in rep}, table
+
+
+def precision_table(header: dict | None) -> pd.DataFrame | None:
+    """One tiny-GPT training step in fp32 and bf16 autocast at 1 thread and every core (last `make bench`)."""
+    prec = (header or {}).get("precision")
+    if not prec:
+        return None
+    return pd.Series(prec["step_s"], name="seconds per step").rename_axis("precision, threads").to_frame()
+
+
+def throughput_table(header: dict | None) -> pd.DataFrame | None:
+    """Each base model's training throughput and its share of the fp32 GEMM peak (last `make bench`)."""
+    rows = (header or {}).get("base_throughput")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("base model") if rows else None
 
 
 def local_loads_table(header: dict | None) -> pd.DataFrame | None:
