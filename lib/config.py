@@ -30,6 +30,11 @@ _YAML_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 _ASSIGNMENT = re.compile(r"\s+(?=[A-Za-z_][A-Za-z0-9_]*=)")  # where one `k=v k2=[a, b]` string splits
 
 
+# What a kernel's namespace holds besides the notebook's own names (IPython's), and the value types papermill injects
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_PLAIN = (bool, int, float, str, list, dict, tuple, type(None))
+
+
 class ConfigError(ValueError):
     """A parameter is unknown, of the wrong type or out of range. The message is one line."""
 
@@ -168,6 +173,48 @@ class Config:
                 f"allowed {', '.join(n for n in cls.field_names() if n != 'profile')}")
         return cls(**values)
 
+    @classmethod
+    def from_namespace(cls, ns: dict) -> "Config":
+        """The Config of a notebook from its parameters cell as papermill left it: `Config.from_namespace(globals())`.
+
+        `profile`, then `params` (a mapping, e.g. from `-y`), then every parameter given on its own (`-p n_seeds 2`;
+        None means "the profile's value"). Any other plain value in the namespace was injected under a name that is
+        not a parameter (`-p profle smoke`): one ConfigError, before any work starts."""
+        names = set(cls.field_names())
+        unknown = sorted(k for k, v in ns.items() if not k.startswith("_") and k not in _KERNEL_NAMES
+                         and k not in names and k != "params" and isinstance(v, _PLAIN))
+        if unknown:
+            raise ConfigError(f"unknown parameter {unknown[0]!r} for {cls.notebook or cls.__name__}: "
+                              f"allowed {', '.join(n for n in cls.field_names())}")
+        params = ns.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"parameter 'params' must be a mapping of parameter names to values, "
+                              f"got {type(params).__name__}: {params!r}")
+        single = {k: ns[k] for k in names - {"profile"} if ns.get(k) is not None}
+        return cls.load(ns.get("profile", "tiny"), {**(params or {}), **single})
+
+    @classmethod
+    def parameters_cell(cls) -> str:
+        """The source of the notebook's `parameters` cell: every parameter as a line papermill can replace, with its
+        type, allowed values and meaning as the comment (what `papermill --help-notebook` shows)."""
+        path = f"notebooks/params/{cls.notebook}/<profile>.yaml"
+        lines = [f'profile = "tiny"  # str, one of {" | ".join(PROFILES)}: the settings file {path}',
+                 "params = {}  # dict: overrides as one mapping, e.g. {\"seed\": 1}; the single parameters below win",
+                 "# None below means the profile's value"]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "profile":
+                continue
+            m = f.metadata
+            each = "each " if typing.get_origin(hints[f.name]) is tuple else ""
+            allowed = (f"{each}one of {', '.join(map(repr, m['choices']))}" if m.get("choices") else
+                       f"in [{m.get('lo', '-inf')}, {m.get('hi', 'inf')}]".replace("None", "")
+                       if m.get("lo") is not None or m.get("hi") is not None else "")
+            kind = _type_name(hints[f.name]).replace("NoneType", "None").replace("tuple", "list")
+            comment = ", ".join(x for x in (kind, allowed) if x) + (f": {m['doc']}" if m.get("doc") else "")
+            lines.append(f"{f.name} = None  # {comment}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -235,3 +282,39 @@ def read_params_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"parameter file {path} must hold a mapping of parameter names to values")
     return values
+
+
+# --------------------------------------------------------------------------- the notebooks' parameters cells
+_CELL = re.compile(r'(# %% tags=\["parameters"\]\n)(.*?)(\n(?=# %%))', re.S)
+
+
+def sync_parameters_cells(write: bool = True) -> list[str]:
+    """Make every notebook's `parameters` cell the one its Config generates; returns the notebooks that differed
+    (`write=False`: only report them). `python -m lib.config sync` runs it; a test checks that none differ."""
+    from lib.paths import NOTEBOOKS_DIR
+    from lib.studies import NOTEBOOKS, config_class
+
+    stale = []
+    for nb in NOTEBOOKS:
+        path = NOTEBOOKS_DIR / f"{nb}.py"
+        text = path.read_text()
+        cell = config_class(nb).parameters_cell()
+        new, n = _CELL.subn(lambda m: m.group(1) + cell + "\n" + m.group(3), text, count=1)
+        if n != 1:
+            raise ConfigError(f"{path.name} has no '# %% tags=[\"parameters\"]' cell")
+        if new != text:
+            stale.append(nb)
+            if write:
+                path.write_text(new)
+    return stale
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["sync"]:
+        sys.exit("usage: python -m lib.config sync [--check]")
+    changed = sync_parameters_cells(write="--check" not in sys.argv)
+    print(("stale: " if "--check" in sys.argv else "rewrote: ") + (", ".join(changed) or "none"))
+    sys.exit(1 if changed and "--check" in sys.argv else 0)
+

@@ -78,10 +78,27 @@ def execute(notebook: str, profile: str, params: dict, out_dir: Path, timeout: i
     nb = jupytext.read(NOTEBOOKS_DIR / f"{notebook}.py")
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     start = time.perf_counter()
-    papermill.execute_notebook(nb, str(out_dir / f"{notebook}.ipynb"), parameters={"profile": profile, "params": params},
+    out = out_dir / f"{notebook}.ipynb"
+    papermill.execute_notebook(nb, str(out), parameters={"profile": profile, "params": params},
                                kernel_name="python3", cwd=str(NOTEBOOKS_DIR), progress_bar=False,
                                execution_timeout=timeout, log_output=False)
+    hide_parameter_cells(out)
     return time.perf_counter() - start
+
+
+def hide_parameter_cells(path: Path) -> None:
+    """Tag the notebook's own parameters cell and papermill's injected one `remove-cell`: the page shows the
+    validated parameters once (the Config's table); the downloaded .ipynb keeps both, so it re-executes as run."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- many notebooks, in parallel

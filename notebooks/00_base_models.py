@@ -25,18 +25,44 @@
 # Each model must clearly beat a unigram model of its training tokens on held-out text; this page measures by
 # how much. Models are cached artifacts: the chapters load exactly these weights.
 #
-# **Runtime:** about 15 min on 2 CPU cores from an empty cache (tiny profile), seconds with a warm cache.
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
+# `make book` trains the three models in build steps of their own before this page, side by side.
 # In the `local` profile this page instead loads the two real pretrained models shipped in PyPI packages.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/00_base_models/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"gpt_steps": 500}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/00_base_models/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+models = None  # list, each one of 'gpt', 'bert', 'one_layer': which base models to build
+vocab_size = None  # int, in [300, 65536]: BPE / WordPiece vocabulary size
+tokenizer_chars = None  # int, in [10000, 1000000000]: characters used to train each tokenizer
+python_share = None  # float, in [0.0, 1.0]: share of Python code in the causal LMs' data
+n_ctx = None  # int, in [16, 2048]: training sequence length (tokens)
+batch_size = None  # int, in [1, 1024]: sequences per step
+lr = None  # float, in [1e-06, 1.0]: peak AdamW learning rate (cosine decay, 5% warm-up)
+bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false
+gpt_d_model = None  # int, in [8, 4096]
+gpt_n_layers = None  # int, in [1, 48]
+gpt_n_heads = None  # int, in [1, 64]
+gpt_steps = None  # int, in [1, 1000000]: training steps of the GPT-style LM
+bert_d_model = None  # int, in [8, 4096]
+bert_n_layers = None  # int, in [1, 48]
+bert_n_heads = None  # int, in [1, 64]
+bert_steps = None  # int, in [1, 1000000]: training steps of the BERT-6 masked LM
+bert_lr = None  # float, in [1e-06, 1.0]: peak learning rate of the masked LM (post-LN BERT is unstable at 2e-3)
+one_d_model = None  # int, in [8, 4096]
+one_d_mlp = None  # int, in [8, 16384]
+one_n_heads = None  # int, in [1, 64]
+one_steps = None  # int, in [1, 1000000]: training steps of the one-layer LM
+eval_blocks = None  # int, in [1, 100000]: held-out blocks for perplexity
 
 # %%
 from lib import plotting
 from lib.studies import base_models as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

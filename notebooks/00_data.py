@@ -19,17 +19,24 @@
 # part of the cache key of every model trained on them, so a change in the data retrains what depends on it.
 #
 # **Prerequisites:** `make data` (run by `make book` and `make test`) has unpacked the Debian packages into
-# `data/sources/`. **Runtime:** about 15 s (tiny profile), a few seconds with a warm cache.
+# `data/sources/`.
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/00_data/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"max_chars": 1000000}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/00_data/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+corpora = None  # list, each one of 'english', 'python', 'lua', 'stories': corpora to build
+max_chars = None  # int, in [10000, 1000000000]: cap per corpus (whole documents, seeded sample)
+sample_docs = None  # int, in [10, 1000000]: documents per corpus drawn for the length figure
 
 # %%
 from lib import plotting
 from lib.studies import data as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

@@ -28,18 +28,53 @@
 # trained until it reaches the same validation accuracy, with several seeds. It then asks, layer by layer, how much
 # of `base` survives in `tuned` and how `scratch` differs.
 #
-# **Prerequisites:** the base models page (its `gpt` model is loaded from the cache). **Runtime:** about 5 min on 2
-# CPU cores (tiny profile) with the base model cached; about 1 min once the tuned and scratch models are cached.
+# **Prerequisites:** the base models page (its `gpt` model is loaded from the cache).
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/01_lin/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"n_seeds": 5, "criterion": 0.95}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/01_lin/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+base_source = None  # str: paper profile: the pretrained model, a hub id or a local folder
+allow_network = None  # bool: paper profile: let the hub loader download base_source
+local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile: the packaged pretrained model
+device = None  # str, one of 'cpu', 'cuda', 'auto': where models train ('auto': cuda if present)
+n_seeds = None  # int, in [2, 20]: independent tuned and scratch runs (seeds seed, seed+1, ...)
+prompt_format = None  # str, one of 'words', 'compact': prompt template (lib.tasks.cdm.FORMATS)
+answers = None  # list: the two answer strings; each must be one token
+num_lo = None  # int, in [0, 1000000]: smallest number shown
+num_hi = None  # int, in [1, 1000000]: largest number shown; pairs summing to num_lo + num_hi are held out
+levels = None  # list, in [1, 1000000]: evidence strengths |first - second| of training prompts
+train_size = None  # int, in [16, 10000000]: training prompts
+val_size = None  # int, in [8, 1000000]: validation prompts (criterion)
+test_size = None  # int, in [16, 1000000]: test prompts (CKA, probes, ablations)
+heldout_size = None  # int, in [8, 1000000]: prompts asking for held-out comparisons
+psych_reps = None  # int, in [1, 100]: repetitions of the psychometric grid
+criterion = None  # float, in [0.5, 1.0]: validation accuracy that ends training
+batch_size = None  # int, in [1, 4096]
+eval_every = None  # int, in [1, 1000000]: steps between validation checks
+warmup_steps = None  # int, in [0, 1000000]: linear learning-rate warm-up
+schedule = None  # str, one of 'constant', 'cosine', 'linear': learning-rate decay after warm-up, over the step cap
+weight_decay = None  # float, in [0.0, 1.0]
+bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false
+tuned_lr = None  # float, in [1e-07, 1.0]: AdamW learning rate of fine-tuning
+tuned_max_steps = None  # int, in [1, 1000000]: step cap of fine-tuning
+scratch_lr = None  # float, in [1e-07, 1.0]: AdamW learning rate from scratch
+scratch_max_steps = None  # int, in [1, 1000000]: step cap from scratch
+lora_rank = None  # int, in [0, 1024]: fine-tune LoRA adapters of this rank (0: full fine-tuning)
+freeze_embeddings = None  # bool: keep the embeddings fixed while fine-tuning
+probe_folds = None  # int, in [2, 20]: cross-validation folds of the linear probes
+probe_C = None  # float, in [1e-06, 1000000.0]: inverse L2 strength of the probes
+cka_margin = None  # float, in [0.0, 1.0]: verdict rule: a CKA gap counts when larger than this
+probe_margin = None  # float, in [0.0, 1.0]: verdict rule: a probe gap counts when larger than this
 
 # %%
 from lib import plotting
 from lib.studies import lin as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

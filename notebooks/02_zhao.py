@@ -31,19 +31,46 @@
 # generators), one control per task, a multi-task model that leaves two tasks out, three seeds for every tuned
 # model.
 #
-# **Prerequisites:** the base model of *The base models* (cached). **Runtime:** about 9 min of one CPU core in
-# the tiny profile from a cold cache (it trains 39 small models; the page reports the measured time), seconds with
-# a warm cache.
+# **Prerequisites:** the base model of *The base models* (cached). It trains many small models (the page reports
+# the measured time). **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/02_zhao/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"n_seeds": 2, "control_steps": 50}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/02_zhao/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+tasks = None  # list, each one of 'topic', 'pos', 'isa', 'antonym', 'synonym', 'gloss_match', 'reverse', 'count', 'num2words', 'words2num', 'code_type', 'py_eval': instruction tasks (lib.tasks.instructions)
+held_out = None  # list, each one of 'topic', 'pos', 'isa', 'antonym', 'synonym', 'gloss_match', 'reverse', 'count', 'num2words', 'words2num', 'code_type', 'py_eval': tasks left out of E1's mixture (the unseen-task question)
+n_train = None  # int, in [4, 1000000]: training examples per task
+n_test = None  # int, in [4, 100000]: test examples per task (CKA and accuracy)
+n_seeds = None  # int, in [1, 10]: seeds of every tuned model (C_t and E1)
+control_steps = None  # int, in [1, 1000000]: optimizer steps of each control model C_t
+e1_steps = None  # int, in [1, 1000000]: optimizer steps of the multi-task model E1
+batch_size = None  # int, in [1, 4096]: examples per step (the paper: 4 x 4 accumulation = 16)
+lr = None  # float, in [1e-07, 1.0]: peak learning rate (cosine decay, 10% warm-up)
+lora_rank = None  # int, in [0, 1024]: LoRA rank (0 = full fine-tuning); the paper: 8
+lora_alpha = None  # float, in [0.1, 10000.0]: LoRA alpha; the paper: 16
+lora_targets = None  # list: module names given LoRA adapters (GPT-2's fused q/k/v projection is c_attn; Llama/Gemma: q_proj, v_proj)
+max_len = None  # int, in [8, 4096]: longest prompt + answer in tokens (prompts cut from the left)
+template = None  # str, one of 'plain', 'llama2': instruction template
+estimator = None  # str, one of 'biased', 'debiased': CKA estimator behind the verdicts (paper: biased)
+shared_below = None  # float, in [0.0, 1.0]: layer-group rule: gain share below which a layer is shared
+refine_from = None  # float, in [0.0, 1.0]: layer-group rule: gain share from which layers refine
+synthesis_task = None  # str, one of 'topic', 'pos', 'isa', 'antonym', 'synonym', 'gloss_match', 'reverse', 'count', 'num2words', 'words2num', 'code_type', 'py_eval': the control model offered to the synthesis chapter
+local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile: packaged model
+paper_model = None  # str: paper profile: hub id or local folder
+allow_network = None  # bool: paper profile: let load_hub reach the Hugging Face hub
+bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false; analysis stays float32
+dtype = None  # str, one of 'float32', 'bfloat16': weights dtype of the base (paper: bfloat16)
+device = None  # str, one of 'cpu', 'cuda', 'auto': where models run
+threads = None  # int, in [0, 256]: torch CPU threads (0 = the process's own: `make book` gives each kernel its share of the cores)
 
 # %%
 from lib import plotting, results
 from lib.studies import zhao as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

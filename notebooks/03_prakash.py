@@ -27,13 +27,55 @@
 # (`base`), then fine-tuned on arithmetic (`arith`, the Goat analogue) and on more entity tracking (`track`), each for
 # several seeds; every method runs through `lib.patching` on per-head outputs (`attn.hook_z`).
 #
-# **Prerequisites:** the base models page (its `gpt` model is loaded from the cache). **Runtime:** tiny profile
-# about 10 min on 2 shared CPU cores with the models cached; training the models from scratch adds the time given
-# below.
+# **Prerequisites:** the base models page (its `gpt` model is loaded from the cache).
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook. Training the models from scratch adds the time given below.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/03_prakash/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"n_seeds": 5, "heads_base": [4, 2, 2, 2]}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/03_prakash/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+base_source = None  # str: paper: the base model (hub id or folder); empty = the profile's default base
+tuned_source = None  # str: paper: the fine-tuned model (hub id or folder), used as `arith`
+allow_network = None  # bool: paper profile: let the hub loader download
+local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile: the packaged pretrained model
+device = None  # str, one of 'cpu', 'cuda', 'auto': where models run ('auto': cuda if present)
+n_seeds = None  # int, in [1, 20]: independent base/tuned model sets (seeds seed, seed+1, ...)
+tuned = None  # list, each one of 'arith', 'track': which tuned models to make
+objects = None  # str, one of 'nouns', 'vocab': object words: concrete nouns (the paper's kind), or any single-token word (tiny BPEs)
+n_boxes = None  # int, in [2, 12]: boxes per prompt (the paper: 7)
+test_size = None  # int, in [8, 100000]: test prompts (the models' accuracy)
+curve_size = None  # int, in [8, 100000]: prompts per box count in the accuracy-by-boxes table
+analysis_size = None  # int, in [8, 100000]: the first test prompts (at most test_size) that the circuit analyses use (faithfulness, CMAP, knockout)
+val_size = None  # int, in [8, 100000]: validation prompts (the base's stopping rule)
+train_size = None  # int, in [16, 10000000]: entity-tracking training prompts
+base_min_boxes = None  # int, in [1, 12]: base training prompts have base_min_boxes..n_boxes boxes
+text_share = None  # float, in [0.0, 0.9]: share of pretraining-text rows in the base / track mixture
+base_steps = None  # int, in [0, 1000000]: step cap of the base's entity pre-training (0: none)
+base_target = None  # float, in [0.0, 1.0]: the base stops at the first check at this val accuracy
+base_lr = None  # float, in [1e-07, 1.0]
+arith_steps = None  # int, in [1, 1000000]: steps of arithmetic fine-tuning (arith)
+arith_lr = None  # float, in [1e-07, 1.0]
+track_steps = None  # int, in [1, 1000000]: steps of further entity-tracking fine-tuning (track)
+track_lr = None  # float, in [1e-07, 1.0]
+batch_size = None  # int, in [1, 4096]
+eval_every = None  # int, in [1, 1000000]: steps between validation checks of the base
+lora_rank = None  # int, in [0, 1024]: fine-tune LoRA adapters of this rank (0: full fine-tuning)
+bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false
+pp_size = None  # int, in [4, 10000]: prompts for path patching (the paper: 300)
+heads_base = None  # list, in [1, 4096]: heads kept per group VF, PT, PD, SR (base)
+heads_tuned = None  # list, in [1, 4096]: heads per group of the tuned circuits (the paper takes more there)
+mean_size = None  # int, in [4, 100000]: reference prompts for the mean ablation
+random_draws = None  # int, in [1, 1000]: random circuits of the same size (the paper: 10)
+dcm_size = None  # int, in [8, 100000]: DCM training prompts per desideratum (as many for test)
+dcm_lam = None  # float, in [0.0, 100.0]: DCM sparsity weight λ (the paper: 0.01)
+dcm_lr = None  # float, in [1e-05, 10.0]
+dcm_epochs = None  # int, in [1, 100]
+sweep_repeats = None  # int, in [1, 20]: timing repeats of the sweep-cost measurement
+margin = None  # float, in [0.0, 1.0]: verdict rule: an accuracy gain counts when larger than this
+faith_min = None  # float, in [0.0, 1.0]: verdict rule: a circuit is faithful from this ratio on
+dcm_none = None  # float, in [0.0, 1.0]: verdict rule: a desideratum 'not encoded' below this rate
 
 # %%
 import time
@@ -42,7 +84,7 @@ from lib import plotting
 from lib.studies import prakash as study
 
 start = time.perf_counter()
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

@@ -28,18 +28,53 @@
 # - the fine-tuned classifier's confidence does not depend on the mean APT of its input's tokens.
 #
 # **Prerequisites.** The BERT base of the *base models* page (`load_base("bert", profile)`); WordNet 3.0 from the
-# data page. **Runtime** (tiny profile, 2 CPU cores, base cached): a few minutes the first time (three small
-# BERTs for W_S, two fine-tuned classifiers), about half of it with this page's own artifacts cached.
+# data page. It trains three small BERTs for W_S and two fine-tuned classifiers.
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/04_tzach/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"n_seeds": 5, "probe_steps": 300}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/04_tzach/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+base_source = None  # str: '' = the study's BERT base (00_base_models); else a folder or hub id of a BERT masked LM
+allow_network = None  # bool: let the paper profile download base_source from the hub
+device = None  # str, one of 'auto', 'cpu', 'cuda': where models run
+bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false; fine-tuning and probe heads
+n_seeds = None  # int, in [1, 20]: seeds: mask draws of held-out windows (APT), task splits (fine-tuning)
+n_ctx = None  # int, in [8, 512]: tokens per held-out window (capped by the model)
+eval_rows = None  # int, in [4, 1000000]: held-out windows masked per seed for APT
+probe_rows = None  # int, in [4, 1000000]: training windows whose masked positions train the probes
+probe_steps = None  # int, in [1, 1000000]: AdamW steps of each fresh MLM head (probe)
+probe_batch = None  # int, in [1, 65536]: masked positions per probe step
+probe_lr = None  # float, in [1e-06, 1.0]: probe learning rate (constant)
+apt_top_k = None  # int, in [1, 100000]: k of APT(k): mean APT over the k most frequent token types
+freq_bins = None  # int, in [2, 100]: log-spaced frequency bins for APT against frequency
+ws_fractions = None  # list, in [0.0001, 1.0]: pre-training set sizes W_S, as fractions of the base's rows
+ws_protocol = None  # str, one of 'same_epochs', 'same_steps': smaller W_S: as many epochs (steps scale with W_S) or as many steps as the base
+ws_full_steps = None  # int, in [0, 10000000]: steps at W_S = 1 (0: the base's own; needed for base_source)
+ws_lr = None  # float, in [0.0, 1.0]: learning rate of the W_S models (0: the base's recipe)
+cluster_threshold = None  # float, in [0.001, 1.0]: strong match: normalised confusion >= this
+cluster_min_count = None  # int, in [1, 1000000]: token types selected fewer times are left out of clusters
+topic_classes = None  # list, each one of 'noun.Tops', 'noun.act', 'noun.animal', 'noun.artifact', 'noun.attribute', 'noun.body', 'noun.cognition', 'noun.communication', 'noun.event', 'noun.feeling', 'noun.food', 'noun.group', 'noun.location', 'noun.motive', 'noun.object', 'noun.person', 'noun.phenomenon', 'noun.plant', 'noun.possession', 'noun.process', 'noun.quantity', 'noun.relation', 'noun.shape', 'noun.state', 'noun.substance', 'noun.time': WordNet lexicographer files of the topic task (DBpedia-like)
+relations = None  # list, each one of 'hypernym', 'instance_of', 'part_meronym', 'member_meronym', 'substance_meronym', 'antonym', 'similar_to', 'derivation', 'also_see', 'pertainym', 'entailment', 'cause', 'attribute': WordNet relations of the relation task (FewRel-like)
+task_per_class = None  # int, in [4, 100000]: examples per class in each task (train + test)
+task_train_per_class = None  # int, in [2, 100000]: of which in the training split
+task_max_len = None  # int, in [8, 512]: tokens per task input (longer ones are cut)
+ft_steps = None  # int, in [1, 1000000]: steps of full fine-tuning (classifier for analysis 6)
+ft_batch = None  # int, in [1, 4096]
+ft_lr = None  # float, in [1e-06, 1.0]: peak fine-tuning learning rate (linear decay)
+n_ft_seeds = None  # int, in [1, 20]: fully fine-tuned classifiers per task (seed = split seed)
+n_boot = None  # int, in [10, 1000000]: bootstrap resamples for correlation intervals
+local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile model
+local_rows = None  # int, in [1, 100000]: local profile: held-out blocks of local_n_ctx tokens
+local_n_ctx = None  # int, in [8, 4096]
 
 # %%
 from lib import plotting
 from lib.studies import tzach as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

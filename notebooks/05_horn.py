@@ -29,20 +29,55 @@
 #
 # **Prerequisites:** the one-layer base model of [the base-models page](00_base_models) (trained there, loaded
 # here from the cache), the `stories` and `lua` corpora of [the data page](00_data); the SAE method is in
-# `lib.sae`, SLERP in `lib.merging`. **Runtime (tiny profile):** about 10 min on 2 CPU cores with the base model
-# cached (two fine-tunes, 12 SAEs, 27 correlation matrices), under a minute with a warm cache. Other profiles:
+# `lib.sae`, SLERP in `lib.merging`. It trains two fine-tunes and 12 SAEs and computes 27 correlation matrices.
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook. Other profiles:
 # `local` runs the same pipeline with the paper's 16× dictionaries and more tokens (no packaged one-layer model
 # exists to load); `paper` loads the paper's three checkpoints from the Hugging Face hub (internet, ideally a GPU).
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/05_horn/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"n_seeds": 5, "threshold": 0.7}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/05_horn/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+base_source = None  # str, one of 'study', 'hub': study: the one-layer base of 00_base_models; hub: a Hugging Face id or folder
+base_profile = None  # str, one of '', 'smoke', 'tiny': profile of the study's base model ('' = this profile; local and paper use tiny)
+hub_base = None  # str: base model (hub id or folder) when base_source=hub
+hub_tokenizer = None  # str: tokenizer (hub id or folder) when base_source=hub; '' = the base's own
+hub_stories = None  # str: a ready stories fine-tune (hub id or folder); '' = fine-tune here
+hub_lua = None  # str: a ready Lua fine-tune (hub id or folder); '' = fine-tune here
+allow_network = None  # bool: let the hub loader download (paper profile only)
+n_ctx = None  # int, in [8, 4096]: fine-tuning / accuracy block length (capped at the model's)
+ft_steps = None  # int, in [1, 1000000]: fine-tuning steps per domain
+ft_batch_size = None  # int, in [1, 4096]: fine-tuning sequences per step
+ft_lr = None  # float, in [1e-08, 1.0]: fine-tuning peak AdamW lr (cosine, 10% warm-up)
+bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false; fine-tuning and SAE training
+merge_t = None  # float, in [0.0, 1.0]: SLERP t from lua (0) towards stories (1); paper 0.58
+sweep_ts = None  # list, in [0.0, 1.0]: t values of the interpolation sweep (merge_t is added)
+eval_blocks = None  # int, in [1, 100000]: validation blocks per domain for next-token accuracy
+sae_expansion = None  # int, in [1, 64]: SAE dictionary size / d_mlp (paper 16)
+sae_l1 = None  # float, in [0.0, 100.0]: L1 coefficient (lib.sae units: normalised MSE + l1 * |f|_1)
+sae_l1_stories = None  # float, in [-1.0, 100.0]: L1 of the stories SAE (-1: sae_l1; paper 10x)
+sae_lr = None  # float, in [1e-08, 1.0]: SAE Adam lr (paper 1e-4)
+sae_batch_size = None  # int, in [1, 1000000]: activations (tokens) per SAE step
+sae_steps = None  # int, in [1, 10000000]: SAE training steps
+sae_tokens = None  # int, in [64, 1000000000]: activations per model for SAE training
+sae_ctx = None  # int, in [2, 4096]: block length of SAE data and comparison tokens (paper 24)
+sae_dead_window = None  # int, in [1, 10000000]: steps without firing before a feature is resampled
+sae_eval_tokens = None  # int, in [64, 100000000]: held-out tokens for FVE, loss recovered, dead share
+n_seeds = None  # int, in [2, 20]: SAE seeds (>= 3 for the headline shares)
+finetune_seeds = None  # bool: vary the fine-tuning seed with the SAE seed (2 fine-tunes a seed)
+compare_tokens = None  # int, in [48, 100000000]: comparison tokens (held-out base data)
+threshold = None  # float, in [0.0, 1.0]: activation correlation that makes two features one (paper 0.8)
+min_fires = None  # int, in [1, 1000000]: a feature is alive if it fires on this many comparison tokens
+top_k = None  # int, in [1, 10000]: top activations that label a feature
+device = None  # str, one of 'auto', 'cpu', 'cuda': where SAEs, models and correlations run
 
 # %%
 from lib import plotting
 from lib.studies import horn as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

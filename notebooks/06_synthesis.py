@@ -34,18 +34,31 @@
 #
 # **Prerequisites:** every chapter of the same profile has run (this page only loads their cached models through
 # each chapter's `synthesis_pairs`; a missing cache stops the page with the name of the notebook to run).
-# The lenses are in `lib.synthesis`. **Runtime:** about three minutes on 2 CPU cores in the tiny profile with the
-# chapters' models cached (three seeds per pair).
+# The lenses are in `lib.synthesis` (three seeds per pair).
+# **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the settings file notebooks/params/06_synthesis/<profile>.yaml
-params = {}  # overrides of that file, e.g. {"tokens": "all", "cka_reuse": 0.8}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/06_synthesis/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+chapters = None  # list, each one of '00_data', '00_base_models', '01_lin', '02_zhao', '03_prakash', '04_tzach', '05_horn', '06_synthesis', '07_scorecard', '08_performance': notebooks whose pairs to include (empty: all with synthesis_pairs)
+tokens = None  # str, one of 'readout', 'all': CKA rows: the positions the metric reads, or every non-padding token
+debiased = None  # bool: unbiased HSIC in CKA (the biased one is inflated when rows ~ d_model)
+cka_reuse = None  # float, in [0.0, 1.0]: reuse needs mean late-half CKA to the base >= this
+weight_reuse = None  # float, in [0.0, 10.0]: reuse needs mean late-half relative weight change <= this
+depth_margin = None  # float, in [0.0, 1.0]: 'later layers task-specific' needs early-half minus late-half CKA >= this
+min_gap = None  # float, in [0.0, 1.0]: recovery is NaN when |metric(tuned) - metric(base)| is below this
+recovery_level = None  # float, in [0.0, 1.0]: the table reports where recovery first exceeds this
+chunk = None  # int, in [1, 4096]: examples per forward pass when reading activations
+n_seeds = None  # int, in [1, 20]: seeds per pair: each chapter's first n_seeds (fewer where it has fewer)
 
 # %%
 from lib import plotting
 from lib.studies import synthesis as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 

@@ -28,17 +28,21 @@
 # A "not reproduced" at the `tiny` scale says that a model of a few million parameters (sizes below), trained on a
 # few million tokens, does not show the effect; it does not refute a paper about 7-billion-parameter models.
 #
-# **Prerequisites:** the chapters of the same build (`make book` runs them first). **Runtime:** a second.
+# **Prerequisites:** the chapters of the same build (`make book` runs them first).
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the profile the chapters of this build ran in
-params = {}  # e.g. {"results": "book/notebooks/results"} to show another build's results
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/07_scorecard/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+results = None  # str: folder of results/*.json to read; empty: this run's own results folder (the book's, when built by `make book`)
 
 # %% tags=["hide-input"]
 from lib import plotting
 from lib.studies import scorecard as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 records, missing = study.load(cfg)
 counts = study.counts_table(records, missing)

@@ -19,17 +19,27 @@
 # other machines, absolute seconds do not. A fuller report with cold and warm caches and peak memory per notebook
 # comes from `make bench` (`python -m lib.bench`), shown at the end when one exists.
 #
-# **Runtime:** about a minute in the `tiny` profile (the 16k × 16k feature correlation dominates).
+# The 16k × 16k feature correlation dominates this page's own time.
 
 # %% tags=["parameters"]
-profile = "tiny"  # smoke | tiny | local | paper: the sizes in notebooks/params/08_performance/<profile>.yaml
-params = {}  # e.g. {"sae_features": 4096}
+profile = "tiny"  # str, one of smoke | tiny | local | paper: the settings file notebooks/params/08_performance/<profile>.yaml
+params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single parameters below win
+# None below means the profile's value
+seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
+recompute = None  # bool: rebuild cached artifacts instead of loading them
+train_steps = None  # int, in [2, 10000]: steps of each loop in the training-loop overhead benchmark
+sweep_batch = None  # int, in [1, 4096]: prompts in the patching-sweep benchmark
+cka_n = None  # int, in [10, 1000000]: rows of the CKA benchmark
+cka_d = None  # int, in [2, 65536]: columns of the CKA benchmark
+sae_features = None  # int, in [16, 65536]: features per SAE in the feature-correlation benchmark
+sae_tokens = None  # int, in [16, 1000000]: tokens in the feature-correlation benchmark
+bench_report = None  # str: report of the last `make bench` to show (if it exists)
 
 # %%
 from lib import plotting
 from lib.studies import performance as study
 
-cfg = study.Config.load(profile, params)  # validates every value before any work starts
+cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
 cfg.table()
 
@@ -42,8 +52,10 @@ if timings is None:
     plotting.say("No `timings.json` beside this notebook: it was executed on its own (as the tests do), not by "
                  "`make book`, so there are no build timings to show.")
 else:
-    plotting.say(f"Profile `{timings.attrs['profile']}`: {len(timings)} notebooks before this page took "
-                 f"{timings['seconds'].sum() / 60:.1f} min in all (cached models reused where their keys matched).")
+    plotting.say(f"Profile `{timings.attrs['profile']}`, up to {timings.attrs['jobs']} at a time: the {len(timings)} "
+                 f"notebooks and build steps before this page took {timings['seconds'].sum() / 60:.1f} min added up "
+                 "(cached models reused where their keys matched). Peak memory is the resident memory of each one's "
+                 "processes (kernel and workers), sampled by the runner.")
 timings
 
 # %% [markdown]

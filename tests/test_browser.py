@@ -117,3 +117,20 @@ def test_link_check_can_fail(tmp_path, server):
     assert broken_links([server + first], server) == []
     assert broken_links([server + "no-such-page.html"], server)
     assert broken_links([server + first + "#no-such-anchor-xyz"], server)
+
+
+def test_each_chapter_page_offers_its_executed_notebook_with_one_parameters_view():
+    """The page's .ipynb download exists and holds the run's parameters (so it re-executes as run); the page itself
+    shows the validated parameters once (the raw parameters cells are removed from the page, not from the file)."""
+    import json
+
+    notebook_pages = [p for p in pages() if (HTML / "_sources" / p.relative_to(HTML).with_suffix(".ipynb")).exists()]
+    assert len(notebook_pages) >= 5
+    for page in notebook_pages:
+        rel = page.relative_to(HTML)
+        html = page.read_text(errors="replace")
+        assert f"_sources/{rel.name.removesuffix('.html')}.ipynb" in html or ".ipynb" in html
+        nb = json.loads((HTML / "_sources" / rel.with_suffix(".ipynb")).read_text())
+        tagged = [c for c in nb["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+        assert tagged and "remove-cell" in tagged[0]["metadata"]["tags"], rel
+        assert "injected-parameters" not in html and "params = {}  # dict" not in html, rel

@@ -1,8 +1,13 @@
 """Every notebook, executed through papermill in the smoke profile with the network blocked (the book's smoke
-build reuses these outputs), and run a second time from scratch to check that its results are deterministic."""
+build reuses these outputs); then re-executed with nbval, which must reproduce the cells' own outputs (what a reader
+relies on when re-running a page), and recomputed from scratch, whose results records must be identical (what
+nbval cannot see: the trained models themselves are deterministic)."""
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +17,9 @@ from lib.studies import NOTEBOOKS
 
 OUT = ROOT / "_build" / "smoke" / "notebooks"
 AGAIN = ROOT / "_build" / "smoke-again"
-TIMING = re.compile(r"second|time|per_s|_s$|wall|tokens/s", re.I)
+TIMING = re.compile(r"second|time|tokens_per_s|_s$|wall|tokens/s", re.I)  # "per_seed" values are compared
+SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
+NBVAL_SKIP = {"08_performance"}  # every output of the appendix is a timing measured now
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +74,41 @@ def test_notebook_results_are_deterministic(notebook):
     for path in (AGAIN / notebook / "results").glob("*.json"):
         again, before = (without_timings(json.loads(text)) for text in (path.read_text(), first[path.name]))
         assert same(again, before), f"{path.name} differs between two runs with the same seed"
+
+
+def nbval(ipynb, results, *extra):
+    """pytest --nbval on one executed notebook (a fresh kernel, the same injected parameters, the warm cache)."""
+    env = {**os.environ, "STUDY_RESULTS": str(results), "STUDY_BLOCK_NETWORK": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                           "--nbval-sanitize-with", str(SANITIZE), "--nbval-cell-timeout", "900", "-m", "",
+                           "-o", "addopts=", str(ipynb), *extra],
+                          cwd=ROOT / "notebooks", env=env, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", [nb for nb in NOTEBOOKS if nb not in NBVAL_SKIP])
+def test_notebook_reexecutes_to_its_own_outputs(notebook, tmp_path):
+    ipynb = OUT / f"{notebook}.ipynb"
+    if not ipynb.exists():
+        pytest.skip("runs after test_notebook_runs_in_smoke_profile")
+    res = nbval(ipynb, tmp_path / "results")
+    assert res.returncode == 0, res.stdout[-4000:]
+
+
+@pytest.mark.notebooks
+def test_nbval_catches_a_nondeterministic_cell(tmp_path):
+    """A cell whose output changes between runs must fail the re-execution check (the check can fail)."""
+    import nbformat
+
+    src = OUT / "07_scorecard.ipynb"
+    if not src.exists():
+        pytest.skip("runs after test_notebook_runs_in_smoke_profile")
+    nb = nbformat.read(src, as_version=4)
+    cell = nbformat.v4.new_code_cell("import random\nprint(random.random())")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="0.123456789\n")]
+    nb.cells.append(cell)
+    broken = tmp_path / "07_scorecard.ipynb"
+    nbformat.write(nb, broken)
+    res = nbval(broken, tmp_path / "results")
+    assert res.returncode != 0 and "random" in res.stdout
+

@@ -93,3 +93,27 @@ def test_every_notebook_rejects_bad_parameters(notebook):
     for params, words in _bad_values(cls):
         with pytest.raises(ConfigError, match=words):
             cls.load("smoke", params)
+
+
+def test_the_environment_is_the_pinned_one():
+    """Every installed package is pinned in constraints.txt at the version installed (the optional packaged models
+    of requirements-local.txt and the study itself aside), so two machines that run `make setup` get one env."""
+    from importlib.metadata import distributions
+
+    def norm(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {norm(ln.split("==")[0]): ln.split("==")[1].strip()
+            for ln in (ROOT / "constraints.txt").read_text().splitlines() if "==" in ln and not ln.startswith("#")}
+    local = {norm(ln.split("==")[0]) for ln in (ROOT / "requirements-local.txt").read_text().splitlines()
+             if "==" in ln and not ln.startswith("#")}
+    installed = {norm(d.metadata["Name"]): d.version for d in distributions()}
+    installer = {"pip", "setuptools", "wheel"}  # the virtualenv's own tools, not the study's environment
+    installed = {n: v.split("+")[0] for n, v in installed.items() if n not in local | installer | {"reuse-or-rebuild"}}
+    unpinned = sorted(n for n in installed if n not in pins)
+    wrong = sorted(f"{n} {installed[n]} (pinned {pins[n]})" for n in installed if n in pins and pins[n] != installed[n])
+    assert not unpinned and not wrong, f"unpinned: {unpinned}; other versions: {wrong} (make constraints)"
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("#")[0].strip().split("==")
+            assert pins.get(norm(name)) == version, f"{name}: requirements.txt and constraints.txt disagree"

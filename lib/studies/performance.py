@@ -38,9 +38,11 @@ def build_timings() -> pd.DataFrame | None:
     if not path.exists():
         return None
     t = json.loads(path.read_text())
-    df = pd.DataFrame({"seconds": t["seconds"]}).rename_axis("notebook")
+    df = pd.DataFrame({"seconds": t["seconds"]}).rename_axis("notebook or build step")
     df["minutes"] = (df["seconds"] / 60).round(2)
-    df.attrs["profile"] = t["profile"]
+    if t.get("peak_mb"):
+        df["peak MB"] = pd.Series(t["peak_mb"])
+    df.attrs["profile"], df.attrs["jobs"] = t["profile"], t.get("jobs", 1)
     return df.round(1)
 
 

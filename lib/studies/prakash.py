@@ -245,7 +245,7 @@ def _tcfg(cfg: Config, steps: int, lr: float, seed: int, desc: str) -> train.Tra
     return train.TrainConfig("causal_lm", n_steps=steps, batch_size=cfg.batch_size, lr=lr, weight_decay=0.01,
                              warmup_steps=min(20, steps // 10), schedule="constant", eval_every=cfg.eval_every,
                              seed=seed, bf16=cfg.use_bf16(), lora_rank=cfg.lora_rank,
-                             progress=False, desc=desc)
+                             progress=False, desc=f"{desc} seed {seed}")
 
 
 class TargetReached(Exception):
