@@ -47,6 +47,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lib.progress import sync_threads
+
 
 @dataclass(frozen=True)
 class Family:
@@ -195,6 +197,7 @@ def hooks(model: nn.Module, fwd_hooks: list[tuple[str, Callable]]):
     `fn(activation, hook_name)` returns None (keep; in-place edits also take effect) or a replacement of the same
     shape. Several hooks on one name run in list order, each seeing the previous one's result.
     """
+    sync_threads()  # a long patching sweep takes up a core that the build has freed (lib.progress)
     spec = model_spec(model)
     handles = []
     try:

@@ -26,6 +26,7 @@ def workers() -> int:
 def _init(threads: int) -> None:
     import torch
 
+    os.environ.pop("STUDY_THREADS_FILE", None)  # the allowance is the notebook's, not each worker's
     torch.set_num_threads(threads)
 
 

@@ -14,11 +14,15 @@ are copied to the same file, so they reach the console although the book strips 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
+from pathlib import Path
 
 INTERVAL = 10.0  # seconds between two progress lines of one loop
 MIN_LOOP = 5.0  # a loop shorter than this never prints
+THREADS_EVERY = 2.0  # seconds between two looks at the thread allowance
+_threads_checked = 0.0
 
 
 def _path() -> str | None:
@@ -51,6 +55,26 @@ def _rate(x: float) -> str:
     return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
 
 
+def sync_threads(force: bool = False) -> None:
+    """Take up the number of torch threads the build allows this kernel now. `lib.run` rewrites the allowance
+    (`STUDY_THREADS_FILE`) whenever a notebook starts or finishes, so a kernel left alone on the machine uses every
+    core. Called from the main thread's hot loops (training steps, hooked forward passes); looks at most every
+    THREADS_EVERY seconds; does nothing outside a build or before torch is imported."""
+    global _threads_checked
+    path = os.environ.get("STUDY_THREADS_FILE")
+    now = time.monotonic()
+    if not path or (not force and now - _threads_checked < THREADS_EVERY):
+        return
+    _threads_checked = now
+    torch = sys.modules.get("torch")
+    try:
+        n = int(Path(path).read_text())
+    except (OSError, ValueError):
+        return
+    if torch is not None and n >= 1 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 class Ticker:
     """Progress of one loop of `total` units: `update()` after each; a line every INTERVAL seconds once the loop
     has run MIN_LOOP seconds, and a last one from `close()` when the loop printed anything."""
@@ -78,6 +102,7 @@ class Ticker:
         self.tokens += tokens
         if not self.enabled:
             return
+        sync_threads()
         now = time.perf_counter()
         if now - self.start >= MIN_LOOP and now - self.last >= self.interval:
             self.last, self.printed = now, True

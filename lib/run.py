@@ -31,7 +31,7 @@ from pathlib import Path
 
 from lib.config import ConfigError, parse_set, read_params_file
 from lib.paths import NOTEBOOKS_DIR, ROOT
-from lib.studies import BUILDS, LONGEST_FIRST, NOTEBOOKS, config_class, prerequisites
+from lib.studies import BUILDS, COST_HINT, NOTEBOOKS, config_class, prerequisites
 
 BOOK_NOTEBOOKS = ROOT / "book" / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml", "book")
@@ -111,6 +111,8 @@ class Job:
     log: Path
     offset: int = 0
     peak: int = 0  # bytes: the largest sampled resident memory of its process tree
+    threads: int = 1  # its torch threads now
+    allowance: Path | None = None  # the file its kernel reads them from
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -146,13 +148,20 @@ class Outcome:
     wall: float = 0.0
 
 
-def _order(ready: list[str], previous: dict) -> list[str]:
-    """Longest first by the last build's times; without them (or for steps they lack), by LONGEST_FIRST."""
-    rank = [*LONGEST_FIRST, *NOTEBOOKS]
+def _order(ready: list[str], previous: dict, nodes=None) -> list[str]:
+    """The ready steps, the one with the longest chain of work still after it first (its own time plus that of its
+    longest chain of dependents; times from the last build, else COST_HINT)."""
+    nodes = list(nodes or ready)
+    cost = {n: previous.get(n, COST_HINT.get(n, 60)) for n in nodes}
+    after = {n: [m for m in nodes if n in prerequisites(m, set(nodes))] for n in nodes}
+    rank: dict[str, float] = {}
 
-    def key(nb):
-        return (0, -previous[nb], 0) if nb in previous else (1, 0, rank.index(nb) if nb in rank else len(rank))
-    return sorted(ready, key=key)
+    def chain(n):
+        if n not in rank:
+            rank[n] = cost.get(n, 60) + max((chain(m) for m in after.get(n, ())), default=0.0)
+        return rank[n]
+    order = [*NOTEBOOKS]
+    return sorted(ready, key=lambda n: (-chain(n), order.index(n) if n in order else -1))
 
 
 def _say(notebook: str, text: str) -> None:
@@ -191,13 +200,25 @@ def _start(notebook: str, profile: str, params: dict, out_dir: Path, timeout: in
     progress.unlink(missing_ok=True)
     (out_dir / f"{notebook}.FAILED").unlink(missing_ok=True)
     env = kernel_env(profile=profile)
+    allowance = logs / f"{notebook}.threads"
+    allowance.write_text(str(threads))
     env.update({"STUDY_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                 "STUDY_WORKERS": str(workers), "STUDY_PROGRESS": str(progress.resolve()),
-                "STUDY_RESULTS": str((out_dir / "results").resolve())})
+                "STUDY_THREADS_FILE": str(allowance.resolve()), "STUDY_RESULTS": str((out_dir / "results").resolve())})
     with open(log, "w") as handle:
         proc = subprocess.Popen(_command(notebook, profile, params, out_dir, timeout), cwd=ROOT, env=env,
                                 stdout=handle, stderr=subprocess.STDOUT)
-    return Job(notebook, proc, time.perf_counter(), progress, log)
+    return Job(notebook, proc, time.perf_counter(), progress, log, threads=threads, allowance=allowance)
+
+
+def rebalance(running: list[Job]) -> None:
+    """Share the cores among the running jobs again (after one finished): each kernel takes up its new allowance
+    at its next hot-loop step (lib.progress.sync_threads), so the last one running uses the whole machine."""
+    share = max(1, cores() // max(1, len(running)))
+    for job in running:
+        if job.threads != share:
+            job.threads = share
+            job.allowance.write_text(str(share))
 
 
 def _failure(job: Job) -> str:
@@ -220,14 +241,15 @@ def run_graph(notebooks, profile: str, out_dir: Path, params: dict | None = None
     needs = {nb: set(prerequisites(nb, set(notebooks))) for nb in notebooks}
     pending, running, result = list(notebooks), [], Outcome()
     start = time.perf_counter()
-    print(f"[{profile}] {len(notebooks)} notebook(s), up to {jobs} at a time, {cores()} core(s)", flush=True)
+    print(f"[{profile}] {len(notebooks)} notebook(s) and build step(s), up to {jobs} at a time, {cores()} core(s)",
+          flush=True)
     while pending or running:
         blocked = [nb for nb in pending if needs[nb] & (set(result.failed) | set(result.skipped))]
         for nb in blocked:
             pending.remove(nb)
             result.skipped.append(nb)
             _say(nb, "skipped: a notebook it needs failed")
-        ready = _order([nb for nb in pending if not needs[nb] - set(result.seconds)], previous)
+        ready = _order([nb for nb in pending if not needs[nb] - set(result.seconds)], previous, notebooks)
         while ready and len(running) < jobs:
             nb = ready.pop(0)
             pending.remove(nb)
@@ -237,6 +259,7 @@ def run_graph(notebooks, profile: str, out_dir: Path, params: dict | None = None
             threads = max(1, cores() * slots // jobs)
             running.append(_start(nb, profile, params, out_dir, timeout, threads, slots))
             _say(nb, f"started ({threads} thread(s), {slots} slot(s))")
+        rebalance(running)  # after starts and finishes: a kernel left alone takes up the freed cores
         time.sleep(poll)
         for job in list(running):
             _relay(job)

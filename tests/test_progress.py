@@ -49,3 +49,34 @@ def test_warnings_are_copied_to_the_console(channel):
         progress.copy_warnings()
         warnings.warn("artifact x is corrupt; recomputing it")
     assert "warning: UserWarning: artifact x is corrupt" in channel.read_text()
+
+
+def test_a_kernel_takes_up_its_new_thread_allowance(tmp_path, monkeypatch):
+    import torch
+
+    allowance = tmp_path / "nb.threads"
+    monkeypatch.setenv("STUDY_THREADS_FILE", str(allowance))
+    before = torch.get_num_threads()
+    try:
+        allowance.write_text("1")
+        progress.sync_threads(force=True)
+        assert torch.get_num_threads() == 1
+        allowance.write_text("2")
+        progress.sync_threads()  # within THREADS_EVERY of the last look: not yet
+        assert torch.get_num_threads() == 1
+        progress.sync_threads(force=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_runner_shares_the_cores_among_running_jobs(tmp_path, monkeypatch):
+    from lib import run as runner
+
+    monkeypatch.setattr(runner, "cores", lambda: 2)
+    jobs = [runner.Job(nb, None, 0.0, tmp_path / "p", tmp_path / "l", threads=1, allowance=tmp_path / f"{nb}.threads")
+            for nb in ("a", "b")]
+    runner.rebalance(jobs)
+    assert [j.allowance.exists() for j in jobs] == [False, False]  # already one core each: nothing rewritten
+    runner.rebalance(jobs[:1])  # b finished: a is alone
+    assert jobs[0].allowance.read_text() == "2" and jobs[0].threads == 2

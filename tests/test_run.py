@@ -74,6 +74,13 @@ def test_longest_ready_notebook_starts_first():
     assert runner._order(["01_lin", "base:one_layer", "03_prakash"], {})[0] == "03_prakash"  # a fresh clone
 
 
+def test_a_step_with_a_long_chain_after_it_goes_first():
+    """A short step whose dependent is long (one_layer -> 05_horn) starts before a longer one with nothing after it."""
+    nodes = ["base:one_layer", "04_tzach", "05_horn"]
+    previous = {"base:one_layer": 100.0, "04_tzach": 300.0, "05_horn": 700.0}
+    assert runner._order(["base:one_layer", "04_tzach"], previous, nodes) == ["base:one_layer", "04_tzach"]
+
+
 @pytest.fixture
 def fake_jobs(monkeypatch):
     """Jobs that sleep, print progress, and fail where told, instead of running papermill."""

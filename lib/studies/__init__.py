@@ -23,10 +23,12 @@ AFTER = {"00_data": (), **dict.fromkeys(BUILDS, ("00_data",)), "00_base_models":
          "06_synthesis": CHAPTERS, "07_scorecard": ("00_base_models", "06_synthesis"), "08_performance": ("07_scorecard",)}
 
 
-# Which ready step starts first when no earlier build's timings say how long each takes: the longest ones
-# (measured in earlier builds), so that the critical path starts early.
-LONGEST_FIRST = ("03_prakash", "base:bert", "02_zhao", "05_horn", "04_tzach", "base:gpt", "base:one_layer",
-                 "06_synthesis", "01_lin")
+# Rough cold cost of each step in seconds (one tiny build on a 2-core CPU), used only to order the ready steps when
+# no earlier build's timings.json says how long each took: the step with the longest chain of work after it starts
+# first, so that the critical path (gpt -> 03_prakash, one_layer -> 05_horn) is never left waiting.
+COST_HINT = {"00_data": 10, "base:gpt": 340, "base:bert": 490, "base:one_layer": 280, "00_base_models": 10,
+             "01_lin": 200, "02_zhao": 440, "03_prakash": 1480, "04_tzach": 280, "05_horn": 710, "06_synthesis": 130,
+             "07_scorecard": 5, "08_performance": 30}
 
 
 def prerequisites(node: str, present=None) -> tuple[str, ...]:
