@@ -83,8 +83,8 @@ import time
 from lib import plotting
 from lib.studies import prakash as study
 
-start = time.perf_counter()
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
+start = time.perf_counter()
 plotting.setup()
 cfg.table()
 

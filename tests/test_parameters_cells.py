@@ -26,6 +26,15 @@ def test_parameters_cell_lists_every_field_with_its_doc(notebook):
     assert cls.from_namespace(namespace) == cls.load("tiny")
 
 
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_nothing_but_imports_comes_between_the_parameters_and_their_check(notebook):
+    """from_namespace reads the kernel's globals: a plain value assigned before it would pass for a parameter."""
+    text = (NOTEBOOKS_DIR / f"{notebook}.py").read_text()
+    cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 2)[1]
+    before = cell.split("from_namespace", 1)[0].splitlines()[1:-1]
+    assert all(ln.startswith(("import ", "from ")) or not ln.strip() or ln.startswith("#") for ln in before), before
+
+
 def test_single_parameters_override_the_profile_and_params():
     cls = config_class("01_lin")
     ns = {"profile": "smoke", "params": {"n_seeds": 3, "seed": 4}, "n_seeds": 2, "seed": None}
