@@ -160,6 +160,7 @@ study.plot_scores(found, cfg.seed, study.model_names(cfg))
 # pass, one copy per head; the lower bound is one plain forward pass per head at the same batch size.
 
 # %%
+# NBVAL_IGNORE_OUTPUT (a timing measured now: re-executing the page measures it again)
 cost = study.sweep_cost(runs[cfg.seed]["base"].model, data, cfg)
 plotting.say(f"Batched sweep over {study.model_spec(pre.model).n_layers * study.model_spec(pre.model).n_heads} heads "
              f"on {cfg.pp_size} prompts: {cost.sweep_s:.3f} s against {cost.lower_bound_s:.3f} s for the forward "

@@ -82,11 +82,12 @@ def test_raw_papermill_parameters_change_the_run_and_typos_stop_it(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_help_notebook_lists_every_parameter(tmp_path):
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_help_notebook_lists_every_parameter(notebook, tmp_path):
     ipynb = tmp_path / "nb.ipynb"
     subprocess.run([sys.executable, "-m", "jupytext", "--to", "ipynb", "-o", str(ipynb),
-                    str(NOTEBOOKS_DIR / "01_lin.py")], check=True, capture_output=True)
+                    str(NOTEBOOKS_DIR / f"{notebook}.py")], check=True, capture_output=True)
     out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(ipynb)], capture_output=True,
                          text=True, timeout=120).stdout
-    for name in config_class("01_lin").field_names():
+    for name in config_class(notebook).field_names():
         assert f"  {name}:" in out, name
