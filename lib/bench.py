@@ -65,9 +65,8 @@ def notebooks(profiles, only=None, cache: Path | None = None, states=("cold", "w
     e.g. `--cache data/cache` after moving the old one away leaves the book a fresh, complete cache). `book`: the
     last run's executed notebooks, results/ and timings.json go there (as `make book` leaves them), so one
     benchmark run also produces the book. `progress(report)` is called after every run."""
-    from lib.studies import NOTEBOOKS
-
-    chosen = [nb for nb in NOTEBOOKS if not only or nb in only]
+    from lib.run import book_nodes
+    from lib.studies import BUILDS
     if cache is not None and len(profiles) > 1 and "cold" in states:
         raise SystemExit("--cache holds one profile's artifacts: with cold runs, benchmark one profile per call")
     if "cold" in states and cache is not None and cache.exists() and any(cache.iterdir()):
@@ -76,6 +75,7 @@ def notebooks(profiles, only=None, cache: Path | None = None, states=("cold", "w
     report = {}
     for profile in profiles:
         rows = report.setdefault(profile, {})
+        chosen = [n for n in book_nodes(profile) if not only or n in only or n in BUILDS]  # as `make book` runs
         for j, n_jobs in enumerate(jobs):
             with tempfile.TemporaryDirectory() as tmp:
                 last_jobs = j == len(jobs) - 1

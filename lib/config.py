@@ -212,6 +212,7 @@ class Config:
                        if m.get("lo") is not None or m.get("hi") is not None else "")
             kind = _type_name(hints[f.name]).replace("NoneType", "None").replace("tuple", "list")
             comment = ", ".join(x for x in (kind, allowed) if x) + (f": {m['doc']}" if m.get("doc") else "")
+            comment = comment.replace(" = ", ": ").replace("=", ":")  # papermill skips a line with a second "="
             lines.append(f"{f.name} = None  # {comment}")
         return "\n".join(lines)
 

@@ -47,9 +47,9 @@ n_test = None  # int, in [4, 100000]: test examples per task (CKA and accuracy)
 n_seeds = None  # int, in [1, 10]: seeds of every tuned model (C_t and E1)
 control_steps = None  # int, in [1, 1000000]: optimizer steps of each control model C_t
 e1_steps = None  # int, in [1, 1000000]: optimizer steps of the multi-task model E1
-batch_size = None  # int, in [1, 4096]: examples per step (the paper: 4 x 4 accumulation = 16)
+batch_size = None  # int, in [1, 4096]: examples per step (the paper: 4 x 4 accumulation: 16)
 lr = None  # float, in [1e-07, 1.0]: peak learning rate (cosine decay, 10% warm-up)
-lora_rank = None  # int, in [0, 1024]: LoRA rank (0 = full fine-tuning); the paper: 8
+lora_rank = None  # int, in [0, 1024]: LoRA rank (0: full fine-tuning); the paper: 8
 lora_alpha = None  # float, in [0.1, 10000.0]: LoRA alpha; the paper: 16
 lora_targets = None  # list: module names given LoRA adapters (GPT-2's fused q/k/v projection is c_attn; Llama/Gemma: q_proj, v_proj)
 max_len = None  # int, in [8, 4096]: longest prompt + answer in tokens (prompts cut from the left)
@@ -64,7 +64,7 @@ allow_network = None  # bool: paper profile: let load_hub reach the Hugging Face
 bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false; analysis stays float32
 dtype = None  # str, one of 'float32', 'bfloat16': weights dtype of the base (paper: bfloat16)
 device = None  # str, one of 'cpu', 'cuda', 'auto': where models run
-threads = None  # int, in [0, 256]: torch CPU threads (0 = the process's own: `make book` gives each kernel its share of the cores)
+threads = None  # int, in [0, 256]: torch CPU threads (0: the process's own: `make book` gives each kernel its share of the cores)
 
 # %%
 from lib import plotting, results

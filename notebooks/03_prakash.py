@@ -36,7 +36,7 @@ params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single para
 # None below means the profile's value
 seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
 recompute = None  # bool: rebuild cached artifacts instead of loading them
-base_source = None  # str: paper: the base model (hub id or folder); empty = the profile's default base
+base_source = None  # str: paper: the base model (hub id or folder); empty: the profile's default base
 tuned_source = None  # str: paper: the fine-tuned model (hub id or folder), used as `arith`
 allow_network = None  # bool: paper profile: let the hub loader download
 local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile: the packaged pretrained model
@@ -160,7 +160,8 @@ study.plot_scores(found, cfg.seed, study.model_names(cfg))
 # pass, one copy per head; the lower bound is one plain forward pass per head at the same batch size.
 
 # %%
-# NBVAL_IGNORE_OUTPUT (a timing measured now: re-executing the page measures it again)
+# NBVAL_IGNORE_OUTPUT
+# (a timing measured now: re-executing the page measures it again, so nbval does not compare this cell's output)
 cost = study.sweep_cost(runs[cfg.seed]["base"].model, data, cfg)
 plotting.say(f"Batched sweep over {study.model_spec(pre.model).n_layers * study.model_spec(pre.model).n_heads} heads "
              f"on {cfg.pp_size} prompts: {cost.sweep_s:.3f} s against {cost.lower_bound_s:.3f} s for the forward "

@@ -37,7 +37,7 @@ params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single para
 # None below means the profile's value
 seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
 recompute = None  # bool: rebuild cached artifacts instead of loading them
-base_source = None  # str: '' = the study's BERT base (00_base_models); else a folder or hub id of a BERT masked LM
+base_source = None  # str: '': the study's BERT base (00_base_models); else a folder or hub id of a BERT masked LM
 allow_network = None  # bool: let the paper profile download base_source from the hub
 device = None  # str, one of 'auto', 'cpu', 'cuda': where models run
 bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false; fine-tuning and probe heads
@@ -52,9 +52,9 @@ apt_top_k = None  # int, in [1, 100000]: k of APT(k): mean APT over the k most f
 freq_bins = None  # int, in [2, 100]: log-spaced frequency bins for APT against frequency
 ws_fractions = None  # list, in [0.0001, 1.0]: pre-training set sizes W_S, as fractions of the base's rows
 ws_protocol = None  # str, one of 'same_epochs', 'same_steps': smaller W_S: as many epochs (steps scale with W_S) or as many steps as the base
-ws_full_steps = None  # int, in [0, 10000000]: steps at W_S = 1 (0: the base's own; needed for base_source)
+ws_full_steps = None  # int, in [0, 10000000]: steps at W_S: 1 (0: the base's own; needed for base_source)
 ws_lr = None  # float, in [0.0, 1.0]: learning rate of the W_S models (0: the base's recipe)
-cluster_threshold = None  # float, in [0.001, 1.0]: strong match: normalised confusion >= this
+cluster_threshold = None  # float, in [0.001, 1.0]: strong match: normalised confusion >: this
 cluster_min_count = None  # int, in [1, 1000000]: token types selected fewer times are left out of clusters
 topic_classes = None  # list, each one of 'noun.Tops', 'noun.act', 'noun.animal', 'noun.artifact', 'noun.attribute', 'noun.body', 'noun.cognition', 'noun.communication', 'noun.event', 'noun.feeling', 'noun.food', 'noun.group', 'noun.location', 'noun.motive', 'noun.object', 'noun.person', 'noun.phenomenon', 'noun.plant', 'noun.possession', 'noun.process', 'noun.quantity', 'noun.relation', 'noun.shape', 'noun.state', 'noun.substance', 'noun.time': WordNet lexicographer files of the topic task (DBpedia-like)
 relations = None  # list, each one of 'hypernym', 'instance_of', 'part_meronym', 'member_meronym', 'substance_meronym', 'antonym', 'similar_to', 'derivation', 'also_see', 'pertainym', 'entailment', 'cause', 'attribute': WordNet relations of the relation task (FewRel-like)
@@ -64,7 +64,7 @@ task_max_len = None  # int, in [8, 512]: tokens per task input (longer ones are 
 ft_steps = None  # int, in [1, 1000000]: steps of full fine-tuning (classifier for analysis 6)
 ft_batch = None  # int, in [1, 4096]
 ft_lr = None  # float, in [1e-06, 1.0]: peak fine-tuning learning rate (linear decay)
-n_ft_seeds = None  # int, in [1, 20]: fully fine-tuned classifiers per task (seed = split seed)
+n_ft_seeds = None  # int, in [1, 20]: fully fine-tuned classifiers per task (seed: split seed)
 n_boot = None  # int, in [10, 1000000]: bootstrap resamples for correlation intervals
 local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile model
 local_rows = None  # int, in [1, 100000]: local profile: held-out blocks of local_n_ctx tokens

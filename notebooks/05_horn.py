@@ -41,11 +41,11 @@ params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single para
 seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
 recompute = None  # bool: rebuild cached artifacts instead of loading them
 base_source = None  # str, one of 'study', 'hub': study: the one-layer base of 00_base_models; hub: a Hugging Face id or folder
-base_profile = None  # str, one of '', 'smoke', 'tiny': profile of the study's base model ('' = this profile; local and paper use tiny)
-hub_base = None  # str: base model (hub id or folder) when base_source=hub
-hub_tokenizer = None  # str: tokenizer (hub id or folder) when base_source=hub; '' = the base's own
-hub_stories = None  # str: a ready stories fine-tune (hub id or folder); '' = fine-tune here
-hub_lua = None  # str: a ready Lua fine-tune (hub id or folder); '' = fine-tune here
+base_profile = None  # str, one of '', 'smoke', 'tiny': profile of the study's base model ('': this profile; local and paper use tiny)
+hub_base = None  # str: base model (hub id or folder) when base_source:hub
+hub_tokenizer = None  # str: tokenizer (hub id or folder) when base_source:hub; '': the base's own
+hub_stories = None  # str: a ready stories fine-tune (hub id or folder); '': fine-tune here
+hub_lua = None  # str: a ready Lua fine-tune (hub id or folder); '': fine-tune here
 allow_network = None  # bool: let the hub loader download (paper profile only)
 n_ctx = None  # int, in [8, 4096]: fine-tuning / accuracy block length (capped at the model's)
 ft_steps = None  # int, in [1, 1000000]: fine-tuning steps per domain
@@ -65,7 +65,7 @@ sae_tokens = None  # int, in [64, 1000000000]: activations per model for SAE tra
 sae_ctx = None  # int, in [2, 4096]: block length of SAE data and comparison tokens (paper 24)
 sae_dead_window = None  # int, in [1, 10000000]: steps without firing before a feature is resampled
 sae_eval_tokens = None  # int, in [64, 100000000]: held-out tokens for FVE, loss recovered, dead share
-n_seeds = None  # int, in [2, 20]: SAE seeds (>= 3 for the headline shares)
+n_seeds = None  # int, in [2, 20]: SAE seeds (>: 3 for the headline shares)
 finetune_seeds = None  # bool: vary the fine-tuning seed with the SAE seed (2 fine-tunes a seed)
 compare_tokens = None  # int, in [48, 100000000]: comparison tokens (held-out base data)
 threshold = None  # float, in [0.0, 1.0]: activation correlation that makes two features one (paper 0.8)

@@ -46,9 +46,9 @@ recompute = None  # bool: rebuild cached artifacts instead of loading them
 chapters = None  # list, each one of '00_data', '00_base_models', '01_lin', '02_zhao', '03_prakash', '04_tzach', '05_horn', '06_synthesis', '07_scorecard', '08_performance': notebooks whose pairs to include (empty: all with synthesis_pairs)
 tokens = None  # str, one of 'readout', 'all': CKA rows: the positions the metric reads, or every non-padding token
 debiased = None  # bool: unbiased HSIC in CKA (the biased one is inflated when rows ~ d_model)
-cka_reuse = None  # float, in [0.0, 1.0]: reuse needs mean late-half CKA to the base >= this
-weight_reuse = None  # float, in [0.0, 10.0]: reuse needs mean late-half relative weight change <= this
-depth_margin = None  # float, in [0.0, 1.0]: 'later layers task-specific' needs early-half minus late-half CKA >= this
+cka_reuse = None  # float, in [0.0, 1.0]: reuse needs mean late-half CKA to the base >: this
+weight_reuse = None  # float, in [0.0, 10.0]: reuse needs mean late-half relative weight change <: this
+depth_margin = None  # float, in [0.0, 1.0]: 'later layers task-specific' needs early-half minus late-half CKA >: this
 min_gap = None  # float, in [0.0, 1.0]: recovery is NaN when |metric(tuned) - metric(base)| is below this
 recovery_level = None  # float, in [0.0, 1.0]: the table reports where recovery first exceeds this
 chunk = None  # int, in [1, 4096]: examples per forward pass when reading activations
