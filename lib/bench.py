@@ -19,7 +19,6 @@ Ratios are what to quote: absolute times depend on the machine, which the report
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -31,6 +30,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from lib.parallel import threads
 from lib.paths import ROOT
 
 
@@ -150,18 +150,6 @@ def _step_seconds(model, ids: "torch.Tensor", bf16: bool, n_steps: int, step=Non
     return sorted(times[2:])[len(times[2:]) // 2]
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _tiny_gpt(d_model=128, n_layers=4, vocab=4096, n_ctx=128):
     from lib import models
 
@@ -178,10 +166,10 @@ def precision_steps(n_steps: int = 6, batch: int = 16, n_ctx: int = 128) -> dict
 
     ids = torch.randint(0, 4096, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
     rows = {}
-    for threads in sorted({1, os.cpu_count() or 1}):
-        with _threads(threads):
+    for n in sorted({1, os.cpu_count() or 1}):
+        with threads(n):
             for bf16 in (False, True):
-                rows[f"{precision.label(bf16)}, {threads} thread(s)"] = round(
+                rows[f"{precision.label(bf16)}, {n} thread(s)"] = round(
                     _step_seconds(_tiny_gpt(n_ctx=n_ctx), ids, bf16, n_steps), 3)
     return {"model": f"gpt2 d128 L4 vocab 4096, batch {batch} x {n_ctx}", "step_s": rows,
             "native_bf16": precision.native_bf16("cpu"), "auto_resolves_to": precision.label(precision.use_bf16("auto"))}
@@ -208,7 +196,7 @@ def matmul_peak(m: int, k: int, n: int, repeats: int = 20) -> float:
     import torch
 
     a, b = torch.randn(m, k), torch.randn(k, n)
-    with _threads(1):
+    with threads(1):
         for _ in range(3):
             a @ b
         start = time.perf_counter()
@@ -235,11 +223,10 @@ def base_throughput(profile: str = "tiny", n_steps: int = 6) -> dict:
         if name == "bert":
             model.train()
         bf16 = cfg.use_bf16()
-        with _threads(1):
+        with threads(1):
             seconds = {p: _step_seconds(model, ids, p == "bf16", n_steps) for p in {"fp32", "bf16" if bf16 else "fp32"}}
         tokens = cfg.batch_size * arch.n_ctx
-        rows = cfg.batch_size * arch.n_ctx
-        peak = matmul_peak(rows, arch.d_model, arch.d_mlp)  # the widest of the model's own GEMMs
+        peak = matmul_peak(tokens, arch.d_model, arch.d_mlp)  # the widest of the model's own GEMMs
         flops = train_flops_per_token(model, arch.n_ctx) * tokens
         out[name] = {"shape": f"d{arch.d_model} L{arch.n_layers} mlp{arch.d_mlp} vocab {arch.d_vocab}, batch "
                               f"{cfg.batch_size} x {arch.n_ctx}",
@@ -254,7 +241,7 @@ def compile_trial(n_steps: int = 8, batch: int = 16, n_ctx: int = 128) -> dict:
     import torch
 
     ids = torch.randint(0, 4096, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
-    with _threads(1):
+    with threads(1):
         eager = _step_seconds(_tiny_gpt(n_ctx=n_ctx), ids, False, n_steps)
         model = _tiny_gpt(n_ctx=n_ctx)
         compiled = torch.compile(model)

@@ -9,6 +9,7 @@ are shared out between the workers, so the machine is never oversubscribed.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,20 @@ def workers() -> int:
         return max(1, int(os.environ.get("STUDY_WORKERS", "1")))
     except ValueError:
         return 1
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """torch uses `n` threads inside the block (0: leave the count as it is), the old count after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init(threads: int) -> None:

@@ -18,7 +18,6 @@ Instruction-Tuned Large Language Models", EMNLP 2024 (arXiv 2410.20008); code gi
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import sysconfig
@@ -32,7 +31,7 @@ import torch
 
 import matplotlib.pyplot as plt
 
-from lib import models, plotting, precision, train
+from lib import models, parallel, plotting, precision, train
 from lib.artifacts import Artifact, artifact_key, load_or_compute, verify
 from lib.config import Config as _Config, ConfigError, param
 from lib.paths import cache_dir
@@ -255,17 +254,6 @@ def both_cka(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
     return {est: cka_by_layer(list(X), list(Y), debiased=est == "debiased") for est in ESTIMATORS}
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass
 class Results:
     """Everything the page shows. cka[(estimator, pair)] is (n_seeds, n_tasks, n_layers) for pair "E0" / "E1"
@@ -356,7 +344,7 @@ def _compute(cfg: Config, base: Base, data: dict, data_art: Artifact) -> Results
 
 def run(cfg: Config, base: Base | None = None) -> tuple[Results, Artifact]:
     """Train (or load) every model, read their states and compute CKA and accuracies; cached as one artifact."""
-    with _threads(cfg.threads):
+    with parallel.threads(cfg.threads):
         base = base or load_base_model(cfg)
         data, data_art = task_data(cfg)
 
