@@ -53,10 +53,33 @@ def _jsonable(cfg: Any) -> Any:
     return json.loads(json.dumps(cfg, sort_keys=True, default=str))
 
 
-def artifact_key(kind: str, cfg: Any, fingerprints=()) -> str:
-    """16 hex digits of SHA-256 over (kind, config, data fingerprints, lib version)."""
-    blob = json.dumps({"kind": kind, "cfg": _jsonable(cfg), "data": list(fingerprints), "lib": lib.__version__},
-                      sort_keys=True)
+def code_hash(code=()) -> str:
+    """SHA-256 (16 hex digits) of the source of the modules that build an artifact: module objects or dotted
+    names; a package counts with every `.py` file under it. '' for no modules."""
+    import importlib
+    import types
+
+    if not code:
+        return ""
+    h = hashlib.sha256()
+    for mod in sorted({m if isinstance(m, str) else m.__name__ for m in code}):
+        module = importlib.import_module(mod) if isinstance(mod, str) else mod
+        assert isinstance(module, types.ModuleType)
+        origin = Path(module.__file__)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for f in files:
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def artifact_key(kind: str, cfg: Any, fingerprints=(), code=()) -> str:
+    """16 hex digits of SHA-256 over (kind, config, data fingerprints, lib version, and the source of the modules
+    in `code` that build it: editing a build function gives a new key; editing a report or claims module does not)."""
+    parts = {"kind": kind, "cfg": _jsonable(cfg), "data": list(fingerprints), "lib": lib.__version__}
+    if code:
+        parts["code"] = code_hash(code)
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -120,9 +143,9 @@ def _load(kind: str, key: str, path: Path) -> Artifact:
     return Artifact(kind, key, path, cfg, metrics, cached=True)
 
 
-def is_cached(kind: str, cfg: Any, fingerprints=(), root: Path | None = None) -> bool:
-    """Is a complete, intact artifact of (kind, cfg, fingerprints) in the cache?"""
-    path = Path(root or cache_dir()) / kind / artifact_key(kind, cfg, fingerprints)
+def is_cached(kind: str, cfg: Any, fingerprints=(), root: Path | None = None, code=()) -> bool:
+    """Is a complete, intact artifact of (kind, cfg, fingerprints, code) in the cache?"""
+    path = Path(root or cache_dir()) / kind / artifact_key(kind, cfg, fingerprints, code)
     return path.exists() and verify(path) is None
 
 
@@ -146,14 +169,15 @@ def key_lock(folder: Path, key: str, what: str = ""):
 
 
 def load_or_compute(kind: str, cfg: Any, compute: Callable[[Path], dict | None], *, fingerprints=(),
-                    recompute: bool = False, root: Path | None = None) -> Artifact:
+                    recompute: bool = False, root: Path | None = None, code=()) -> Artifact:
     """Return the cached artifact for (kind, cfg, fingerprints), computing it with `compute(out_dir)` if needed.
 
     `cfg` is a dict or a dataclass (a notebook `Config` contributes its `key_dict()`); `fingerprints` are the
-    content fingerprints of the data it was made from. `recompute=True` rebuilds even a valid artifact. Two
+    content fingerprints of the data it was made from; `code` the modules whose source builds it (see
+    `artifact_key`). `recompute=True` rebuilds even a valid artifact. Two
     processes that need the same missing artifact build it once: the second waits for the first, then loads it.
     """
-    key = artifact_key(kind, cfg, fingerprints)
+    key = artifact_key(kind, cfg, fingerprints, code)
     folder = Path(root or cache_dir()) / kind
     path = folder / key
     folder.mkdir(parents=True, exist_ok=True)

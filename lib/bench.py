@@ -66,7 +66,7 @@ def notebooks(profiles, only=None, cache: Path | None = None, states=("cold", "w
     last run's executed notebooks, results/ and timings.json go there (as `make book` leaves them), so one
     benchmark run also produces the book. `progress(report)` is called after every run."""
     from lib.run import book_nodes
-    from lib.studies import BUILDS
+    from lib.chapters import BUILDS
     if cache is not None and len(profiles) > 1 and "cold" in states:
         raise SystemExit("--cache holds one profile's artifacts: with cold runs, benchmark one profile per call")
     if "cold" in states and cache is not None and cache.exists() and any(cache.iterdir()):
@@ -211,10 +211,9 @@ def base_throughput(profile: str = "tiny", n_steps: int = 6) -> dict:
     in its effective precision, and its FLOP/s as a share of the fp32 GEMM peak at its own shapes."""
     import torch
 
-    from lib import models
-    from lib.studies import base_models
+    from lib import bases, models
 
-    cfg = base_models.Config.load(profile)
+    cfg = bases.Spec.load(profile)
     out = {}
     for name in cfg.models:
         arch = cfg.arch(name)

@@ -293,7 +293,7 @@ def sync_parameters_cells(write: bool = True) -> list[str]:
     """Make every notebook's `parameters` cell the one its Config generates; returns the notebooks that differed
     (`write=False`: only report them). `python -m lib.config sync` runs it; a test checks that none differ."""
     from lib.paths import NOTEBOOKS_DIR
-    from lib.studies import NOTEBOOKS, config_class
+    from lib.chapters import NOTEBOOKS, config_class
 
     stale = []
     for nb in NOTEBOOKS:

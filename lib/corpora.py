@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.config import Config as _Config, ConfigError, param
 from lib.paths import SOURCES_DIR
 
 DEBIAN_PACKAGES = {
@@ -344,3 +345,16 @@ if __name__ == "__main__":
         print(f"fetched {len(got)} package(s)" if got else "all offline sources present")
     else:
         print("usage: python -m lib.corpora fetch")
+
+
+@dataclass(frozen=True)
+class CorpusConfig(_Config):
+    """Which corpora the study builds and how large: the parameters of notebook 00_data."""
+    notebook = "00_data"
+    corpora: tuple[str, ...] = param(CORPORA, choices=CORPORA, doc="corpora to build")
+    max_chars: int = param(20_000_000, lo=10_000, hi=10**9, doc="cap per corpus (whole documents, seeded sample)")
+    sample_docs: int = param(2_000, lo=10, hi=10**6, doc="documents per corpus drawn for the length figure")
+
+    def validate(self):
+        if not self.corpora:
+            raise ConfigError("parameter 'corpora' is empty: name at least one of " + ", ".join(CORPORA))

@@ -7,31 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import os
 
 import numpy as np
 
+from lib.claims import VERDICTS, Claim  # noqa: F401  (Claim lives in lib.claims; re-exported for old imports)
 from lib.paths import results_dir
-
-VERDICTS = ("reproduced", "partly", "not reproduced", "not testable offline")
-
-
-@dataclass
-class Claim:
-    id: str  # short stable name, e.g. "later_layers_reused"
-    claim: str  # the paper's claim in one sentence
-    paper: str  # the paper's number or statement, e.g. "0.82" or "qualitative"
-    ours: str  # our measurement as text, e.g. "0.71 ± 0.03 (n=3)"
-    verdict: str  # one of VERDICTS
-    reason: str  # one line: why this verdict
-    value: float | None = None  # our headline number (mean over seeds), if there is one
-    spread: float | None = None  # its standard deviation over seeds
-    n: int | None = None  # number of seeds / runs behind it
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
 def measured(values, fmt: str = "{:.3f}") -> tuple[str, float, float, int]:
@@ -46,7 +27,9 @@ def write(chapter: str, paper: str, profile: str, models: dict, claims: list[Cla
     record = {"chapter": chapter, "paper": paper, "profile": profile, "models": models,
               "claims": [dataclasses.asdict(c) for c in claims], **extra}
     path = results_dir() / f"{chapter}.json"
-    path.write_text(json.dumps(record, indent=1, default=float))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never half a record
+    tmp.write_text(json.dumps(record, indent=1, default=float))
+    os.replace(tmp, path)
     return record
 
 

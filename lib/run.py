@@ -9,7 +9,7 @@ Parameters are validated (`lib.config`) before any kernel starts, so a bad value
 line. Notebooks are Jupytext percent-format `.py` files; papermill gets them converted in memory. Each run's
 `results/*.json` go beside its executed notebooks (`STUDY_RESULTS`), so a custom run never touches the book.
 
-`book` runs the notebooks as the dependency graph of `lib.studies.AFTER`, `--jobs` at a time (default: one per
+`book` runs the notebooks as the dependency graph of `lib.chapters.AFTER`, `--jobs` at a time (default: one per
 core), each in its own process with its share of the cores as torch threads; the longest ready notebook
 (by the last build's timings) starts first. While they run, the console shows what each is doing
 (`lib.progress`); at the end, every notebook's wall time and peak memory (its process tree's resident memory,
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from lib.config import ConfigError, parse_set, read_params_file
 from lib.paths import NOTEBOOKS_DIR, ROOT
-from lib.studies import BUILDS, COST_HINT, NOTEBOOKS, config_class, prerequisites
+from lib.chapters import BUILDS, COST_HINT, NOTEBOOKS, config_class, prerequisites
 
 BOOK_NOTEBOOKS = ROOT / "book" / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml", "book")
@@ -185,7 +185,7 @@ def _command(notebook: str, profile: str, params: dict, out_dir: Path, timeout: 
     """The command line of one job: this module's `_exec`, which runs papermill in that process, or for a build
     step ("base:<name>") the base-model trainer."""
     if notebook.startswith("base:"):
-        return [sys.executable, "-m", "lib.studies.base_models", "build", notebook.split(":", 1)[1],
+        return [sys.executable, "-m", "lib.bases", "build", notebook.split(":", 1)[1],
                 "--profile", profile]
     cmd = [sys.executable, "-m", "lib.run", "_exec", notebook, "--profile", profile, "--out", str(out_dir),
            "--params-json", json.dumps(params)]

@@ -60,7 +60,7 @@ eval_blocks = None  # int, in [1, 100000]: held-out blocks for perplexity
 
 # %%
 from lib import plotting
-from lib.studies import base_models as study
+from lib.chapters import base_models as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
@@ -75,7 +75,7 @@ cfg.table()
 # (BERT) are trained on the same corpora with the `tokenizers` library.
 
 # %%
-bases = study.get_all(cfg)  # those not cached are trained side by side when the build gives this page several cores
+bases = study.build(cfg)  # local profile: the packaged models; else the study's bases (missing ones trained side by side)
 summary = study.summary(bases)
 summary
 

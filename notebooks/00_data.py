@@ -34,7 +34,7 @@ sample_docs = None  # int, in [10, 1000000]: documents per corpus drawn for the 
 
 # %%
 from lib import plotting
-from lib.studies import data as study
+from lib.chapters import data as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()

@@ -72,7 +72,7 @@ probe_margin = None  # float, in [0.0, 1.0]: verdict rule: a probe gap counts wh
 
 # %%
 from lib import plotting
-from lib.studies import lin as study
+from lib.chapters import lin as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()

@@ -68,7 +68,7 @@ threads = None  # int, in [0, 256]: torch CPU threads (0: the process's own: `ma
 
 # %%
 from lib import plotting, results
-from lib.studies import zhao as study
+from lib.chapters import zhao as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()

@@ -81,7 +81,7 @@ dcm_none = None  # float, in [0.0, 1.0]: verdict rule: a desideratum 'not encode
 import time
 
 from lib import plotting
-from lib.studies import prakash as study
+from lib.chapters import prakash as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 start = time.perf_counter()

@@ -72,7 +72,7 @@ local_n_ctx = None  # int, in [8, 4096]
 
 # %%
 from lib import plotting
-from lib.studies import tzach as study
+from lib.chapters import tzach as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
@@ -214,7 +214,7 @@ plotting.say(study.text_local(s.local))
 # %% [markdown]
 # ## Verdict
 #
-# Rules, fixed in `lib.studies.tzach` before the runs:
+# Rules, fixed in `lib.chapters.tzach` before the runs:
 
 # %%
 plotting.say(study.RULES_TEXT)

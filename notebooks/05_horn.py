@@ -75,7 +75,7 @@ device = None  # str, one of 'auto', 'cpu', 'cuda': where SAEs, models and corre
 
 # %%
 from lib import plotting
-from lib.studies import horn as study
+from lib.chapters import horn as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
@@ -218,7 +218,7 @@ plotting.say(study.case_text(comps, cfg))
 # %% [markdown]
 # ## Verdict
 #
-# Each verdict follows an explicit rule (`RULES` in `lib/studies/horn.py`, thresholds below):
+# Each verdict follows an explicit rule (`RULES` in `lib/chapters/horn.py`, thresholds below):
 
 # %%
 claims = study.claims(comps, acc, cfg)

@@ -56,7 +56,7 @@ n_seeds = None  # int, in [1, 20]: seeds per pair: each chapter's first n_seeds 
 
 # %%
 from lib import plotting
-from lib.studies import synthesis as study
+from lib.chapters import synthesis as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()
@@ -65,7 +65,7 @@ cfg.table()
 # %% [markdown]
 # ## The pairs
 #
-# Chapters are found automatically: every module in `lib.studies` with a `synthesis_pairs(profile)` function, in
+# Chapters are found automatically: every module in `lib.chapters` with a `synthesis_pairs(profile)` function, in
 # the book's order. Each pair comes with a batch of its task's test inputs (at most 256 examples) and the
 # chapter's own task metric (higher is better). Each chapter offers one set of pairs per seed it trained; the page
 # measures the first `n_seeds` of them and averages the lenses over seeds (the spread is in the table, the bands

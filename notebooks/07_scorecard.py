@@ -40,7 +40,7 @@ results = None  # str: folder of results/*.json to read; empty: this run's own r
 
 # %% tags=["hide-input"]
 from lib import plotting
-from lib.studies import scorecard as study
+from lib.chapters import scorecard as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()

@@ -37,7 +37,7 @@ bench_report = None  # str: report of the last `make bench` to show (if it exist
 
 # %%
 from lib import plotting
-from lib.studies import performance as study
+from lib.chapters import performance as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
 plotting.setup()

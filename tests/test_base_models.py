@@ -2,11 +2,11 @@
 import pytest
 
 from lib.config import ConfigError
-from lib.studies import base_models as study
+from lib import bases as study
 
 
 def test_arch_follows_config():
-    cfg = study.Config.load("smoke")
+    cfg = study.Spec.load("smoke")
     gpt, bert, one = (cfg.arch(n) for n in study.NAMES)
     assert (gpt.family, bert.family, one.family) == ("gpt2", "bert", "mistral")
     assert one.n_layers == 1 and gpt.n_layers == cfg.gpt_n_layers and bert.d_mlp == 4 * bert.d_model
@@ -15,12 +15,12 @@ def test_arch_follows_config():
 
 def test_heads_must_divide_width():
     with pytest.raises(ConfigError, match="gpt_d_model"):
-        study.Config.load("smoke", {"gpt_d_model": 30, "gpt_n_heads": 4})
+        study.Spec.load("smoke", {"gpt_d_model": 30, "gpt_n_heads": 4})
 
 
 def test_unknown_base_name():
     with pytest.raises(ConfigError, match="unknown base model"):
-        study.get("gpt3", study.Config.load("smoke"))
+        study.get("gpt3", study.Spec.load("smoke"))
 
 
 @pytest.mark.models

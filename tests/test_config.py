@@ -4,7 +4,7 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 
 from lib.config import Config, ConfigError, param, parse_set
-from lib.studies import NOTEBOOKS, config_class
+from lib.chapters import NOTEBOOKS, config_class
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Tests of lib.studies.horn (chapter 5: SAE features through fine-tuning and SLERP merging)."""
+"""Tests of lib.chapters.horn (chapter 5: SAE features through fine-tuning and SLERP merging)."""
 import numpy as np
 import pytest
 import torch
 
 from lib import sae as saelib
 from lib.config import ConfigError
-from lib.studies import horn
+from lib.chapters import horn
 
 from _tiny import tiny_model
 

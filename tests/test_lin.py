@@ -1,4 +1,4 @@
-"""lib.studies.lin: config rules, the verdict rules on hand-made tables, layer restoring, early stopping, and the
+"""lib.chapters.lin: config rules, the verdict rules on hand-made tables, layer restoring, early stopping, and the
 paper-profile pipeline end to end on a tiny random GPT-2 saved to a folder (never the network)."""
 import copy
 import importlib.util
@@ -10,7 +10,7 @@ import torch
 import transformers as tf
 
 from lib.config import ConfigError
-from lib.studies import lin
+from lib.chapters import lin
 from lib.tasks import cdm
 from lib.tokenizers import train_bpe
 from tests._tiny import tiny_model

@@ -14,7 +14,7 @@ import pytest
 
 from lib.paths import ROOT
 from lib.run import execute
-from lib.studies import NOTEBOOKS
+from lib.chapters import NOTEBOOKS
 
 OUT = ROOT / "_build" / "smoke" / "notebooks"
 AGAIN = ROOT / "_build" / "smoke-again"

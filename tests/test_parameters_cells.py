@@ -8,7 +8,7 @@ import pytest
 
 from lib.config import ConfigError, sync_parameters_cells
 from lib.paths import NOTEBOOKS_DIR, ROOT
-from lib.studies import NOTEBOOKS, config_class
+from lib.chapters import NOTEBOOKS, config_class
 
 
 def test_every_parameters_cell_is_the_generated_one():

@@ -1,7 +1,7 @@
 """The appendix page's reading of a `make bench` report."""
 import json
 
-from lib.studies import performance as P
+from lib.chapters import performance as P
 
 
 def _report(tmp_path, **extra):

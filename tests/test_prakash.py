@@ -1,4 +1,4 @@
-"""lib.studies.prakash: config rules, head selection, CMAP and source patching against lib.patching, the verdict
+"""lib.chapters.prakash: config rules, head selection, CMAP and source patching against lib.patching, the verdict
 rules on hand-made tables, and the paper-profile pipeline end to end on a tiny random Llama saved to a folder (the
 `base`) and a perturbed copy (the released fine-tuned model), never the network."""
 import numpy as np
@@ -11,7 +11,7 @@ from lib import models
 from lib.config import ConfigError
 from lib.hooks import forward
 from lib.patching import cross_model_patch
-from lib.studies import prakash as P
+from lib.chapters import prakash as P
 from lib.tasks import entities as E
 from lib.tokenizers import train_bpe
 from tests._tiny import perturbed_copy, tiny_model

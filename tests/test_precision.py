@@ -8,7 +8,8 @@ import torch
 from lib import precision
 from lib.artifacts import artifact_key
 from lib.config import ConfigError
-from lib.studies import base_models, zhao
+from lib import bases as base_models
+from lib.chapters import zhao
 
 
 @pytest.fixture
@@ -26,14 +27,14 @@ def cpu_has(monkeypatch):
 def test_auto_is_fp32_without_native_bf16(cpu_has):
     cpu_has(False)
     assert precision.use_bf16("auto", "cpu") is False
-    assert base_models.Config.load("smoke").use_bf16() is False
-    assert base_models.Config.load("smoke").precision == "fp32"
+    assert base_models.Spec.load("smoke").use_bf16() is False
+    assert base_models.Spec.load("smoke").precision == "fp32"
 
 
 def test_auto_is_bf16_with_native_bf16(cpu_has):
     cpu_has(True)
     assert precision.use_bf16("auto", torch.device("cpu")) is True
-    assert base_models.Config.load("smoke").precision == "bf16"
+    assert base_models.Spec.load("smoke").precision == "bf16"
 
 
 def test_amx_alone_counts_as_native(cpu_has, monkeypatch):
@@ -71,10 +72,10 @@ def test_cache_key_holds_the_effective_precision(cpu_has):
 @pytest.mark.parametrize("bad", ["fast", 1, 0.5])
 def test_bad_setting_is_one_clear_error(bad):
     with pytest.raises(ConfigError, match="bf16"):
-        base_models.Config.load("smoke", {"bf16": bad})
+        base_models.Spec.load("smoke", {"bf16": bad})
 
 
 def test_page_table_states_setting_and_resolution(cpu_has):
     cpu_has(False)
-    row = base_models.Config.load("smoke").table().loc["bf16", "value"]
+    row = base_models.Spec.load("smoke").table().loc["bf16", "value"]
     assert row == "'auto' → fp32"

@@ -9,7 +9,7 @@ import pytest
 from lib.config import ConfigError
 from lib.offline import NetworkBlockedError, block_network, unblock_network
 from lib.paths import ROOT
-from lib.studies import NOTEBOOKS, config_class
+from lib.chapters import NOTEBOOKS, config_class
 
 
 def test_network_guard_blocks_outside_and_allows_loopback():

@@ -42,7 +42,7 @@ def test_stage_assembles_a_book_tree(tmp_path):
 
 # --------------------------------------------------------------------------- the parallel book runner
 from lib import run as runner  # noqa: E402
-from lib.studies import AFTER, BUILDS, CHAPTERS, NOTEBOOKS, prerequisites  # noqa: E402
+from lib.chapters import AFTER, BUILDS, CHAPTERS, NOTEBOOKS, prerequisites  # noqa: E402
 
 
 def test_graph_covers_every_notebook_and_has_no_cycle():

@@ -5,7 +5,7 @@ import pytest
 
 from lib import results
 from lib.results import Claim
-from lib.studies import scorecard
+from lib.chapters import scorecard
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for lib.synthesis (the three lenses) and lib.studies.synthesis (discovery, rules, failure message).
+"""Tests for lib.synthesis (the three lenses) and lib.chapters.synthesis (discovery, rules, failure message).
 
 Known answers: a model compared with itself has CKA 1 and weight change 0 everywhere; perturbing one block moves
 only that block's weight change; patching the last residual stream of a tuned model that shares the final norm and
@@ -13,8 +13,8 @@ import torch
 
 from lib import synthesis as lens
 from lib.config import PROFILES
-from lib.studies import NOTEBOOKS
-from lib.studies import synthesis as study
+from lib.chapters import NOTEBOOKS
+from lib.chapters import synthesis as study
 from tests._tiny import FAMILIES, perturbed_copy, tiny_inputs, tiny_model
 
 
@@ -86,7 +86,7 @@ def test_aggregate_averages_seeds_and_keeps_their_spread():
 
 
 def test_a_chapter_with_fewer_seeds_stops_without_error(monkeypatch):
-    from lib.studies import lin
+    from lib.chapters import lin
 
     def pairs(profile, params=None, seed_index=0):
         return [{"seed": lens.seed_at([7, 8], seed_index)}]
@@ -126,7 +126,7 @@ def test_discovery_finds_chapters_with_synthesis_pairs():
 
 
 def test_missing_cache_names_the_notebook_to_run(monkeypatch):
-    from lib.studies import lin
+    from lib.chapters import lin
 
     def not_cached(profile, params=None, seed_index=0):
         raise RuntimeError("this model is not in the cache")

@@ -9,7 +9,7 @@ import transformers as tf
 
 from lib import models, textdata
 from lib.config import ConfigError
-from lib.studies import tzach as T
+from lib.chapters import tzach as T
 from tests._tiny import tiny_inputs, tiny_model
 
 DOCS = ["the dog is a domestic animal that barks at the cat", "a cat is a small animal that hunts the mouse",

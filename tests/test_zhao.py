@@ -1,4 +1,4 @@
-"""lib.studies.zhao: config checks, the layer-group rule, verdict rules on hand-made CKA curves, and the whole
+"""lib.chapters.zhao: config checks, the layer-group rule, verdict rules on hand-made CKA curves, and the whole
 pipeline (control and multi-task training, states, CKA) on tiny random models saved locally (paper profile path)."""
 import numpy as np
 import pandas as pd
@@ -8,7 +8,7 @@ import transformers as tf
 
 from lib import models
 from lib.config import ConfigError
-from lib.studies import zhao
+from lib.chapters import zhao
 from lib.tokenizers import train_bpe
 
 

@@ -166,7 +166,7 @@ class Study:
 
 def load_docs(cfg: Config) -> dict:
     """Train / validation documents of the four corpora, as the data chapter builds them for the profile."""
-    from lib.studies import data as data_study
+    from lib.chapters import data as data_study
 
     dcfg = data_study.Config.load(cfg.data_profile)
     out = {}
@@ -180,7 +180,7 @@ def load_docs(cfg: Config) -> dict:
 def load_base_model(cfg: Config):
     """(Loaded base, tokenizer): the study's one-layer base model, or a hub / folder model (paper profile)."""
     if cfg.base_source == "study":
-        from lib.studies.base_models import load_base
+        from lib.chapters.base_models import load_base
 
         b = load_base("one_layer", cfg.base_profile_resolved)
         return Loaded("base", b.model, b.artifact.key, dict(b.metrics)), b.tokenizer

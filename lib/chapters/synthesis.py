@@ -3,7 +3,7 @@
 Every chapter module that defines `synthesis_pairs(profile) -> list[dict]` offers its base -> tuned pairs (loaded
 from its cache; see the chapter brief): Lin's tuned and scratch models, Zhao et al.'s E1 and a control, Prakash
 et al.'s tuned models, the BERT fine-tunes of Tzach et al., Horn & Elliott's fine-tunes and merge. They are found
-automatically (`discover`): the chapters of `lib.studies.NOTEBOOKS`, in order, without this page and the scorecard.
+automatically (`discover`): the chapters of `lib.chapters.NOTEBOOKS`, in order, without this page and the scorecard.
 
 Each pair goes through the three lenses of `lib.synthesis` (CKA to the base, relative weight change, cross-model
 patching recovery), one number per layer point at depth 0 (embeddings) ... 1 (last block). A pair is then
@@ -32,7 +32,7 @@ from lib import synthesis as lens
 from lib.config import Config as _Config, ConfigError, param
 from lib.hooks import model_spec
 from lib.results import Claim
-from lib.studies import NOTEBOOKS
+from lib.chapters import NOTEBOOKS
 
 CHAPTER = "06_synthesis"
 PAPER = ("Synthesis across the five papers: Lin 2024; Zhao, Ziser & Cohen 2024; Prakash et al. 2024; "
@@ -104,7 +104,7 @@ def discover(notebooks: dict[str, str] | None = None) -> list[tuple[str, str]]:
     for nb, mod in (notebooks or NOTEBOOKS).items():
         if mod == SELF or "scorecard" in mod:
             continue
-        if callable(getattr(importlib.import_module(f"lib.studies.{mod}"), "synthesis_pairs", None)):
+        if callable(getattr(importlib.import_module(f"lib.chapters.{mod}"), "synthesis_pairs", None)):
             found.append((nb, mod))
     return found
 
@@ -112,7 +112,7 @@ def discover(notebooks: dict[str, str] | None = None) -> list[tuple[str, str]]:
 def chapter_pairs(notebook: str, module: str, profile: str, seed_index: int = 0) -> list[dict] | None:
     """The chapter's pairs for its `seed_index`-th seed, None past its last seed; any other failure becomes one
     ChapterNotReady naming the notebook to run first."""
-    fn = importlib.import_module(f"lib.studies.{module}").synthesis_pairs
+    fn = importlib.import_module(f"lib.chapters.{module}").synthesis_pairs
     try:
         return fn(profile, seed_index=seed_index)
     except IndexError:

@@ -1,25 +1,11 @@
 """Notebook 00_data: the offline corpora of the study, their sizes, sources, licenses and fingerprints."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from lib import corpora
-from lib.config import Config as _Config, ConfigError, param
-
-
-@dataclass(frozen=True)
-class Config(_Config):
-    notebook = "00_data"
-    corpora: tuple[str, ...] = param(corpora.CORPORA, choices=corpora.CORPORA, doc="corpora to build")
-    max_chars: int = param(20_000_000, lo=10_000, hi=10**9, doc="cap per corpus (whole documents, seeded sample)")
-    sample_docs: int = param(2_000, lo=10, hi=10**6, doc="documents per corpus drawn for the length figure")
-
-    def validate(self):
-        if not self.corpora:
-            raise ConfigError("parameter 'corpora' is empty: name at least one of " + ", ".join(corpora.CORPORA))
+from lib.corpora import CorpusConfig as Config  # the parameters of this page (lib.bases reads them too)
 
 
 def build_all(cfg: Config) -> dict[str, corpora.Corpus]:

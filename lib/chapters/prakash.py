@@ -190,7 +190,7 @@ def pretrain_texts(cfg: Config, n_rows: int, T: int, seed: int) -> list[str]:
     """English + Python documents from the base model's own corpora (about n_rows blocks of T tokens)."""
     if n_rows <= 0 or cfg.profile not in ("smoke", "tiny"):
         return []
-    from lib.studies.base_models import Config as BaseConfig, source_corpora
+    from lib.chapters.base_models import Config as BaseConfig, source_corpora
 
     corp = source_corpora(BaseConfig.load(cfg.profile))
     docs = {n: c.split()[0] for n, c in corp.items()}
@@ -222,7 +222,7 @@ class Pretrained:
 def get_pretrained(cfg: Config) -> Pretrained:
     """The starting model: the study GPT (smoke, tiny), a packaged model (local), llama-7b or a folder (paper)."""
     if cfg.profile in ("smoke", "tiny") and not cfg.base_source:
-        from lib.studies.base_models import load_base
+        from lib.chapters.base_models import load_base
 
         b = load_base("gpt", cfg.profile)
         return Pretrained(b.model.to(cfg.torch_device()), b.tokenizer, b.artifact.key, f"study base `gpt` ({cfg.profile})")

@@ -42,7 +42,7 @@ from lib import apt, corpora, models, plotting, precision, textdata, train
 from lib.artifacts import load_or_compute
 from lib.config import Config as _Config, ConfigError, param
 from lib.results import Claim, measured
-from lib.studies import base_models
+from lib.chapters import base_models
 from lib.synthesis import seed_at
 from lib.tasks import wordnet
 

@@ -134,7 +134,7 @@ def load_base_model(cfg: Config) -> Base:
         model, tok = models.load_hub(cfg.paper_model, allow_network=cfg.allow_network, dtype=dtype)
         name, key = cfg.paper_model, f"hub:{cfg.paper_model}:{models.n_params(model)}"
     else:
-        from lib.studies.base_models import load_base
+        from lib.chapters.base_models import load_base
         b = load_base("gpt", cfg.profile)
         model, tok, name, key = b.model, b.tokenizer, "gpt (00_base_models)", b.artifact.key
     return Base(name, model.to(device=_device(cfg), dtype=dtype).eval(), tok, key)
