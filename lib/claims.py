@@ -128,14 +128,15 @@ class Rule:
         return Claim(self.id, self.claim, self.paper, ours, verdict, reason or self.text(), rule=self.text(),
                      **fields)
 
-    def gate(self, measured: Mapping[str, object], ours: str = "") -> Claim | None:
-        """A "not testable at this scale" claim naming every failed precondition, or None if all hold."""
+    def gate(self, measured: Mapping[str, object], ours: str = "", **fields) -> Claim | None:
+        """A "not testable at this scale" claim naming every failed precondition, or None if all hold. `fields`
+        (value, spread, n, extra, ...) keep what was measured on the claim even though it is not decided."""
         failed = self.unmet(measured)
         if not failed:
             return None
         why = "; ".join(failed)
         return self.decide(NOT_TESTABLE, ours or "not decided: precondition failed", f"precondition failed: {why}",
-                          precondition=why)
+                           precondition=why, **fields)
 
     def offline(self, why: str) -> Claim:
         return self.decide(OFFLINE, "not run", why)

@@ -10,8 +10,10 @@ No machine of the study reaches the internet, so every corpus comes from text th
 | `stories` | literary fortune cookies (`fortunes`, `fortunes-min`): short anecdotes, jokes and quotations | BSD-like (fortune-mod) |
 
 Debian packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x` into `data/sources/`,
-without installing anything. A corpus is a list of documents; its fingerprint is the SHA-256 of their text
-and is part of the cache key of everything trained on it.
+without installing anything, and checked against the md5sums they ship before any corpus is read (`lib.sources`).
+A corpus is a list of documents; its fingerprint is the SHA-256 of their text and is part of the cache key of
+everything trained on it. The corpus's own cache key covers the content it is read from (the packages' checksums,
+the standard library's file hashes) and the code that reads it, so a changed source is never served under an old key.
 """
 from __future__ import annotations
 
@@ -20,29 +22,15 @@ import hashlib
 import json
 import random
 import re
-import shutil
-import subprocess
+import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.config import Config as _Config, ConfigError, param
-from lib.paths import SOURCES_DIR
+from lib.sources import (DEBIAN_PACKAGES, MissingSourceError, digest as source_digest, fetch as fetch_sources,  # noqa: F401
+                         have_package, package_dir, require)
 
-DEBIAN_PACKAGES = {
-    "wordnet-base": "WordNet 3.0 license",
-    "dict-gcide": "GPL-3+",
-    "python3.11-doc": "PSF-2.0",
-    "fortunes": "BSD-like (fortune-mod)",
-    "fortunes-min": "BSD-like (fortune-mod)",
-    "lua-penlight": "Expat",
-    "luarocks": "Expat",
-    "lua-busted": "Expat",
-    "lua-ldoc": "Expat",
-    "prosody": "Expat",
-    "lmod": "LGPL-2.1+",
-}
 LUA_PACKAGES = ("lua-penlight", "luarocks", "lua-busted", "lua-ldoc", "prosody", "lmod")
 STORY_FILES = ("literature", "fortunes", "riddles", "people", "humorists", "wisdom", "kids", "pets", "food",
                "love", "work", "education", "men-women", "miscellaneous", "platitudes", "songs-poems")
@@ -55,66 +43,6 @@ LEXNAMES = (
     "noun.shape noun.state noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
     "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion verb.perception "
     "verb.possession verb.social verb.stative verb.weather adj.ppl").split()
-
-
-class MissingSourceError(RuntimeError):
-    """An offline data source is absent; the message says what to run."""
-
-
-# --------------------------------------------------------------------------- fetching Debian sources
-def package_dir(pkg: str) -> Path:
-    return SOURCES_DIR / pkg
-
-
-def have_package(pkg: str) -> bool:
-    return (package_dir(pkg) / ".complete").exists()
-
-
-def fetch_sources(packages=tuple(DEBIAN_PACKAGES), quiet: bool = False) -> list[str]:
-    """Download and unpack the Debian packages that are not yet in `data/sources/` (idempotent).
-
-    Returns the packages fetched now. Raises MissingSourceError naming them when apt-get is unavailable.
-    """
-    todo = [p for p in packages if not have_package(p)]
-    if not todo:
-        return []
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise MissingSourceError(
-            "apt-get/dpkg-deb not found, so these Debian packages cannot be fetched: " + " ".join(todo)
-            + f". On a Debian machine run `make data`; elsewhere unpack them into {SOURCES_DIR}/<package>/.")
-    SOURCES_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=SOURCES_DIR) as tmp:
-        cmd = ["apt-get", "download", *todo]
-        res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if res.returncode != 0 and _is_root():
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True)  # empty package lists on a new machine
-            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise MissingSourceError(f"`apt-get download {' '.join(todo)}` failed: {res.stderr.strip()[-300:]} "
-                                     "(run `sudo apt-get update` first)")
-        for pkg in todo:
-            (deb,) = Path(tmp).glob(f"{pkg}_*.deb")
-            unpack = Path(tmp) / f"unpack-{pkg}"
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(unpack)], check=True)
-            (unpack / ".complete").write_text(deb.name + "\n")
-            if package_dir(pkg).exists():
-                shutil.rmtree(package_dir(pkg))
-            unpack.rename(package_dir(pkg))
-            if not quiet:
-                print(f"fetched {deb.name}")
-    return todo
-
-
-def _is_root() -> bool:
-    import os
-    return os.geteuid() == 0
-
-
-def require(*packages: str) -> None:
-    missing = [p for p in packages if not have_package(p)]
-    if missing:
-        raise MissingSourceError(f"offline data source(s) missing: {', '.join(missing)}. "
-                                 "Run `make data` (or `python -m lib.corpora fetch`) to fetch them.")
 
 
 # --------------------------------------------------------------------------- readers, one per source
@@ -188,16 +116,29 @@ def python_doc_prose() -> list[str]:
     return docs
 
 
-def python_stdlib(include_tests: bool = False) -> list[str]:
-    """Source files of the running interpreter's standard library (sorted by path)."""
+def stdlib_files(include_tests: bool = False) -> list[Path]:
+    """The `.py` files of the running interpreter's standard library that the python corpus reads (sorted)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo", "__pycache__", "ensurepip"}
     if not include_tests:
         skip |= {"test", "tests", "idle_test"}
+    return [p for p in sorted(root.rglob("*.py")) if not skip & set(p.relative_to(root).parts)]
+
+
+def stdlib_digest() -> str:
+    """SHA-256 (16 hex digits) of the standard library files' paths and bytes: the python corpus's content."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    h = hashlib.sha256()
+    for path in stdlib_files():
+        h.update(path.relative_to(root).as_posix().encode() + b"\x00")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def python_stdlib(include_tests: bool = False) -> list[str]:
+    """Source files of the running interpreter's standard library (sorted by path)."""
     docs = []
-    for path in sorted(root.rglob("*.py")):
-        if skip & set(path.relative_to(root).parts):
-            continue
+    for path in stdlib_files(include_tests):
         text = path.read_text(encoding="utf-8", errors="replace")
         if 200 < len(text) < 400_000:
             docs.append(text)
@@ -313,38 +254,47 @@ def read_docs(folder: Path) -> list[str]:
         return [json.loads(line) for line in f]
 
 
+def content_fingerprints(name: str) -> list[str]:
+    """What a corpus is read from, as digests: the packages' versions and checksums (checked now; a missing or
+    damaged file raises MissingSourceError naming it and `make data`), or the standard library's file hashes."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
+    packages = SOURCES[name][1]
+    if packages:
+        return [source_digest(*packages)]
+    return [sysconfig.get_python_version(), stdlib_digest()]
+
+
+def _key_parts(name: str, max_chars: int | None, seed: int) -> dict:
+    return {"kind": "corpus", "cfg": {"name": name, "max_chars": max_chars, "seed": seed},
+            "fingerprints": content_fingerprints(name), "code": ("lib.corpora",)}
+
+
+def corpus_key(name: str, max_chars: int | None = None, seed: int = 0) -> str:
+    """The cache key `load_corpus` files this corpus under (it changes whenever the source content does)."""
+    from lib.artifacts import artifact_key
+
+    return artifact_key(**_key_parts(name, max_chars, seed))
+
+
 def load_corpus(name: str, max_chars: int | None = None, seed: int = 0, recompute: bool = False) -> Corpus:
-    """The corpus through the artifact cache (`data/cache/corpus/<key>/docs.jsonl`)."""
+    """The corpus through the artifact cache (`data/cache/corpus/<key>/docs.jsonl`); its sources are checked first."""
     from lib.artifacts import load_or_compute
 
-    packages = SOURCES[name][1] if name in SOURCES else ()
-    require(*packages)
-    stamp = [(package_dir(p) / ".complete").read_text().strip() for p in packages]  # the .deb versions
-    if name == "python":
-        stamp.append(sysconfig.get_python_version())
+    parts = _key_parts(name, max_chars, seed)
 
     def compute(out: Path) -> dict:
         c = build_corpus(name, max_chars, seed)
         save_corpus(c, out)
         return {"fingerprint": c.fingerprint, "n_docs": len(c.docs), "n_chars": c.n_chars}
 
-    art = load_or_compute("corpus", {"name": name, "max_chars": max_chars, "seed": seed}, compute,
-                          fingerprints=stamp, recompute=recompute)
+    art = load_or_compute(parts["kind"], parts["cfg"], compute, fingerprints=parts["fingerprints"],
+                          code=parts["code"], recompute=recompute)
     _, packages, license_ = SOURCES[name]
     corpus = Corpus(name, read_docs(art.path), tuple(packages) or ("python stdlib",), license_)
     if corpus.fingerprint != art.metrics["fingerprint"]:
         raise RuntimeError(f"corpus {name} at {art.path} does not match its recorded fingerprint")
     return corpus
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] == ["fetch"]:
-        got = fetch_sources()
-        print(f"fetched {len(got)} package(s)" if got else "all offline sources present")
-    else:
-        print("usage: python -m lib.corpora fetch")
 
 
 @dataclass(frozen=True)
@@ -358,3 +308,9 @@ class CorpusConfig(_Config):
     def validate(self):
         if not self.corpora:
             raise ConfigError("parameter 'corpora' is empty: name at least one of " + ", ".join(CORPORA))
+
+
+if __name__ == "__main__":  # `make data` runs `python -m lib.corpora fetch`
+    from lib import sources
+
+    sys.exit(sources.main(sys.argv[1:]))

@@ -18,6 +18,14 @@ def setup() -> None:
                          "grid.alpha": 0.3, "font.size": 10, "legend.frameon": False})
 
 
+def finish(fig):
+    """Lay out `fig`, detach it from pyplot and return it: a plot function returns `finish(fig)`, so the figure
+    is shown once, as the notebook cell's value (pyplot would otherwise show it a second time at the cell's end)."""
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def say(text: str) -> None:
     """Display computed prose (numbers filled in by code) as Markdown in the executed page."""
     display(Markdown(text))

@@ -59,11 +59,11 @@ one_steps = None  # int, in [1, 1000000]: training steps of the one-layer LM
 eval_blocks = None  # int, in [1, 100000]: held-out blocks for perplexity
 
 # %%
-from lib import plotting
+from lib import page
 from lib.chapters import base_models as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+page.setup()
 cfg.table()
 
 # %% [markdown]
@@ -83,7 +83,7 @@ summary
 study.plot_curves(bases)
 
 # %%
-plotting.say(study.verdict_text(summary, cfg))
+study.verdict_text(summary, cfg)
 
 # %% [markdown]
 # ## What the models learned
@@ -92,7 +92,7 @@ plotting.say(study.verdict_text(summary, cfg))
 # masked word. At this size, expect local syntax and the look of code or a dictionary entry, not meaning.
 
 # %%
-study.show_samples(bases)
+study.samples(bases)
 
 # %%
 study.write_results(summary, cfg)

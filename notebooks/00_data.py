@@ -41,6 +41,18 @@ plotting.setup()
 cfg.table()
 
 # %% [markdown]
+# ## Where the text comes from
+#
+# Each Debian package ships the MD5 of every file it installs (`md5sums`); `make data` keeps a copy beside the
+# unpacked files. Before anything is read, every file is checked against it: a missing, truncated or edited file
+# stops the page here, naming the file and the command that repairs it (`make data`, which unpacks that package
+# again). The checksums are also part of each corpus's cache key, so a changed source is never served from an old
+# cache entry.
+
+# %%
+study.source_table()
+
+# %% [markdown]
 # ## What the corpora are
 #
 # - **english**: definitional and technical English: the GCIDE dictionary (Webster 1913 and additions), the

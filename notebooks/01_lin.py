@@ -67,15 +67,13 @@ lora_rank = None  # int, in [0, 1024]: fine-tune LoRA adapters of this rank (0: 
 freeze_embeddings = None  # bool: keep the embeddings fixed while fine-tuning
 probe_folds = None  # int, in [2, 20]: cross-validation folds of the linear probes
 probe_C = None  # float, in [1e-06, 1000000.0]: inverse L2 strength of the probes
-cka_margin = None  # float, in [0.0, 1.0]: verdict rule: a CKA gap counts when larger than this
-probe_margin = None  # float, in [0.0, 1.0]: verdict rule: a probe gap counts when larger than this
 
 # %%
-from lib import plotting
-from lib.chapters import lin as study
+from lib import page
+from lib.chapters.lin import build, claims, config, measure, report
 
-cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+cfg = config.Config.from_namespace(globals())  # every parameter validated before any work starts
+page.setup()
 cfg.table()
 
 # %% [markdown]
@@ -90,10 +88,10 @@ cfg.table()
 # separates a model that learned the order of the digits from one that memorised the trained pairs.
 
 # %%
-base = study.get_base(cfg)
-data = study.task_data(cfg, base.tokenizer, study.n_positions(base.model))
-plotting.say(study.task_text(cfg, base, data))
-study.examples(data)
+base = build.get_base(cfg)
+data = build.task_data(cfg, base.tokenizer, build.n_positions(base.model))
+display(report.task_text(cfg, base.source, measure.task_facts(cfg, base, data)))
+measure.examples(data)
 
 # %% [markdown]
 # ## 1. Does each model learn the task, and how fast?
@@ -104,15 +102,15 @@ study.examples(data)
 # token with the larger logit.
 
 # %%
-runs = study.train_all(cfg, base, data)
-learn = study.learning_table(runs)
-study.learning_summary(learn)
+runs = build.train_all(cfg, base, data)
+learn = measure.learning_table(runs)
+report.learning_summary(learn)
 
 # %% mystnb={"figure": {"caption": "Left, validation accuracy during training, one line per seed, with the criterion (dashed). Right, accuracy after training on the test prompts, on the incongruent test trials, and on prompts whose relevant pair is one of the held-out comparisons (mean and standard deviation over seeds; dotted: chance).", "name": "fig-lin-learning"}}
-study.plot_learning(runs, cfg)
+report.plot_learning(measure.learning_curves(runs), learn, cfg.criterion)
 
 # %%
-plotting.say(study.learning_text(learn, cfg))
+report.learning_text(learn, cfg.criterion)
 
 # %% [markdown]
 # ## 2. Psychometric curves: does the context gate the evidence?
@@ -122,12 +120,11 @@ plotting.say(study.learning_text(learn, cfg))
 # evidence steeply in the motion context and ignores it in the colour context, and the reverse.
 
 # %% mystnb={"figure": {"caption": "Probability of the first answer (from the two answer logits) against each stream's evidence (first minus second number), by context (colour of the line), for base, tuned and scratch (mean over trials and seeds).", "name": "fig-lin-psychometric"}}
-psych = study.psychometric(base, runs, data)
-study.plot_psychometric(psych)
+psych = measure.psychometric(base, runs, data)
+report.plot_psychometric(psych)
 
 # %%
-effects = study.psych_effects(psych)
-plotting.say(study.psych_text(effects))
+report.psych_text(measure.psych_effects(psych))
 
 # %% [markdown]
 # ## 3. How similar are the representations, layer by layer?
@@ -140,14 +137,14 @@ plotting.say(study.psych_text(effects))
 # shows how far two independent solutions from random starts agree.
 
 # %% mystnb={"figure": {"caption": "Linear CKA per block, mean and standard deviation over seeds; left at the last prompt token, right over all prompt tokens. The last block is read after the final layer norm.", "name": "fig-lin-cka"}}
-states = study.all_states(base, runs, data.enc["test"], tokens="last")
-prompt_states = study.all_states(base, runs, data.enc["test"], tokens="prompt")
-cka = study.cka_table({"last": states, "prompt": prompt_states}, cfg.seeds)
+states = measure.all_states(base, runs, data.enc["test"], tokens="last")
+prompt_states = measure.all_states(base, runs, data.enc["test"], tokens="prompt")
+cka = measure.cka_table({"last": states, "prompt": prompt_states}, cfg.seeds)
 del prompt_states
-study.plot_cka(cka)
+report.plot_cka(cka)
 
 # %%
-plotting.say(study.cka_text(cka))
+report.cka_text(cka)
 
 # %% [markdown]
 # ## 4. Where did fine-tuning move the weights?
@@ -156,11 +153,11 @@ plotting.say(study.cka_text(cka))
 # biases and norms; `lib.similarity.grouped_weight_change`), and of the embeddings.
 
 # %% mystnb={"figure": {"caption": "Relative weight change of tuned from base per block (bars: mean over seeds; dots: seeds).", "name": "fig-lin-weight-change"}}
-wchange = study.weight_change_table(base, runs["tuned"])
-study.plot_weight_change(wchange)
+wchange = measure.weight_change_table(base, runs["tuned"])
+report.plot_weight_change(wchange)
 
 # %%
-plotting.say(study.layer_text(wchange, "change", "The relative weight change"))
+report.layer_text(wchange, "change", "The relative weight change")
 
 # %% [markdown]
 # ## 5. Which fine-tuned layers can go back to their pretrained weights?
@@ -170,11 +167,11 @@ plotting.say(study.layer_text(wchange, "change", "The relative weight change"))
 # computation.
 
 # %% mystnb={"figure": {"caption": "Test-accuracy drop of tuned when one block is restored to its base weights (bars: mean over seeds; dots: seeds).", "name": "fig-lin-restore"}}
-restore = study.restore_table(base, runs["tuned"], data.enc["test"])
-study.plot_restore(restore)
+restore = measure.restore_table(base, runs["tuned"], data.enc["test"])
+report.plot_restore(restore)
 
 # %%
-plotting.say(study.layer_text(restore, "drop", "The accuracy drop"))
+report.layer_text(restore, "drop", "The accuracy drop")
 
 # %% [markdown]
 # ## 6. What is linearly decodable at each layer?
@@ -184,26 +181,29 @@ plotting.say(study.layer_text(restore, "drop", "The accuracy drop"))
 # task-specific solution keeps what the task needs and may discard the irrelevant stream.
 
 # %% mystnb={"figure": {"caption": "Probe accuracy per block for base, tuned and scratch (mean and standard deviation over seeds), with the majority-class rate (dotted) and base probed on shuffled labels (dashed), the accuracy a probe reaches on noise at this number of prompts.", "name": "fig-lin-probes"}}
-probes = study.probe_table(states, data.trials["test"], cfg)
-study.plot_probes(probes)
+probes = measure.probe_table(states, data.trials["test"], cfg)
+report.plot_probes(probes)
 
 # %%
-plotting.say(study.probe_text(probes))
+report.probe_text(probes)
 
 # %% [markdown]
 # ## Verdict
 #
-# Each claim is judged by an explicit rule (the `reason` column states it): CKA gaps count when larger than
-# `cka_margin`, probe gaps when larger than `probe_margin`; "later layers" compares the later half of the blocks
-# with the earlier half on four indicators (CKA to base at both readouts, weight change, restore drop).
+# Each claim is judged by a rule declared once in `lib/chapters/lin/claims.py`; the list below is rendered from
+# those declarations, thresholds included. Every rule decides over seeds: a per-seed effect, its t-interval
+# against a margin, indicators combined by majority. The rules about representations are tested only where both
+# kinds solve the task; otherwise they are "not testable at this scale".
 
 # %%
-claims = study.verdicts(learn, cka, wchange, restore, probes, cfg)
-verdict = study.verdict_table(claims)
-verdict
+page.rules(claims.RULES)
 
 # %%
-plotting.say("\n".join(f"- **{c.verdict}**: {c.claim} Ours: {c.ours}. ({c.reason}.)" for c in claims))
+verdicts = claims.claims(measure.Measured(learn, cka, wchange, restore, probes))
+page.verdict_table(verdicts)
+
+# %%
+report.verdict_text(verdicts)
 
 # %% [markdown]
 # ## What differs from the paper
@@ -222,5 +222,5 @@ plotting.say("\n".join(f"- **{c.verdict}**: {c.claim} Ours: {c.ours}. ({c.reason
 #   probes are our tests of its stated conclusions, with our decision rules.
 
 # %%
-record = study.write_results(cfg, base, runs, claims)
-plotting.say(f"Results written for profile `{record['profile']}`: {len(record['claims'])} claims.")
+record = report.write_results(cfg, base, runs, verdicts)
+page.md(f"Results written for profile `{record['profile']}`: {len(record['claims'])} claims.")

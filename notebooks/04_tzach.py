@@ -27,7 +27,7 @@
 # - fine-tuning accuracy on classification (FewRel, DBpedia) rises along the blocks;
 # - the fine-tuned classifier's confidence does not depend on the mean APT of its input's tokens.
 #
-# **Prerequisites.** The BERT base of the *base models* page (`load_base("bert", profile)`); WordNet 3.0 from the
+# **Prerequisites.** The BERT base of the *base models* page (`bases.load("study:bert", profile)`); WordNet 3.0 from the
 # data page. It trains three small BERTs for W_S and two fine-tuned classifiers.
 # **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
@@ -54,7 +54,6 @@ ws_fractions = None  # list, in [0.0001, 1.0]: pre-training set sizes W_S, as fr
 ws_protocol = None  # str, one of 'same_epochs', 'same_steps': smaller W_S: as many epochs (steps scale with W_S) or as many steps as the base
 ws_full_steps = None  # int, in [0, 10000000]: steps at W_S: 1 (0: the base's own; needed for base_source)
 ws_lr = None  # float, in [0.0, 1.0]: learning rate of the W_S models (0: the base's recipe)
-cluster_threshold = None  # float, in [0.001, 1.0]: strong match: normalised confusion >: this
 cluster_min_count = None  # int, in [1, 1000000]: token types selected fewer times are left out of clusters
 topic_classes = None  # list, each one of 'noun.Tops', 'noun.act', 'noun.animal', 'noun.artifact', 'noun.attribute', 'noun.body', 'noun.cognition', 'noun.communication', 'noun.event', 'noun.feeling', 'noun.food', 'noun.group', 'noun.location', 'noun.motive', 'noun.object', 'noun.person', 'noun.phenomenon', 'noun.plant', 'noun.possession', 'noun.process', 'noun.quantity', 'noun.relation', 'noun.shape', 'noun.state', 'noun.substance', 'noun.time': WordNet lexicographer files of the topic task (DBpedia-like)
 relations = None  # list, each one of 'hypernym', 'instance_of', 'part_meronym', 'member_meronym', 'substance_meronym', 'antonym', 'similar_to', 'derivation', 'also_see', 'pertainym', 'entailment', 'cause', 'attribute': WordNet relations of the relation task (FewRel-like)
@@ -71,11 +70,11 @@ local_rows = None  # int, in [1, 100000]: local profile: held-out blocks of loca
 local_n_ctx = None  # int, in [8, 4096]
 
 # %%
-from lib import plotting
-from lib.chapters import tzach as study
+from lib import page
+from lib.chapters.tzach import build, claims, config, measure, report
 
-cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+cfg = config.Config.from_namespace(globals())  # every parameter validated before any work starts
+page.setup()
 cfg.table()
 
 # %% [markdown]
@@ -87,8 +86,8 @@ cfg.table()
 # documents, which no model trained on.
 
 # %%
-s = study.setup(cfg)
-plotting.say(study.text_profile(s))
+s = build.setup(cfg)
+report.text_profile(s)
 
 # %% [markdown]
 # ## 1. APT and token frequency
@@ -99,12 +98,12 @@ plotting.say(study.text_profile(s))
 # selected at least once (k = `apt_top_k`). Frequencies are counts in the base's pre-training rows.
 
 # %% mystnb={"figure": {"caption": "Left, APT of each token type (final MLM head) against its frequency in the pre-training rows, with the mean per log-spaced frequency bin; right, the binned means after the embeddings and the middle block (fresh head) and after the last block (the model's own head).", "name": "fig-tzach-frequency"}}
-blocks = study.run_blocks(s)  # every block, base and control, two readouts, n_seeds mask draws
-fa = study.final_apt(s, blocks)
-study.plot_frequency(fa)
+blocks = measure.blocks(s)  # every block, base and control, two readouts, n_seeds mask draws (cached)
+fa = measure.final_apt(s, blocks)
+report.frequency_figure(fa)
 
 # %%
-plotting.say(study.text_frequency(s, fa))
+report.text_frequency(s, fa)
 
 # %% [markdown]
 # ## 2. ⟨APT⟩ along the blocks
@@ -117,13 +116,13 @@ plotting.say(study.text_frequency(s, fa))
 # not whether the block already speaks the output head's language.
 
 # %% mystnb={"figure": {"caption": "⟨APT⟩ after each block (0 = embedding output) of the base and of the random control, read out by a fresh head per block (solid) and by the base's own MLM head (dashed); left over all selected positions (mean ± sd over mask draws), right over the positions replaced by [MASK] only (the other 20 % show a token, real or random, that a readout may copy). Stars: the paper's values for its BERT-6 (shown when the model has six blocks).", "name": "fig-tzach-blocks"}}
-study.plot_blocks(blocks)
+report.blocks_figure(blocks)
 
 # %%
-study.block_summary(blocks)
+measure.block_summary(blocks)
 
 # %%
-plotting.say(study.text_blocks(s, blocks))
+report.text_blocks(s, blocks)
 
 # %% [markdown]
 # ## 3. ⟨APT⟩ and the size of the pre-training set
@@ -135,14 +134,14 @@ plotting.say(study.text_blocks(s, blocks))
 # instead (several epochs on the smaller sets).
 
 # %% mystnb={"figure": {"caption": "⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), mean ± sd over mask draws. Table: the models of this page.", "name": "fig-tzach-ws"}}
-ws = study.run_ws(s, blocks)
-study.plot_ws(ws)
+ws = measure.ws(s, blocks)
+report.ws_figure(ws)
 
 # %%
-study.models_table(s, ws)
+report.models_table(s, ws)
 
 # %%
-plotting.say(study.text_ws(ws))
+report.text_ws(ws)
 
 # %% [markdown]
 # ## 4. Token confusion matrix and strong-match clusters
@@ -150,18 +149,20 @@ plotting.say(study.text_ws(ws))
 # *Which tokens does the model take for one another?* M[i, j] counts selected positions with true token i
 # predicted as j (a sparse matrix, never dense, so a 30k vocabulary is fine). Following the paper, rows whose
 # maximum is off the diagonal are dropped and each kept row is divided by its diagonal, so M̂[i, i] = 1. Our rule
-# for clusters (the paper gives none): tokens i, j are linked when M̂[i, j] ≥ `cluster_threshold` in either
-# direction; clusters are the connected components with at least two tokens. Token types selected fewer than
+# for clusters (the paper gives none): tokens i, j are linked when M̂[i, j] reaches the threshold of the
+# small-clusters rule (`claims.CLUSTER_THRESHOLD`, stated under Verdict) in either direction; clusters are the connected components with at least two tokens. Token types selected fewer than
 # `cluster_min_count` times are left out (their row maximum is noise). One number per block says how *sharp* the
 # clustering is: the share of the kept tokens' confusions that land on a member of their own cluster.
 
 # %% mystnb={"figure": {"caption": "Left, the size distribution of the strong-match clusters of the base's final head; middle, how many token types keep their row maximum on the diagonal after each block (the rows the normalisation keeps); right, the share of those tokens' confusions that fall inside their cluster, shown where enough token types are kept (`MIN_KEPT`).", "name": "fig-tzach-clusters"}}
-clusters, final = study.run_clusters(s, blocks)
-study.plot_clusters(clusters, final)
+clusters, final = measure.clusters(s, blocks, claims.CLUSTER_THRESHOLD)
+report.clusters_figure(clusters, final)
 
 # %%
-plotting.say(study.text_clusters(s, clusters, final))
-study.cluster_examples(s, final)
+report.text_clusters(s, clusters, final)
+
+# %%
+report.cluster_examples(s, final)
 
 # %% [markdown]
 # ## 5. Classification accuracy along the blocks
@@ -174,11 +175,11 @@ study.cluster_examples(s, final)
 # train/test splits.
 
 # %% mystnb={"figure": {"caption": "Test accuracy of a logistic head on the frozen, mean-pooled output of each block, for the pre-trained base, the random control and the fine-tuned base; mean ± sd over splits; dotted: chance.", "name": "fig-tzach-finetune"}}
-fin = study.run_finetune(s)
-study.plot_finetune(fin)
+fin = measure.finetune(s)
+report.finetune_figure(fin)
 
 # %%
-plotting.say(study.text_finetune(s, fin))
+report.text_finetune(s, fin)
 
 # %% [markdown]
 # ## 6. Confidence and the input's APT
@@ -188,11 +189,11 @@ plotting.say(study.text_finetune(s, fin))
 # of its tokens, with 95 % bootstrap intervals.
 
 # %% mystnb={"figure": {"caption": "Confidence of the fine-tuned classifier against the mean APT of each test input's tokens.", "name": "fig-tzach-confidence"}}
-conf = study.run_confidence(s, fin, fa)
-study.plot_confidence(conf)
+conf = measure.confidence(s, fin, fa)
+report.confidence_figure(conf)
 
 # %%
-plotting.say(study.text_confidence(conf, fin))
+report.text_confidence(conf)
 
 # %% [markdown]
 # ## Extension: APT along the layers of a packaged causal LM
@@ -202,24 +203,28 @@ plotting.say(study.text_confidence(conf, fin))
 # and unembedding applied to each layer). This is an extension, not the paper's experiment.
 
 # %%
-study.plot_local(s.local)
+local = measure.local_apt(s)
+report.local_figure(local)
 
 # %% [markdown]
 # *Figure (`local` profile): next-token ⟨APT⟩ and position-weighted accuracy after each layer of the packaged causal
 # LM, read through its final norm and unembedding.*
 
 # %%
-plotting.say(study.text_local(s.local))
+report.text_local(local)
 
 # %% [markdown]
 # ## Verdict
 #
-# Rules, fixed in `lib.chapters.tzach` before the runs:
+# Rules, fixed in `lib.chapters.tzach.claims` before the runs (each threshold a constant there, none a parameter):
 
 # %%
-plotting.say(study.RULES_TEXT)
-claims = study.local_claims(s.local) if s.base is None else study.claims(s, blocks, fa, ws, clusters, final, fin, conf)
-study.verdict_table(claims)
+page.rules((claims.DEPTH_CAUSAL,) if s.base is None else claims.RULES)
+
+# %%
+verdicts = (claims.local_claims(local) if s.base is None else
+            claims.claims(measure.for_claims(s, blocks, fa, ws, clusters, final, fin, conf)))
+page.verdict_table(verdicts)
 
 # %% [markdown]
 # ## What differs from the paper
@@ -236,7 +241,7 @@ study.verdict_table(claims)
 #   paper's article counts.
 
 # %%
-plotting.say(study.text_differences(s))
+report.text_differences(s)
 
 # %%
-record = study.write_results(s, claims)
+record = report.write_results(s, verdicts)

@@ -68,17 +68,16 @@ sae_eval_tokens = None  # int, in [64, 100000000]: held-out tokens for FVE, loss
 n_seeds = None  # int, in [2, 20]: SAE seeds (>: 3 for the headline shares)
 finetune_seeds = None  # bool: vary the fine-tuning seed with the SAE seed (2 fine-tunes a seed)
 compare_tokens = None  # int, in [48, 100000000]: comparison tokens (held-out base data)
-threshold = None  # float, in [0.0, 1.0]: activation correlation that makes two features one (paper 0.8)
 min_fires = None  # int, in [1, 1000000]: a feature is alive if it fires on this many comparison tokens
 top_k = None  # int, in [1, 10000]: top activations that label a feature
 device = None  # str, one of 'auto', 'cpu', 'cuda': where SAEs, models and correlations run
 
 # %%
-from lib import plotting
-from lib.chapters import horn as study
+from lib import page
+from lib.chapters.horn import build, claims, config, measure, report
 
-cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+cfg = config.Config.from_namespace(globals())  # every parameter validated before any work starts
+page.setup()
 cfg.table()
 
 # %% [markdown]
@@ -92,22 +91,14 @@ cfg.table()
 # `slerp(lua, stories, t)` per tensor with mergekit's semantics (t = 0 is the Lua model).
 
 # %%
-s = study.setup(cfg)
-sets = study.model_sets(s)  # {seed index: {model name: Loaded}}; the same fine-tunes unless finetune_seeds
+s = build.setup(cfg)
+sets = build.model_sets(s)  # {seed index: {model name: Loaded}}; the same fine-tunes unless finetune_seeds
 ms = sets[0]
-acc = study.accuracy(s, ms)
-models_table = study.models_table(ms, acc, cfg)
-models_table
+acc = measure.accuracy(s, ms)
+report.models_table(ms, acc, cfg)
 
 # %%
-arch = ms["base"].model.config
-plotting.say(
-    f"Profile `{cfg.profile}`: every model has one layer, d_model = {arch.hidden_size}, d_mlp = "
-    f"{arch.intermediate_size}, {arch.num_attention_heads} heads, a {arch.vocab_size}-token vocabulary and "
-    f"{models_table.loc['base', 'parameters (M)']:.2f} M parameters. Fine-tuning on stories raises next-token "
-    f"accuracy there from {acc['models']['base']['stories']:.3f} to {acc['models']['stories']['stories']:.3f}, "
-    f"on Lua from {acc['models']['base']['lua']:.3f} to {acc['models']['lua']['lua']:.3f}; the merge reaches "
-    f"{acc['models']['merged']['stories']:.3f} on stories and {acc['models']['merged']['lua']:.3f} on Lua.")
+report.models_text(ms, acc, cfg)
 
 # %% [markdown]
 # ## Interpolating between the two fine-tunes
@@ -115,14 +106,10 @@ plotting.say(
 # Where on the SLERP path between the two fine-tunes does each domain's accuracy go? (The paper's Figure 5.)
 
 # %% mystnb={"figure": {"caption": "Next-token accuracy on the validation sets of the stories, Lua and base (English + Python) data, for models SLERP-merged at t between the Lua fine-tune (t = 0) and the stories fine-tune (t = 1); dotted lines: the base model's accuracy on the same data; dashed line: the merge analysed below.", "name": "fig-horn-sweep"}}
-study.plot_sweep(acc, cfg)
+report.plot_sweep(acc, cfg)
 
 # %%
-sweep = study.pd.DataFrame(acc["sweep"]).set_index("t")
-plotting.say(
-    f"From t = 0 to t = 1, stories accuracy goes {sweep['stories'].iloc[0]:.3f} → {sweep['stories'].iloc[-1]:.3f} "
-    f"and Lua accuracy {sweep['lua'].iloc[0]:.3f} → {sweep['lua'].iloc[-1]:.3f}; base-data accuracy stays between "
-    f"{sweep['base'].min():.3f} and {sweep['base'].max():.3f} (base model: {acc['models']['base']['base']:.3f}).")
+report.sweep_text(acc)
 
 # %% [markdown]
 # ## One sparse autoencoder per model
@@ -135,41 +122,37 @@ plotting.say(
 # 1 = perfect), the mean number of active features per token (L0), and the share of features that never fire.
 
 # %%
-saes = study.train_saes(s, sets)  # {seed index: {model: (sae, metrics, key)}}
-study.sae_table(saes)
+saes = build.train_saes(s, sets)  # {seed index: {model: (sae, metrics, key)}}
+report.sae_table(saes)
 
 # %%
-fve = [saes[i][n][1]["fve"] for i in saes for n in study.MODELS]
-rec = [saes[i][n][1]["loss_recovered"] for i in saes for n in study.MODELS]
-plotting.say(
-    f"{len(saes)} seeds × 4 models: FVE {min(fve):.2f}–{max(fve):.2f}, "
-    f"loss recovered {min(rec):.2f}–{max(rec):.2f}, "
-    f"with {saes[0]['base'][1]['d_sae']} features ({cfg.sae_expansion}× d_mlp; the paper used 16×).")
+report.sae_text(saes, cfg)
 
 # %% [markdown]
 # ## Which features persist?
 #
 # All SAEs read the same comparison tokens: held-out base data (half English, half Python) in blocks of
 # `sae_ctx` tokens. For every edge parent → child, the Pearson correlation of every parent feature with every
-# child feature over those tokens (`lib.sae.feature_correlations`) sorts features with `lib.sae.feature_flow`:
-# a parent feature **persists** if some child feature correlates with it at r ≥ the threshold, else it
+# child feature over those tokens (`lib.sae.feature_correlations`) sorts features as `lib.sae.feature_flow` does:
+# a parent feature **persists** if some child feature correlates with it at r ≥ the paper's threshold, else it
 # **disappears**; a child feature that no parent feature matches **emerges**. Features that fire on fewer than
 # `min_fires` comparison tokens are left out. As in the paper, all SAEs of one run share their seed (the first four
 # rows). Two references the paper does not have: the same edges with the child's SAE from the next seed, and a
-# control, the base model's SAE against a second SAE of the *same* model trained with another seed.
+# control, the base model's SAE against a second SAE of the *same* model trained with another seed. The control
+# says how well the SAEs identify features at all: every persistence verdict below is read against it.
 
 # %%
-comps = study.compare_all(s, sets, saes)  # one comparison per SAE seed
-study.flow_table(comps)
+comps = measure.compare_all(s, sets, saes)  # one comparison per SAE seed
+report.flow_table(comps)
 
 # %% mystnb={"figure": {"caption": "Flow of SAE features along the four edges (first seed). Left bar: the parent's alive features, coloured if they persist, grey if they disappear; right bar: the child's alive features, dark if matched by a parent feature, light if they emerge. Bar heights are proportional to the number of alive features.", "name": "fig-horn-flow"}}
-study.plot_flow(comps[0])
+report.plot_flow(comps[0])
 
-# %% mystnb={"figure": {"caption": "Share of parent features that persist as a function of the correlation threshold (mean over seeds, band: min to max), with parent and child SAEs of the same seed (left, the paper's protocol) or of different seeds (right); dashed: the control, two SAEs of the same base model with different seeds; dotted line: the threshold used.", "name": "fig-horn-threshold"}}
-study.plot_threshold(comps, cfg)
+# %% mystnb={"figure": {"caption": "Share of parent features that persist as a function of the correlation threshold (mean over seeds, band: min to max), with parent and child SAEs of the same seed (left, the paper's protocol) or of different seeds (right); dashed: the control, two SAEs of the same base model with different seeds; dotted line: the paper's threshold, used by the verdicts.", "name": "fig-horn-threshold"}}
+report.plot_threshold(comps)
 
 # %%
-plotting.say(study.persistence_text(comps, cfg))
+report.persistence_text(comps)
 
 # %% [markdown]
 # ## What persists
@@ -180,21 +163,16 @@ plotting.say(study.persistence_text(comps, cfg))
 # English words (word-like tokens in prose). The breakdown pools the four edges.
 
 # %% mystnb={"figure": {"caption": "Token class of persisting and disappearing parent features and of emerging child features, pooled over the four edges (mean over seeds, error bars: sd).", "name": "fig-horn-categories"}}
-study.plot_categories(comps)
+report.plot_categories(comps)
 
 # %%
-cat_mean, _ = study.category_shares(comps)
-gap = study.generic_gap(comps)
-plotting.say(
-    f"Punctuation/whitespace features make up {100 * cat_mean.loc['punctuation/whitespace', 'persisting']:.0f} % "
-    f"of persisting and {100 * cat_mean.loc['punctuation/whitespace', 'disappearing']:.0f} % of disappearing "
-    f"features (difference per seed: {', '.join(f'{g:+.2f}' for g in gap)}).")
+report.categories_text(comps)
 
 # %% [markdown]
 # Top-activating contexts of a few base features (first seed), the activating token in ⟦ ⟧ and newlines as ⏎:
 
 # %%
-study.contexts_table(comps[0], s.tokenizer, cfg)
+report.contexts_table(comps[0], s.tokenizer, cfg)
 
 # %% [markdown]
 # ## Two case studies
@@ -203,30 +181,30 @@ study.contexts_table(comps[0], s.tokenizer, cfg)
 # (its *selectivity*), followed into every other model through its best-correlated feature:
 
 # %%
-study.case_table(comps, "assign")
+report.case_table(comps, "assign")
 
 # %% [markdown]
 # **Python exceptions.** The same search for tokens `raise`, `except`, `try`, `finally` and names containing
 # `Error` or `Exception` in code:
 
 # %%
-study.case_table(comps, "except")
+report.case_table(comps, "except")
 
 # %%
-plotting.say(study.case_text(comps, cfg))
+report.case_text(comps)
 
 # %% [markdown]
 # ## Verdict
 #
-# Each verdict follows an explicit rule (`RULES` in `lib/chapters/horn.py`, thresholds below):
+# Each verdict follows a rule declared once in `lib/chapters/horn/claims.py`; the rules as the tests read them:
 
 # %%
-claims = study.claims(comps, acc, cfg)
-plotting.say("\n".join(f"- **{k}**: {v}" for k, v in study.RULES.items()))
-study.verdict_table(claims)
+page.rules(claims.RULES)
 
 # %%
-record = study.write_results(claims, ms, saes, cfg)
+found = claims.claims(claims.measured(comps, acc))
+record = report.write_results(found, ms, saes, cfg)
+page.verdict_table(found)
 
 # %% [markdown]
 # ## What differs from the paper
@@ -242,9 +220,4 @@ record = study.write_results(claims, ms, saes, cfg)
 #   SAE seed is an addition of this page.
 
 # %%
-plotting.say(
-    f"Scale here: {models_table.loc['base', 'parameters (M)']:.2f} M parameters against about 35 M in the paper; "
-    f"{saes[0]['base'][1]['d_sae']} SAE features ({cfg.sae_expansion}× d_mlp) trained for {cfg.sae_steps} steps of "
-    f"{cfg.sae_batch_size} activations against 16,384 features; {cfg.compare_tokens} comparison tokens against "
-    f"120,000 (5,000 × 24); {cfg.n_seeds} SAE seeds, "
-    f"{'one fine-tune per seed' if cfg.finetune_seeds else 'one fine-tuning seed'}.")
+report.scale_text(ms, saes, cfg)

@@ -34,7 +34,9 @@
 #
 # **Prerequisites:** every chapter of the same profile has run (this page only loads their cached models through
 # each chapter's `synthesis_pairs`; a missing cache stops the page with the name of the notebook to run).
-# The lenses are in `lib.synthesis` (three seeds per pair).
+# The lenses are in `lib.lenses` (three seeds per pair); the page's code is the package `lib.chapters.synthesis`
+# (`build` loads the pairs and caches the lens measurements of each, `measure` aggregates the seeds, `claims` holds
+# the rules, `report` the figure and the text).
 # **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
 
 # %% tags=["parameters"]
@@ -43,45 +45,51 @@ params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single para
 # None below means the profile's value
 seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
 recompute = None  # bool: rebuild cached artifacts instead of loading them
-chapters = None  # list, each one of '00_data', '00_base_models', '01_lin', '02_zhao', '03_prakash', '04_tzach', '05_horn', '06_synthesis', '07_scorecard', '08_performance': notebooks whose pairs to include (empty: all with synthesis_pairs)
+chapters = None  # list, each one of '01_lin', '02_zhao', '03_prakash', '04_tzach', '05_horn': notebooks whose pairs to include (empty: all)
 tokens = None  # str, one of 'readout', 'all': CKA rows: the positions the metric reads, or every non-padding token
 debiased = None  # bool: unbiased HSIC in CKA (the biased one is inflated when rows ~ d_model)
-cka_reuse = None  # float, in [0.0, 1.0]: reuse needs mean late-half CKA to the base >: this
-weight_reuse = None  # float, in [0.0, 10.0]: reuse needs mean late-half relative weight change <: this
-depth_margin = None  # float, in [0.0, 1.0]: 'later layers task-specific' needs early-half minus late-half CKA >: this
 min_gap = None  # float, in [0.0, 1.0]: recovery is NaN when |metric(tuned) - metric(base)| is below this
 recovery_level = None  # float, in [0.0, 1.0]: the table reports where recovery first exceeds this
 chunk = None  # int, in [1, 4096]: examples per forward pass when reading activations
 n_seeds = None  # int, in [1, 20]: seeds per pair: each chapter's first n_seeds (fewer where it has fewer)
+results = None  # str: folder of the chapters' results/*.json (their own verdicts gate the synthesis); empty: this run's results folder, then the book's
 
 # %%
-from lib import plotting
-from lib.chapters import synthesis as study
+from IPython.display import display
 
-cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+from lib import page
+from lib.chapters.synthesis import build, claims as rules, config, measure, report
+
+cfg = config.Config.from_namespace(globals())  # every parameter validated before any work starts
+page.setup()
 cfg.table()
 
 # %% [markdown]
 # ## The pairs
 #
-# Chapters are found automatically: every module in `lib.chapters` with a `synthesis_pairs(profile)` function, in
-# the book's order. Each pair comes with a batch of its task's test inputs (at most 256 examples) and the
+# The chapters are listed once, in `lib.chapters.SYNTHESIS_SOURCES`; each offers its pairs through
+# `lib.chapters.<chapter>.build.synthesis_pairs`, in the book's order. Each pair comes with a batch of its task's test inputs (at most 256 examples) and the
 # chapter's own task metric (higher is better). Each chapter offers one set of pairs per seed it trained; the page
 # measures the first `n_seeds` of them and averages the lenses over seeds (the spread is in the table, the bands
 # of the figure and the text). Where a chapter trained fewer distinct models (Tzach et al.'s full fine-tunes:
 # `n_ft_seeds`; Horn & Elliott's fine-tunes are shared by all SAE seeds unless `finetune_seeds`), its pairs have
-# fewer seeds, and the table says how many.
+# fewer seeds, and the table says how many. The lens measurements of every pair and seed are cached, keyed by the
+# content of its two models and inputs, so a second run of this page only loads the models and the measurements.
+#
+# Each chapter's own verdicts say whether its base could do its task at this scale: when most of a chapter's claims
+# were "not testable at this scale", its pairs are not testable here either (its models' lenses are still shown).
 
 # %%
-lenses = study.run(cfg)
-plotting.say(study.setup_text(lenses, cfg))
+pairs = measure.aggregate(build.run(cfg))
+claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
+report.setup_text(pairs, cfg)
 
 # %% [markdown]
 # ## Three lenses
 #
 # Every lens gives one number per *layer point*: point 0 is the embedding output (`blocks.0.hook_resid_pre`),
-# point $i \ge 1$ the output of block $i-1$ (`blocks.{i-1}.hook_resid_post`, before any final norm). Point $i$ of
+# point $i \ge 1$ the output of block $i-1$ (`blocks.{i-1}.hook_resid_post`, before any final norm; the final
+# norm's output is a point of its own, off the depth axis, reported as "CKA final norm" in the table). Point $i$ of
 # a model with $n$ blocks sits at depth $i/n$, so a one-layer Mistral and a six-block BERT share one axis.
 #
 # 1. **CKA to the base.** Linear CKA (Kornblith et al. 2019) between the base's and the tuned model's residual
@@ -114,56 +122,53 @@ plotting.say(study.setup_text(lenses, cfg))
 #    that loss reproduced. `min_gap` is a floor, not a significance test: with a few hundred examples, an accuracy
 #    difference of a few hundredths can be sampling noise, so read small gaps with care.
 #
-# A pair is classified by two thresholds (parameters above), on the *late half* (layer points at depth > 0.5):
+# Each paper's conclusion is turned into a rule over two indicators on the same lenses, each read per seed and
+# decided from the t-interval of its mean against a threshold; a pair is classified by the two reuse indicators:
 
 # %%
-plotting.say(
-    f"**reuse** if the mean late-half CKA to the base is at least `cka_reuse` = {cfg.cka_reuse:g} *and* the mean "
-    f"late-half relative weight change is at most `weight_reuse` = {cfg.weight_reuse:g}; otherwise **rebuild**. "
-    f"Each paper's conclusion is turned into two criteria on the same lenses (table below; `depth_margin` = "
-    f"{cfg.depth_margin:g}): both hold = reproduced, one = partly, none = not reproduced.")
-study.rules_table()
+display(report.rules_text())
+report.rules_table()
 
 # %% [markdown]
 # ## All pairs side by side
 
 # %% mystnb={"figure": {"caption": "The three lenses for every pair, one column per chapter, one line per pair (colour = chapter). First two rows: CKA of the tuned model's residual stream to the base's, on the rows chosen by `tokens` and on the other choice (dotted: `cka_reuse`; a missing point has nothing to compare). Third row: relative weight change of each block (point 0: embeddings; symmetric-log axis; dotted: `weight_reuse`). Bottom: share of the tuned model's metric change (gain, or loss) reproduced by patching its residual stream at that point into the base (dotted: 1; a pair whose metric changed by less than `min_gap` has no curve). Lines: mean over seeds; bands: ± 1 sd over seeds (pairs with one seed have none). x: depth, 0 = embeddings, 1 = last block.", "name": "fig-synthesis-overview"}}
-study.plot(lenses, cfg)
+fig = report.figure(pairs, cfg)
 
 # %%
-table = study.summary_table(lenses, cfg)
-table
+report.table(pairs, claim_list, cfg)
 
 # %% [markdown]
 # *Table: per pair, the number of seeds; the mean CKA over the early (depth ≤ 0.5) and late (depth > 0.5) layer
-# points, the sd over seeds of the late value, and the late-half CKA on the other choice of rows; the same for the
+# points, the sd over seeds of the late value, the late-half CKA on the other choice of rows and the CKA after the
+# final norm (NaN for BERT, which has none); the same for the
 # weight change, and the weight change outside the blocks; the chapter's metric for base and tuned model; the
 # first layer point from which patching reproduces more than `recovery_level` of the change; the class by the
-# rule above, what the paper's conclusion expects, and the verdict (all on the mean over seeds).*
+# rule above, what the paper's conclusion expects, and the verdict (numbers: means over seeds; class and verdict:
+# read from the per-seed intervals).*
 
 # %% [markdown]
 # ## Reuse or rebuild, chapter by chapter
 
 # %%
-plotting.say(study.overall_text(lenses, cfg))
-plotting.say(study.chapter_text(lenses, cfg))
+display(report.overall_text(pairs, claim_list, cfg))
+report.chapter_text(pairs, claim_list, cfg)
 
 # %% [markdown]
 # ## Against each paper's own conclusion
 
 # %%
-plotting.say(study.comparison_text(lenses, cfg))
+report.comparison_text(pairs, claim_list, cfg)
 
 # %% [markdown]
 # ## Verdict
 #
-# One claim per pair: the paper's conclusion against our lenses, by the two-criteria rule. These rows go to the
-# reproduction scorecard with the chapters' own claims.
+# One claim per pair: the paper's conclusion against our lenses, by its rule. These rows go to the reproduction
+# scorecard, listed apart from the chapters' own claims.
 
 # %%
-claims = study.claims(lenses, cfg)
-study.write_results(lenses, claims, cfg)
-study.verdict_table(claims)
+report.write_results(claim_list, cfg, measure.models_info(pairs))
+page.verdict_table(claim_list)
 
 # %% [markdown]
 # ## What differs from the papers
@@ -171,10 +176,11 @@ study.verdict_table(claims)
 # - **Scale.** Every pair here is one of the study's own small models (sizes in "The pairs" above), not GPT-2, Llama-2-7B, BERT-6 or Horn & Elliott's Mistral; the lenses' meaning does not change
 #   with size, but the numbers do.
 # - **Few seeds.** At most `n_seeds` per pair, fewer where the chapter trained fewer models; classes and verdicts
-#   are read from the mean over seeds, so a pair near a threshold can flip with another seed (compare the sd
-#   columns with the distance to the thresholds).
+#   are read from the t-intervals over seeds, so a pair near a threshold, or with fewer than two seeds, is
+#   inconclusive rather than flipped by one more seed.
 # - **Different evidence.** The papers judged reuse with their own tools (circuits, SAE features, per-token
 #   accuracy); the lenses here look at whole layers. A paper's claim about circuits or features can hold while
 #   the whole-layer picture says otherwise, and the verdicts here are about the whole-layer picture only.
-# - **Rules are ours.** The thresholds that turn curves into "reuse" or "rebuild" are parameters of this page,
-#   stated above; change them with `params` and the classes and verdicts are recomputed.
+# - **Rules are ours.** The thresholds that turn curves into "reuse" or "rebuild" are stated once, as constants of
+#   `lib/chapters/synthesis/claims.py`, and the rule text above is rendered from them; they are not parameters, so
+#   a verdict cannot be tuned from the command line.

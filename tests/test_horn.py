@@ -1,11 +1,16 @@
-"""Tests of lib.chapters.horn (chapter 5: SAE features through fine-tuning and SLERP merging)."""
+"""Tests of lib.chapters.horn (chapter 5: SAE features through fine-tuning and SLERP merging), one section per
+module of the package: config, build, measure, claims (a known answer for every rule), report."""
+
 import numpy as np
 import pytest
 import torch
 
+from lib import bases
 from lib import sae as saelib
+from lib.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, OFFLINE, REPRODUCED
 from lib.config import ConfigError
-from lib.chapters import horn
+from lib.paths import PARAMS_DIR
+from lib.chapters.horn import build, claims, config, measure
 
 from _tiny import tiny_model
 
@@ -13,44 +18,31 @@ from _tiny import tiny_model
 # ------------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("profile", ["smoke", "tiny", "local", "paper"])
 def test_every_profile_loads(profile):
-    cfg = horn.Config.load(profile, {"device": "cpu"})
-    assert cfg.n_seeds >= 2 and 0 < cfg.threshold <= 1
+    cfg = config.Config.load(profile, {"device": "cpu"})
+    assert cfg.n_seeds >= 2
     assert cfg.merge_t in cfg.ts and cfg.ts == sorted(cfg.ts)
 
 
 @pytest.mark.parametrize("bad", [{"n_seeds": 1}, {"merge_t": 1.5}, {"device": "tpu"}, {"sweep_ts": [0.0, 2.0]},
-                                 {"compare_tokens": 10, "sae_ctx": 24}, {"base_profile": "paper"}])
+                                 {"compare_tokens": 10, "sae_ctx": 24}, {"base_profile": "paper"},
+                                 {"threshold": 0.8}])
 def test_bad_parameters_raise_one_config_error(bad):
     with pytest.raises(ConfigError):
-        horn.Config.load("smoke", bad)
+        config.Config.load("smoke", bad)
+
+
+def test_no_verdict_threshold_is_a_parameter():
+    assert "threshold" not in config.Config.field_names()
+    for path in (PARAMS_DIR / "05_horn").glob("*.yaml"):
+        assert "threshold" not in path.read_text(), path.name
 
 
 def test_local_profile_uses_the_tiny_base():
-    assert horn.Config.load("local", {"device": "cpu"}).base_profile_resolved == "tiny"
-    assert horn.Config.load("smoke", {"device": "cpu"}).base_profile_resolved == "smoke"
+    assert config.Config.load("local", {"device": "cpu"}).base_profile_resolved == "tiny"
+    assert config.Config.load("smoke", {"device": "cpu"}).base_profile_resolved == "smoke"
 
 
-# ------------------------------------------------------------------------------------------------ token classes
-@pytest.mark.parametrize("text, code, want", [
-    (" =", True, "punctuation/whitespace"), ("\n    ", True, "punctuation/whitespace"),
-    ("():", True, "punctuation/whitespace"),
-    (" def", True, "keyword"), (" local", True, "keyword"), (" def", False, "English word"),
-    (" 42", False, "number"), ("3.14", True, "number"), (" foo_bar", True, "identifier"),
-    (" river", False, "English word"),
-])
-def test_token_category(text, code, want):
-    assert horn.token_category(text, code) == want
-
-
-def test_feature_categories_follow_the_activation_mass():
-    cats = np.array([0, 0, 4, 4, 4, 1])  # token -> category index
-    top_idx = np.array([[0, 2, 5], [1, 3, 0], [2, 4, 0]])  # (k=3, d=3)
-    top_val = np.array([[5.0, 1.0, 0.0], [4.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
-    # feature 0: mass 9 on category 0, 1 on category 4; feature 1: all category 4; feature 2 never fires
-    assert horn.feature_categories(top_idx, top_val, cats).tolist() == [0, 4, -1]
-
-
-# ------------------------------------------------------------------------------------------------ accuracy
+# ------------------------------------------------------------------------------------------------ build
 class _Oracle(torch.nn.Module):
     """Logits that put all mass on the true next token (or on `constant`)."""
 
@@ -66,27 +58,52 @@ class _Oracle(torch.nn.Module):
 
 def test_next_token_accuracy_known_answers():
     ids = torch.tensor([[1, 2, 3, 4], [3, 3, 5, 3]])
-    assert horn.next_token_accuracy(_Oracle(), ids) == 1.0
+    assert build.next_token_accuracy(_Oracle(), ids) == 1.0
     # predicting 3 everywhere: targets are 2 3 4 | 3 5 3 -> 3 of 6 correct
-    assert horn.next_token_accuracy(_Oracle(constant=3), ids, batch_size=1) == 0.5
+    assert build.next_token_accuracy(_Oracle(constant=3), ids, batch_size=1) == 0.5
 
 
 def test_merge_endpoints_and_midpoint():
     lua, stories = tiny_model("mistral", seed=0), tiny_model("mistral", seed=1)
     for t, want in ((0.0, lua), (1.0, stories)):
-        merged = horn.merge(lua, stories, t)
+        merged = build.merge(lua, stories, t)
         for (name, p), q in zip(merged.state_dict().items(), want.state_dict().values()):
             assert torch.equal(p, q), name
-    mid = horn.merge(lua, stories, 0.5).state_dict()
+    mid = build.merge(lua, stories, 0.5).state_dict()
     assert not torch.equal(mid["lm_head.weight"], lua.state_dict()["lm_head.weight"])
 
 
-# ------------------------------------------------------------------------------------------------ matching
-def _cfg(**kw):
-    return horn.Config.load("smoke", {"device": "cpu", "min_fires": 1, **kw})
+def test_bf16_sae_training_learns_like_float32():
+    g = torch.Generator().manual_seed(0)
+    directions = torch.linalg.qr(torch.randn(16, 16, generator=g))[0][:8]
+    acts = (torch.rand(2048, 8, generator=g) < 0.15) * (0.5 + torch.rand(2048, 8, generator=g)) @ directions
+    scfg = saelib.SAEConfig(d_in=16, d_sae=32, l1_coefficient=0.05, lr=3e-3, batch_size=256, n_steps=200)
+    mse = {bf16: np.mean(build.fit_sae(acts, scfg, bf16)[1]["mse"][-20:]) for bf16 in (False, True)}
+    assert mse[False] < 0.3  # it learned
+    assert mse[True] < 1.3 * mse[False]  # and bf16 learned too (a cached bf16 weight copy would not)
 
 
-def test_stored_flow_equals_recomputed_flow():
+# ------------------------------------------------------------------------------------------------ measure
+@pytest.mark.parametrize("text, code, want", [
+    (" =", True, "punctuation/whitespace"), ("\n    ", True, "punctuation/whitespace"),
+    ("():", True, "punctuation/whitespace"),
+    (" def", True, "keyword"), (" local", True, "keyword"), (" def", False, "English word"),
+    (" 42", False, "number"), ("3.14", True, "number"), (" foo_bar", True, "identifier"),
+    (" river", False, "English word"),
+])
+def test_token_category(text, code, want):
+    assert measure.token_category(text, code) == want
+
+
+def test_feature_categories_follow_the_activation_mass():
+    cats = np.array([0, 0, 4, 4, 4, 1])  # token -> category index
+    top_idx = np.array([[0, 2, 5], [1, 3, 0], [2, 4, 0]])  # (k=3, d=3)
+    top_val = np.array([[5.0, 1.0, 0.0], [4.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    # feature 0: mass 9 on category 0, 1 on category 4; feature 1: all category 4; feature 2 never fires
+    assert measure.feature_categories(top_idx, top_val, cats).tolist() == [0, 4, -1]
+
+
+def test_flow_from_best_partners_equals_lib_sae_feature_flow():
     g = torch.Generator().manual_seed(0)
     base = torch.relu(torch.randn(400, 12, generator=g))
     copies = base[:, :6] + 0.3 * torch.randn(400, 6, generator=g)
@@ -94,17 +111,17 @@ def test_stored_flow_equals_recomputed_flow():
     # 6 noisy copies, 5 new features, 1 dead
     feats = {"a": base, "b": child}
     arrays = {"a__alive": np.ones(12, bool), "b__alive": (child > 0).sum(0).numpy() > 0}
-    cfg = _cfg()
-    comp = {**arrays, **horn._edge("a", "b", feats, arrays, cfg, torch.device("cpu"))}
-    assert horn.shares(comp, "a", "b") == horn.shares(comp, "a", "b", cfg.threshold)
+    comp = {**arrays, **measure.best_partners("a", "b", feats, arrays, torch.device("cpu"))}
     corr = saelib.feature_correlations(base, child)
-    for t in (0.3, 0.6, 0.9):
-        flow = saelib.feature_flow(corr, t, torch.as_tensor(arrays["a__alive"]), torch.as_tensor(arrays["b__alive"]))
-        got = horn.shares(comp, "a", "b", t)
-        assert got["persisting"] == pytest.approx(flow.persisting_share)
-        assert got["emerging"] == pytest.approx(flow.emerging_share)
+    for t in (0.3, 0.6, claims.MATCH, 0.9):
+        want = saelib.feature_flow(corr, t, torch.as_tensor(arrays["a__alive"]), torch.as_tensor(arrays["b__alive"]))
+        got = measure.flow(comp, "a", "b", t)
+        for fate in ("persisting", "disappearing", "emerging", "matched"):
+            assert getattr(got, fate).tolist() == getattr(want, fate).tolist(), (t, fate)
+        assert got.shares()["persisting"] == pytest.approx(want.persisting_share)
+        assert got.shares()["emerging"] == pytest.approx(want.emerging_share)
     assert comp["a__b__row_max"][:6].min() > 0.8  # the noisy copies persist
-    assert horn.shares(comp, "a", "b")["n_child"] == 11  # the dead feature is left out
+    assert measure.shares(comp, "a", "b", claims.MATCH)["n_child"] == 11  # the dead feature is left out
 
 
 def test_case_study_finds_the_planted_feature():
@@ -112,19 +129,105 @@ def test_case_study_finds_the_planted_feature():
     g = torch.Generator().manual_seed(1)
     indicator = torch.rand(n, generator=g) < 0.1
     feats = {}
-    for k, name in enumerate(horn.MODELS):
+    for k, name in enumerate(build.MODELS):
         f = torch.relu(torch.randn(n, 6, generator=g))
         f[:, (k + 2) % 6] = indicator.float() * (1 + 0.1 * torch.rand(n, generator=g))  # planted in a different slot
         feats[name] = f
     cls = {"category": np.zeros(n, np.int64), "assign": indicator.numpy(), "except": np.zeros(n, bool)}
-    cfg = _cfg(top_k=3)
     arrays = {}
     for name, f in feats.items():
-        arrays.update(horn._summary(name, f, cls, cfg))
-    case = horn._case("assign", feats, arrays, torch.device("cpu"))
+        arrays.update(measure.summarise(name, f, cls, min_fires=1, top_k=3))
+    case = measure.follow("assign", feats, arrays)
     assert case["case__assign__match"].tolist() == [2, 3, 4, 5]
     assert case["case__assign__r"].min() > 0.95
     assert arrays["base__except_r"].tolist() == [0.0] * 6  # a constant indicator correlates 0
+
+
+def test_correlate_with_matches_lib_sae():
+    g = torch.Generator().manual_seed(3)
+    F = torch.relu(torch.randn(500, 7, generator=g)).to(torch.bfloat16)
+    F[:, 3] = 0  # never fires
+    X = np.stack([(torch.rand(500, generator=g) < 0.2).numpy(), np.zeros(500, bool)], 1)  # second one constant
+    got = measure.correlate_with(F, X, chunk=128)
+    want = saelib.feature_correlations(F.float(), torch.as_tensor(X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[3].tolist() == [0.0, 0.0] and (got[:, 1] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def _measured(**kw) -> dict:
+    """A `measured` input under which every rule is testable and reproduced; `kw` replaces entries."""
+    m = {"paper_protocol": [0.10, 0.12, 0.11], "independent": [0.10, 0.12, 0.11],
+         "control_per_seed": [0.80, 0.82, 0.79], "control": 0.79, "generic_gap": [0.30, 0.32, 0.31],
+         "assign_weakest": [0.90, 0.92, 0.91], "assign_selectivity": 0.5, "assign_control_r": [0.9, 0.9, 0.9],
+         "except_lua": [0.30, 0.32, 0.31], "except_stories": [0.85, 0.86, 0.84], "except_selectivity": 0.5,
+         "except_control_r": [0.9, 0.9, 0.9], "sweep_t": [0.0, 0.2, 0.4, 0.58, 0.6, 0.8, 1.0],
+         "sweep_stories": [0.10, 0.15, 0.20, 0.24, 0.25, 0.30, 0.35],
+         "sweep_lua": [0.40, 0.35, 0.30, 0.26, 0.25, 0.20, 0.15], "domain_lead": 0.2}
+    return {**m, **kw}
+
+
+def _verdicts(m: dict) -> dict[str, str]:
+    return {c.id: c.verdict for c in claims.claims(m)}
+
+
+LOW_CONTROL = {"control_per_seed": [0.10, 0.12, 0.11], "control": 0.10}
+CASES = {  # rule id -> (replacements that make it fail, replacements that break its precondition)
+    "few_persist": ({"independent": [0.78, 0.80, 0.77]}, LOW_CONTROL),
+    "generic_persist": ({"generic_gap": [-0.10, -0.12, -0.09]}, LOW_CONTROL),
+    "assignment_universal": ({"assign_weakest": [0.40, 0.42, 0.41]}, {"assign_selectivity": 0.1}),
+    "exception_no_lua_match": ({"except_lua": [0.95, 0.96, 0.94]}, {"except_selectivity": 0.1}),
+    "interpolation_monotone": ({"sweep_stories": [0.35, 0.30, 0.25, 0.24, 0.20, 0.15, 0.10]}, {"domain_lead": 0.0}),
+}
+
+
+def test_every_rule_has_a_known_answer_case():
+    assert set(CASES) | {claims.GPT4_EXPLANATIONS.id} == {r.id for r in claims.RULES}
+
+
+@pytest.mark.parametrize("rule_id", list(CASES))
+def test_rule_reproduced_on_a_constructed_input(rule_id):
+    assert _verdicts(_measured())[rule_id] == REPRODUCED
+
+
+@pytest.mark.parametrize("rule_id", list(CASES))
+def test_rule_not_reproduced_on_a_constructed_input(rule_id):
+    assert _verdicts(_measured(**CASES[rule_id][0]))[rule_id] == NOT_REPRODUCED
+
+
+@pytest.mark.parametrize("rule_id", list(CASES))
+def test_rule_not_testable_when_its_precondition_fails(rule_id):
+    c = {c.id: c for c in claims.claims(_measured(**CASES[rule_id][1]))}[rule_id]
+    assert c.verdict == NOT_TESTABLE and c.precondition
+
+
+def test_a_low_control_makes_every_persistence_claim_not_testable_and_keeps_its_numbers():
+    m = _measured(**LOW_CONTROL)
+    got = {c.id: c for c in claims.claims(m)}
+    for rule in claims.PERSISTENCE_RULES:
+        assert got[rule.id].verdict == NOT_TESTABLE, rule.id
+        assert "control" in got[rule.id].precondition
+    assert got["few_persist"].value == pytest.approx(np.mean(m["paper_protocol"]))
+    assert got["few_persist"].n == 3
+    assert got["interpolation_monotone"].verdict == REPRODUCED  # not a persistence claim
+    assert got["gpt4_explanations"].verdict == OFFLINE
+
+
+@pytest.mark.parametrize("kw, rule_id", [
+    ({"independent": [0.2, 0.7, 0.45]}, "few_persist"),  # relative persistence straddles 0.5
+    ({"generic_gap": [0.0, 0.3, 0.15]}, "generic_persist"),
+    ({"assign_weakest": [0.6, 0.95, 0.8]}, "assignment_universal"),
+    ({"paper_protocol": [0.1, 0.1], "independent": [0.1, 0.5], "control_per_seed": [0.8, 0.8], "control": 0.8},
+     "few_persist"),  # two seeds that disagree
+])
+def test_an_interval_across_the_margin_is_inconclusive(kw, rule_id):
+    assert _verdicts(_measured(**kw))[rule_id] == INCONCLUSIVE
+
+
+def test_claims_carry_their_rendered_rule():
+    for c, rule in zip(claims.claims(_measured()), claims.RULES):
+        assert c.id == rule.id and c.rule == rule.text()
+    assert f"r ≥ {claims.MATCH}" in claims.FEW_PERSIST.text()
 
 
 # ------------------------------------------------------------------------------------------------ the paper path
@@ -158,52 +261,59 @@ def tiny_mistral_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDY_RESULTS", str(tmp_path / "results"))
     docs = _docs()
     tok = train_bpe([d for tr, va in docs.values() for d in tr], vocab_size=300)
-    config = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                           sliding_window=None, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    mcfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         sliding_window=None, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     torch.manual_seed(0)
-    MistralForCausalLM(config).save_pretrained(tmp_path / "paper-base")
+    MistralForCausalLM(mcfg).save_pretrained(tmp_path / "paper-base")
     tok.save_pretrained(tmp_path / "paper-base")
     return tmp_path / "paper-base", docs
 
 
 @pytest.mark.models
 def test_paper_profile_pipeline_on_a_tiny_random_mistral(tiny_mistral_folder):
+    from lib.chapters.horn import report
+
     folder, docs = tiny_mistral_folder
-    cfg = horn.Config.load("paper", _paper_params(folder))
-    s = horn.setup(cfg, docs=docs)
-    assert s.base.key == f"hub:{folder}"
-    sets = horn.model_sets(s)
+    cfg = config.Config.load("paper", _paper_params(folder))
+    s = build.setup(cfg, docs=docs)
+    assert s.base.key == bases.source_key(str(folder))
+    sets = build.model_sets(s)
     ms = sets[0]
     assert sets[1] is sets[0]  # one fine-tune seed unless finetune_seeds
     base_sd, lua_sd = ms["base"].model.state_dict(), ms["lua"].model.state_dict()
     assert any(not torch.equal(base_sd[k], lua_sd[k]) for k in base_sd)  # fine-tuning changed the weights
-    acc = horn.accuracy(s, ms)
+    acc = measure.accuracy(s, ms)
     assert [r["t"] for r in acc["sweep"]] == cfg.ts
-    t0 = acc["sweep"][0]
-    assert t0["lua"] == pytest.approx(acc["models"]["lua"]["lua"])  # t = 0 is the Lua model
-    saes = horn.train_saes(s, sets)
+    assert acc["sweep"][0]["lua"] == pytest.approx(acc["models"]["lua"]["lua"])  # t = 0 is the Lua model
+    saes = build.train_saes(s, sets)
     assert saes[0]["base"][0].d_sae == 2 * 64 and saes[0]["base"][2] != saes[1]["base"][2]
-    comps = horn.compare_all(s, sets, saes)
+    comps = measure.compare_all(s, sets, saes)
     assert len(comps) == 2
-    for a, b in (*horn.EDGES, horn.CONTROL):
-        sh = horn.shares(comps[0], a, b)
+    for a, b in (*measure.EDGES, measure.CONTROL):
+        sh = measure.shares(comps[0], a, b, claims.MATCH)
         assert 0 <= sh["persisting"] <= 1 and sh["persisting"] + sh["disappearing"] == pytest.approx(1)
-    claims = horn.claims(comps, acc, cfg)
-    ids = {c.id for c in claims}
-    assert ids >= {"few_persist", "generic_persist", "assignment_universal", "exception_no_lua_match"}
-    record = horn.write_results(claims, ms, saes, cfg)
+    found = claims.claims(claims.measured(comps, acc))
+    assert [c.id for c in found] == [r.id for r in claims.RULES]
+    record = report.write_results(found, ms, saes, cfg)
     assert record["models"]["base"]["d_mlp"] == 64
+    assert set(record["rules"]) == {r.id for r in claims.RULES}
+    for fig in (report.plot_sweep(acc, cfg), report.plot_flow(comps[0]), report.plot_threshold(comps),
+                report.plot_categories(comps)):
+        assert fig.axes
+    assert len(report.flow_table(comps)) == len(measure.ALL_EDGES)
+    assert "threshold" in report.case_text(comps).data
     # a second pass is served from the cache
-    again = horn.finetune(s, "lua", cfg.ft_seed(0))
+    again = build.finetune(s, "lua", cfg.ft_seed(0))
     assert again.key == ms["lua"].key
+    assert measure.compare_all(s, sets, saes)[0].keys() == comps[0].keys()
 
 
 @pytest.mark.models
 def test_a_lossless_sae_recovers_all_the_loss(tiny_mistral_folder):
     folder, docs = tiny_mistral_folder
-    cfg = horn.Config.load("paper", _paper_params(folder))
-    s = horn.setup(cfg, docs=docs)
+    cfg = config.Config.load("paper", _paper_params(folder))
+    s = build.setup(cfg, docs=docs)
     d = 64
     sae = saelib.SparseAutoencoder(d, 2 * d)
     with torch.no_grad():  # ReLU(x) - ReLU(-x) = x: an exact reconstruction
@@ -211,7 +321,7 @@ def test_a_lossless_sae_recovers_all_the_loss(tiny_mistral_folder):
         sae.W_dec.copy_(torch.cat([torch.eye(d), -torch.eye(d)], 0))
         sae.b_enc.zero_()
         sae.b_dec.zero_()
-    m = horn.evaluate_sae(s, s.base, sae)
+    m = build.evaluate_sae(s, s.base, sae)
     assert m["fve"] == pytest.approx(1.0, abs=1e-6)
     assert m["loss_recovered"] == pytest.approx(1.0, abs=1e-4)
 
@@ -220,31 +330,10 @@ def test_a_lossless_sae_recovers_all_the_loss(tiny_mistral_folder):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_sae_and_matching_run_on_cuda(tiny_mistral_folder):
     folder, docs = tiny_mistral_folder
-    cfg = horn.Config.load("paper", {**_paper_params(folder), "device": "cuda", "bf16": True})
-    s = horn.setup(cfg, docs=docs)
-    sets = horn.model_sets(s)
-    saes = horn.train_saes(s, sets)
+    cfg = config.Config.load("paper", {**_paper_params(folder), "device": "cuda", "bf16": True})
+    s = build.setup(cfg, docs=docs)
+    sets = build.model_sets(s)
+    saes = build.train_saes(s, sets)
     assert saes[0]["base"][0].W_enc.is_cuda
-    comps = horn.compare_all(s, sets, saes)
-    assert 0 <= horn.shares(comps[0], "base", "lua")["persisting"] <= 1
-
-
-def test_bf16_sae_training_learns_like_float32():
-    g = torch.Generator().manual_seed(0)
-    directions = torch.linalg.qr(torch.randn(16, 16, generator=g))[0][:8]
-    acts = (torch.rand(2048, 8, generator=g) < 0.15) * (0.5 + torch.rand(2048, 8, generator=g)) @ directions
-    scfg = saelib.SAEConfig(d_in=16, d_sae=32, l1_coefficient=0.05, lr=3e-3, batch_size=256, n_steps=200)
-    mse = {bf16: np.mean(horn.fit_sae(acts, scfg, bf16)[1]["mse"][-20:]) for bf16 in (False, True)}
-    assert mse[False] < 0.3  # it learned
-    assert mse[True] < 1.3 * mse[False]  # and bf16 learned too (a cached bf16 weight copy would not)
-
-
-def test_correlate_with_matches_lib_sae():
-    g = torch.Generator().manual_seed(3)
-    F = torch.relu(torch.randn(500, 7, generator=g)).to(torch.bfloat16)
-    F[:, 3] = 0  # never fires
-    X = np.stack([(torch.rand(500, generator=g) < 0.2).numpy(), np.zeros(500, bool)], 1)  # second one constant
-    got = horn.correlate_with(F, X, chunk=128)
-    want = saelib.feature_correlations(F.float(), torch.as_tensor(X, dtype=torch.float32)).numpy()
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert got[3].tolist() == [0.0, 0.0] and (got[:, 1] == 0).all()
+    comps = measure.compare_all(s, sets, saes)
+    assert 0 <= measure.shares(comps[0], "base", "lua", claims.MATCH)["persisting"] <= 1

@@ -9,7 +9,7 @@ from lib import precision
 from lib.artifacts import artifact_key
 from lib.config import ConfigError
 from lib import bases as base_models
-from lib.chapters import zhao
+from lib.chapters.zhao import config as zhao
 
 
 @pytest.fixture

@@ -67,6 +67,28 @@ def test_no_pickle_loading_anywhere():
     assert not bad, f"pickle loading in {bad}"
 
 
+def test_offline_sources_are_intact():
+    """Every fetched Debian package matches the md5sums it ships, file by file (`make data` repairs one that does not)."""
+    from lib import sources
+
+    fetched = [p for p in sources.DEBIAN_PACKAGES if sources.have_package(p)]
+    if not fetched:
+        pytest.skip("no offline sources fetched (make data)")
+    bad = {p: why for p in fetched if (why := sources.problems(p))}
+    assert not bad, sources.report(bad)
+
+
+def test_every_source_reader_checks_its_packages_first(tmp_path, monkeypatch):
+    """No reader of a Debian package reads it unchecked: with the packages absent, each one raises and names `make data`."""
+    from lib import corpora, sources
+
+    monkeypatch.setattr(sources, "SOURCES_DIR", tmp_path)
+    readers = [r for readers, packages, _ in corpora.SOURCES.values() if packages for r in readers]
+    for reader in [*readers, corpora.wordnet_synsets]:
+        with pytest.raises(sources.MissingSourceError, match="make data"):
+            reader()
+
+
 def _bad_values(cls):
     """One (params, expected words) per kind of bad value, derived from the config's own fields."""
     hints = typing.get_type_hints(cls)

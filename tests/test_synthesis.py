@@ -1,20 +1,26 @@
-"""Tests for lib.synthesis (the three lenses) and lib.chapters.synthesis (discovery, rules, failure message).
+"""Tests for lib.lenses (the three lenses) and the lib.chapters.synthesis package (sources, cache, rules).
 
 Known answers: a model compared with itself has CKA 1 and weight change 0 everywhere; perturbing one block moves
 only that block's weight change; patching the last residual stream of a tuned model that shares the final norm and
 unembedding with its base recovers exactly its metric (recovery 1), patching the shared embedding output recovers
-nothing (recovery 0); a pair without a metric gap gives NaN recovery.
+nothing (recovery 0); a pair without a metric gap gives NaN recovery. Every rule of claims.py has a constructed
+input where it must come out "reproduced", one where it must not, and one whose precondition fails.
 """
 import copy
+import json
+import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
-from lib import synthesis as lens
-from lib.config import PROFILES
-from lib.chapters import NOTEBOOKS
-from lib.chapters import synthesis as study
+from lib import lenses as lens
+from lib.chapters import NOTEBOOKS, SYNTHESIS_SOURCES
+from lib.chapters.synthesis import build, claims as rules, config, measure, report
+from lib.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, VERDICTS
+from lib.config import PROFILES, ConfigError
+from lib.hooks import model_spec
 from tests._tiny import FAMILIES, perturbed_copy, tiny_inputs, tiny_model
 
 
@@ -45,57 +51,221 @@ def test_recovery_formula_and_guard():
     assert lens.first_above(np.array([np.nan, 0.2]), 0.5) is None
 
 
-def _pair_lens(cka, weight, module="lin", name="lin_tuned"):
+def test_pair_from_dict_names_what_is_missing():
+    p = lens.Pair.from_dict({"name": "x", "base": 1, "tuned": 2, "inputs": 3, "metric": len})
+    assert p.name == "x" and p.tokenizer is None
+    with pytest.raises(ValueError, match="metric"):
+        lens.Pair.from_dict({"name": "x", "base": 1, "tuned": 2, "inputs": 3})
+
+
+def _lens(cka, weight, module="lin", name="lin_tuned", notebook="01_lin", seed_index=0, testable=1.0):
     n = len(cka) - 1
-    return study.PairLens("01_lin", module, name, "gpt2", n, 8, 100, 10, np.array(cka, float), np.array(cka, float),
-                          np.array(weight, float), 0.0, 0.2, 0.8, np.zeros(n + 1), np.zeros(n + 1))
+    return build.PairLens(notebook, module, name, "gpt2", n, 8, 100, 10, np.array(cka, float), np.array(cka, float),
+                          np.array(weight, float), 0.0, 0.2, 0.8, np.zeros(n + 1), np.zeros(n + 1), seed_index,
+                          chapter_testable=testable)
 
 
-def test_classes_and_verdicts_follow_the_stated_rules():
-    cfg = study.Config.load("tiny", {"cka_reuse": 0.7, "weight_reuse": 0.5, "depth_margin": 0.05})
-    kept = _pair_lens([1, 0.9, 0.9, 0.8, 0.8], [0, 0.1, 0.1, 0.1, 0.1])
-    assert study.classify(kept, cfg) == "reuse" and study.verdict(kept, cfg) == "reproduced"
-    moved = _pair_lens([1, 0.9, 0.9, 0.8, 0.8], [0, 0.1, 0.1, 0.9, 0.9])  # representation kept, weights moved
-    assert study.classify(moved, cfg) == "rebuild" and study.verdict(moved, cfg) == "partly"
-    scratch = _pair_lens([np.nan, 0.2, 0.2, 0.1, 0.1], [2, 1, 1, 1, 1], name="lin_scratch")
-    assert study.expectation(scratch).kind == "rebuild" and study.verdict(scratch, cfg) == "reproduced"
-    zhao = _pair_lens([1, 0.9, 0.8, 0.5, 0.4], [0, 0.1, 0.1, 0.1, 0.1], module="zhao", name="zhao: E0 -> E1")
-    assert study.classify(zhao, cfg) == "rebuild" and study.verdict(zhao, cfg) == "reproduced"
-    flat = _pair_lens([0.5, 0.5, 0.5, 0.5, 0.5], [0, 0, 0, 0, 0], module="zhao", name="zhao: E0 -> C_x")
-    assert study.verdict(flat, cfg) == "not reproduced"
-    claim = study.claims([kept], cfg)[0]
-    assert claim.verdict == "reproduced" and claim.id == "lin:lin_tuned"
+def _seeds(cka_late, weight_late, cka_early=None, n_layers=4, **kw):
+    """One PairLens per seed with the given late-half (and early-half) means, over n_layers blocks."""
+    early, late = lens.halves(n_layers)
+    out = []
+    for i, (cl, wl) in enumerate(zip(cka_late, weight_late)):
+        ce = cka_early[i] if cka_early is not None else 0.95
+        cka = np.where(late, cl, ce)
+        weight = np.where(late, wl, 0.01)
+        out.append(_lens(cka, weight, seed_index=i, **kw))
+    return out
+
+
+def _claim(per_seed, cfg=None):
+    cfg = cfg or config.Config.load("tiny")
+    (p,) = measure.aggregate(per_seed)
+    return rules.claim(measure.measured(p, cfg))
+
+
+def test_every_pair_of_every_source_has_a_rule():
+    assert {m for m, _, _ in rules.FOR_PAIRS} == set(SYNTHESIS_SOURCES)
+    assert rules.rule_for("lin", "lin_scratch") is rules.LIN_SCRATCH and rules.rule_for("lin", "x") is rules.LIN_TUNED
+    assert set(rules.KIND) == {r.id for r in rules.RULES}
+    with pytest.raises(KeyError, match="no synthesis rule"):
+        rules.rule_for("data", "x")
+
+
+def test_no_threshold_is_a_parameter():
+    fields = set(config.Config.field_names())
+    assert not fields & {"cka_reuse", "weight_reuse", "depth_margin"}
+    assert all(f"{v:g}" in rules.LIN_TUNED.text() for v in (rules.CKA_REUSE, rules.WEIGHT_REUSE))
+    assert f"{rules.DEPTH_MARGIN:g}" in rules.ZHAO_LATE.text()
+
+
+# the reuse rules: (module, pair name, notebook)
+REUSE = [("lin", "lin_tuned", "01_lin"), ("prakash", "prakash_goat", "03_prakash"),
+         ("tzach", "tzach_sst", "04_tzach")]
+REBUILD = [("lin", "lin_scratch", "01_lin"), ("horn", "base→lua", "05_horn")]
+
+
+@pytest.mark.parametrize("module,name,notebook", REUSE)
+def test_reuse_rules_known_answers(module, name, notebook):
+    kw = dict(module=module, name=name, notebook=notebook)
+    kept = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], **kw))
+    assert kept.verdict == REPRODUCED and kept.extra["class"] == "reuse"
+    assert kept.extra["rule"] == rules.rule_for(module, name).id and kept.id.startswith(module + ":")
+    moved = _claim(_seeds([0.9, 0.92, 0.91], [0.9, 1.0, 0.95], **kw))  # representation kept, weights moved
+    assert moved.verdict == NOT_REPRODUCED and moved.extra["class"] == "rebuild"  # one of two is not a majority
+    straddles = _claim(_seeds([0.5, 0.95, 0.8], [0.10, 0.12, 0.11], **kw))
+    assert straddles.verdict == INCONCLUSIVE and straddles.extra["class"] == "undecided"
+    one_seed = _claim(_seeds([0.9], [0.1], **kw))
+    assert one_seed.verdict == INCONCLUSIVE and one_seed.interval is None
+    gated = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], testable=0.2, **kw))
+    assert gated.verdict == NOT_TESTABLE and "measured 0.2" in gated.precondition
+    assert gated.extra["class"] == "not testable" and gated.value == pytest.approx(kept.value)
+    no_record = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], testable=None, **kw))
+    assert no_record.verdict == NOT_TESTABLE and "not measured" in no_record.precondition
+
+
+@pytest.mark.parametrize("module,name,notebook", REBUILD)
+def test_rebuild_rules_known_answers(module, name, notebook):
+    kw = dict(module=module, name=name, notebook=notebook)
+    rebuilt = _claim(_seeds([0.1, 0.2, 0.15], [1.2, 1.3, 1.25], **kw))
+    assert rebuilt.verdict == REPRODUCED and rebuilt.extra["class"] == "rebuild"
+    kept = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], **kw))
+    assert kept.verdict == NOT_REPRODUCED and kept.extra["class"] == "reuse"
+    gated = _claim(_seeds([0.1, 0.2, 0.15], [1.2, 1.3, 1.25], testable=0.0, **kw))
+    assert gated.verdict == NOT_TESTABLE, "a base that cannot do its task is not testable, not 'rebuild'"
+
+
+def test_depth_rule_known_answers():
+    kw = dict(module="zhao", name="zhao: E0 -> E1 (multi-task)", notebook="02_zhao")
+    late = _claim(_seeds([0.5, 0.45, 0.55], [0.1] * 3, cka_early=[0.95, 0.93, 0.94], **kw))
+    assert late.verdict == REPRODUCED and late.extra["rule"] == rules.ZHAO_LATE.id
+    flat = _claim(_seeds([0.5, 0.52, 0.49], [0.1] * 3, cka_early=[0.5, 0.51, 0.5], **kw))
+    assert flat.verdict == NOT_REPRODUCED
+    shallow = _claim(_seeds([0.5, 0.45, 0.55], [0.1] * 3, cka_early=[0.95, 0.93, 0.94], n_layers=1, **kw))
+    assert shallow.verdict == NOT_TESTABLE and "blocks in the model" in shallow.precondition
+
+
+def test_every_rule_can_give_each_decided_outcome_and_names_its_preconditions():
+    for rule in rules.RULES:
+        assert rules.TESTABLE in rule.requires
+        assert rule.gate({"chapter_testable": 1.0, "n_layers": 4}) is None
+        assert rule.gate({"chapter_testable": 0.0, "n_layers": 4}).verdict == NOT_TESTABLE
 
 
 def test_aggregate_averages_seeds_and_keeps_their_spread():
-    a = _pair_lens([np.nan, 0.8, 0.6], [0.0, 0.1, 0.3])
-    b = _pair_lens([np.nan, 0.6, 0.2], [0.0, 0.3, 0.5])
-    b.seed_index, b.m_tuned = 1, 0.6
-    other = _pair_lens([1, 1, 1], [0, 0, 0], name="lin_scratch")
-    agg = {p.name: p for p in study.aggregate([a, other, b])}
+    a = _lens([np.nan, 0.8, 0.6], [0.0, 0.1, 0.3])
+    b = _lens([np.nan, 0.6, 0.2], [0.0, 0.3, 0.5], seed_index=1)
+    b.m_tuned = 0.6
+    other = _lens([1, 1, 1], [0, 0, 0], name="lin_scratch")
+    agg = {p.name: p for p in measure.aggregate([a, other, b])}
     m = agg["lin_tuned"]
     assert m.n_seeds == 2 and agg["lin_scratch"].n_seeds == 1
     np.testing.assert_allclose(m.cka, [np.nan, 0.7, 0.4])  # an all-NaN point stays NaN
     np.testing.assert_allclose(m.weight, [0.0, 0.2, 0.4])
     np.testing.assert_allclose(m.sd["cka"][1:], [np.std([0.8, 0.6], ddof=1), np.std([0.6, 0.2], ddof=1)])
     assert m.m_tuned == pytest.approx(0.7)
-    assert m.late_spread("cka") == pytest.approx(np.std([0.6, 0.2], ddof=1))  # late half = the last point here
-    assert np.isnan(agg["lin_scratch"].late_spread("cka"))
-    claim = study.claims([m], study.Config.load("tiny"))[0]
-    assert claim.n == 2 and claim.spread == pytest.approx(m.late_spread("cka"))
+    assert measure.late_spread(m, "cka") == pytest.approx(np.std([0.6, 0.2], ddof=1))  # late half = last point
+    assert np.isnan(measure.late_spread(agg["lin_scratch"], "cka"))
+    assert measure.indicators(m)["late_cka"] == [0.6, 0.2]
+    claim = rules.claim(measure.measured(m, config.Config.load("tiny")))
+    assert claim.n == 2 and claim.spread == pytest.approx(measure.late_spread(m, "cka"))
+    assert claim.value == pytest.approx(0.4) and claim.id == "lin:lin_tuned"
+
+
+def test_report_tables_and_text_carry_the_claims():
+    cfg = config.Config.load("tiny")
+    pairs = measure.aggregate(_seeds([0.9, 0.92, 0.91], [0.1, 0.12, 0.11])
+                              + _seeds([0.1, 0.2, 0.15], [1.2, 1.3, 1.25], name="lin_scratch"))
+    claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
+    table = report.table(pairs, claim_list, cfg)
+    assert list(table["verdict"]) == [REPRODUCED, REPRODUCED] and list(table["class"]) == ["reuse", "rebuild"]
+    text = report.overall_text(pairs, claim_list, cfg).data
+    assert "2 reproduced" in text and "0 not testable at this scale" in text
+    assert "lin_tuned" in report.chapter_text(pairs, claim_list, cfg).data
+    assert "reproduced" in report.comparison_text(pairs, claim_list, cfg).data
+    assert str(rules.CKA_REUSE) in report.rules_text().data
+    import matplotlib.pyplot as plt
+
+    fig = report.figure(pairs, cfg)
+    assert len(fig.axes) == 4
+    plt.close(fig)
+
+
+def test_results_record_is_scoped_and_valid(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_RESULTS", str(tmp_path))
+    cfg = config.Config.load("smoke")
+    pairs = measure.aggregate(_seeds([0.9, 0.92, 0.91], [0.1, 0.12, 0.11]))
+    claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
+    record = report.write_results(claim_list, cfg, measure.models_info(pairs))
+    saved = json.loads((tmp_path / "06_synthesis.json").read_text())
+    assert saved["scope"] == "synthesis" and record["claims"][0]["verdict"] in VERDICTS
+    assert saved["claims"][0]["rule"] and saved["claims"][0]["interval"]
+    assert list(saved["models"]) == ["01_lin/lin_tuned"]
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def _fake_chapter(monkeypatch, fn, name="fake"):
+    monkeypatch.setitem(sys.modules, f"lib.chapters.{name}.build", types.SimpleNamespace(synthesis_pairs=fn))
 
 
 def test_a_chapter_with_fewer_seeds_stops_without_error(monkeypatch):
-    from lib.chapters import lin
-
     def pairs(profile, params=None, seed_index=0):
-        return [{"seed": lens.seed_at([7, 8], seed_index)}]
+        seed = lens.seed_at([7, 8], seed_index)
+        return [{"name": f"s{seed}", "base": None, "tuned": None, "inputs": None, "metric": len}]
 
-    monkeypatch.setattr(lin, "synthesis_pairs", pairs)
-    assert study.chapter_pairs("01_lin", "lin", "tiny", 1) == [{"seed": 8}]
-    assert study.chapter_pairs("01_lin", "lin", "tiny", 2) is None
+    _fake_chapter(monkeypatch, pairs)
+    assert [p.name for p in build.chapter_pairs("09_fake", "fake", "tiny", 1)] == ["s8"]
+    assert build.chapter_pairs("09_fake", "fake", "tiny", 2) is None
     with pytest.raises(IndexError):
         lens.seed_at([], 0)
+
+
+def test_missing_cache_names_the_notebook_to_run(monkeypatch):
+    def not_cached(profile, params=None, seed_index=0):
+        raise RuntimeError("this model is not in the cache")
+
+    _fake_chapter(monkeypatch, not_cached)
+    with pytest.raises(build.ChapterNotReady, match=r"run 09_fake in the tiny profile first: make run NB=09_fake "
+                                                    r"PROFILE=tiny"):
+        build.chapter_pairs("09_fake", "fake", "tiny")
+
+
+def test_sources_are_the_explicit_list_in_book_order():
+    found = build.sources(config.Config.load("tiny"))
+    assert [m for _, m in found] == list(SYNTHESIS_SOURCES)
+    order = list(NOTEBOOKS)
+    assert [nb for nb, _ in found] == sorted((nb for nb, _ in found), key=order.index)
+    chosen = build.sources(config.Config.load("tiny", {"chapters": ["04_tzach"]}))
+    assert chosen == [("04_tzach", "tzach")]
+    with pytest.raises(ConfigError):
+        config.Config.load("tiny", {"chapters": ["06_synthesis"]})
+
+
+def test_chapter_testable_reads_the_chapters_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results").mkdir()
+    claims = [{"verdict": v} for v in (NOT_TESTABLE, NOT_TESTABLE, NOT_TESTABLE, REPRODUCED)]
+    (tmp_path / "results" / "03_prakash.json").write_text(json.dumps({"profile": "tiny", "claims": claims}))
+    monkeypatch.setattr(build, "BOOK_RESULTS", tmp_path / "nowhere")
+    assert build.chapter_testable("03_prakash", config.Config.load("tiny")) == 0.25
+    assert build.chapter_testable("03_prakash", config.Config.load("smoke")) is None  # another profile's record
+    assert build.chapter_testable("01_lin", config.Config.load("tiny")) is None
+    cfg = config.Config.load("tiny", {"results": str(tmp_path / "results")})
+    assert build.chapter_testable("03_prakash", cfg) == 0.25
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_loads(profile):
+    cfg = config.Config.load(profile)
+    assert cfg.profile == profile and cfg.tokens in ("readout", "all")
+
+
+def test_config_imports_no_heavy_module():
+    import subprocess
+
+    code = ("import sys, lib.chapters.synthesis.config; "
+            "print([m for m in ('torch', 'pandas', 'matplotlib', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_token_mask_readout_rule():
@@ -115,41 +285,13 @@ def test_token_mask_readout_rule():
     assert lens.token_mask(model, answer, "readout").nonzero().tolist() == [[0, 4], [1, 2]]
 
 
-def test_discovery_finds_chapters_with_synthesis_pairs():
-    found = study.discover()
-    modules = [m for _, m in found]
-    assert {"lin", "zhao", "tzach", "horn"} <= set(modules)
-    assert "synthesis" not in modules and not any("scorecard" in m for m in modules)
-    assert "data" not in modules and "base_models" not in modules  # no synthesis_pairs there
-    order = list(NOTEBOOKS)
-    assert [nb for nb, _ in found] == sorted((nb for nb, _ in found), key=order.index)
-
-
-def test_missing_cache_names_the_notebook_to_run(monkeypatch):
-    from lib.chapters import lin
-
-    def not_cached(profile, params=None, seed_index=0):
-        raise RuntimeError("this model is not in the cache")
-
-    monkeypatch.setattr(lin, "synthesis_pairs", not_cached)
-    with pytest.raises(study.ChapterNotReady, match=r"run 01_lin in the tiny profile first: make run NB=01_lin "
-                                                    r"PROFILE=tiny"):
-        study.chapter_pairs("01_lin", "lin", "tiny")
-
-
-@pytest.mark.parametrize("profile", PROFILES)
-def test_every_profile_loads(profile):
-    cfg = study.Config.load(profile)
-    assert cfg.profile == profile and cfg.tokens in ("readout", "all")
-
-
 # ---------------------------------------------------------------------------------------------- tiny models
 @pytest.mark.models
 @pytest.mark.parametrize("family", FAMILIES)
 def test_model_with_itself(family):
     model = tiny_model(family)
     inputs = {"input_ids": tiny_inputs(batch=6, seq=8), "attention_mask": torch.ones(6, 8, dtype=torch.long)}
-    n = lens.model_spec(model).n_layers
+    n = model_spec(model).n_layers
     for debiased in (False, True):
         cka = lens.cka_lens(model, copy.deepcopy(model), inputs, "all", debiased=debiased, chunk=4)
         assert cka.shape == (n + 1,) and np.allclose(cka, 1.0, atol=1e-6)
@@ -163,7 +305,7 @@ def test_weight_change_of_one_perturbed_block(family):
     base = tiny_model(family)
     tuned = copy.deepcopy(base)
     with torch.no_grad():
-        for p in lens.model_spec(tuned).blocks[1].parameters():
+        for p in model_spec(tuned).blocks[1].parameters():
             p.add_(0.1 * torch.randn_like(p))
     weight, head = lens.weight_lens(base, tuned)
     assert weight[2] > 0.01 and weight[0] == 0 and weight[1] == 0 and head == 0  # point 2 = block 1
@@ -198,3 +340,41 @@ def test_cka_of_constant_rows_is_nan():
     inputs["input_ids"][:, 0] = 1  # the same first token everywhere: the [CLS] embedding is one vector
     cka = lens.cka_lens(model, perturbed_copy(model), inputs, "readout")
     assert np.isnan(cka[0]) and np.isfinite(cka[1:]).all()
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("family", FAMILIES)
+def test_final_norm_point(family):
+    model = tiny_model(family)
+    inputs = {"input_ids": tiny_inputs(batch=6, seq=8), "attention_mask": torch.ones(6, 8, dtype=torch.long)}
+    n = model_spec(model).n_layers
+    cka = lens.cka_lens(model, perturbed_copy(model), inputs, "all", final_norm=True)
+    assert cka.shape == (n + 2,)
+    assert np.isnan(cka[-1]) if family == "bert" else np.isfinite(cka[-1])  # BERT is post-LN: no final norm
+    same = lens.cka_lens(model, copy.deepcopy(model), inputs, "all", final_norm=True)
+    assert np.allclose(same[np.isfinite(same)], 1.0, atol=1e-6)
+    plain = lens.cka_lens(model, perturbed_copy(model), inputs, "all")
+    np.testing.assert_allclose(plain, cka[:-1])  # the extra point leaves the layer points unchanged
+    if family != "bert":  # the final norm's output is what the unembedding reads: HF's last hidden state
+        mask = torch.ones(6, 8, dtype=torch.bool)
+        states = lens.residual_states(model, inputs, mask, chunk=4, with_final_norm=True)
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1].reshape(-1, states[-1].shape[1])
+        torch.testing.assert_close(states[-1], hidden.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.models
+def test_lens_measurements_are_cached_per_pair(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
+    base = tiny_model("gpt2")
+    pair = lens.Pair("p", base, perturbed_copy(base), {"input_ids": tiny_inputs(batch=4, seq=6)}, next_token_logprob)
+    cfg = config.Config.load("smoke", {"min_gap": 1e-6})
+    first = build.measure_pair("01_lin", "lin", pair, cfg)
+    again = build.measure_pair("01_lin", "lin", pair, cfg)
+    assert not first.cached and again.cached
+    np.testing.assert_array_equal(first.cka, again.cka)
+    np.testing.assert_array_equal(first.recovery, again.recovery)
+    direct = lens.cka_lens(pair.base, pair.tuned, pair.inputs, "readout", cfg.debiased, cfg.chunk)
+    np.testing.assert_allclose(first.cka, direct)
+    other = lens.Pair("p", base, perturbed_copy(base, seed=5), pair.inputs, next_token_logprob)
+    assert not build.measure_pair("01_lin", "lin", other, cfg).cached  # other weights: another key
+    assert build.model_fingerprint(base) == build.model_fingerprint(copy.deepcopy(base))

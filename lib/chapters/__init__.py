@@ -13,6 +13,8 @@ from lib.paths import ROOT
 NOTEBOOKS = {"00_data": "data", "00_base_models": "base_models", "01_lin": "lin", "02_zhao": "zhao",
              "03_prakash": "prakash", "04_tzach": "tzach", "05_horn": "horn", "06_synthesis": "synthesis",
              "07_scorecard": "scorecard", "08_performance": "performance"}
+# The chapters whose base -> tuned pairs the synthesis compares: each has `lib.chapters.<name>.build.synthesis_pairs`.
+SYNTHESIS_SOURCES = ("lin", "zhao", "prakash", "tzach", "horn")
 
 
 # What each notebook needs built first: `make book` runs them as this graph, several at once. The base models are

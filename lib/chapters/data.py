@@ -4,8 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lib import corpora
+from lib import corpora, sources
 from lib.corpora import CorpusConfig as Config  # the parameters of this page (lib.bases reads them too)
+
+
+def source_table() -> pd.DataFrame:
+    """The Debian packages the corpora are read from, each checked file by file against the md5sums it ships
+    (raises MissingSourceError naming any missing or damaged file and `make data`)."""
+    sources.require(*sources.DEBIAN_PACKAGES)
+    rows = [{"package": p, "version": sources.version(p),
+             "files checked": len(sources.recorded_sums(sources.package_dir(p))), "license": license_}
+            for p, license_ in sources.DEBIAN_PACKAGES.items()]
+    return pd.DataFrame(rows).set_index("package")
 
 
 def build_all(cfg: Config) -> dict[str, corpora.Corpus]:

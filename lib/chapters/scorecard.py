@@ -1,9 +1,12 @@
 """Notebook 07_scorecard: the reproduction scorecard, generated from the `results/*.json` every chapter writes.
 
-Nothing on the scorecard is typed: each row is a `lib.results.Claim` that a chapter computed, with its verdict
+Nothing on the scorecard is typed: each row is a `lib.claims.Claim` that a chapter computed, with its verdict
 decided by a rule stated on that chapter's page. This module only reads, checks and lays out those records:
-one row per headline claim, the per-chapter verdict counts, and the short "at a glance" table that the intro
-page includes (`glance.md`, written beside the results).
+one row per headline claim (the paper's number, ours with its interval, the rule in one line, and for a claim that
+was not decided the failed precondition or the missing power), the per-chapter counts of every verdict of
+`lib.claims.VERDICTS` (zeros shown), and the short "at a glance" table that the intro page includes (`glance.md`,
+written beside the results). The synthesis's rows (records with `scope: synthesis`) compare the papers' conclusions
+with the study's common lenses; they are listed and counted apart from the papers' own claims.
 """
 from __future__ import annotations
 
@@ -14,14 +17,18 @@ from pathlib import Path
 import pandas as pd
 
 from lib import results as _results
+from lib.claims import DECIDED, NOT_TESTABLE, VERDICTS
 from lib.config import Config as _Config, ConfigError, param
 from lib.paths import ROOT, results_dir
 from lib.chapters import NOTEBOOKS
 
-VERDICT_ORDER = ("reproduced", "partly", "not reproduced", "not testable offline")
+VERDICT_ORDER = VERDICTS  # every category, in the vocabulary's order
 VERDICT_COLOR = {"reproduced": "#55a868", "partly": "#dd8452", "not reproduced": "#c44e52",
+                 "not testable at this scale": "#8172b3", "inconclusive": "#ccb974",
                  "not testable offline": "#8c8c8c", "not run": "#dddddd"}
-VERDICT_MARK = {"reproduced": "✔", "partly": "◐", "not reproduced": "✘", "not testable offline": "–"}
+VERDICT_MARK = {"reproduced": "✔", "partly": "◐", "not reproduced": "✘", "not testable at this scale": "⊘",
+                "inconclusive": "?", "not testable offline": "–"}
+SYNTHESIS_SCOPE = "synthesis"  # a record's `scope`: rows that compare the papers with the study's own lenses
 
 
 @dataclass(frozen=True)
@@ -50,14 +57,39 @@ def expected_chapters() -> list[str]:
     return [nb for nb in NOTEBOOKS if not nb.startswith("00_") and nb not in READERS]
 
 
+def check(record: dict) -> None:
+    """Every claim has a verdict of the vocabulary, and a claim whose precondition failed is "not testable at this
+    scale" (never counted as "not reproduced" or any other decided verdict)."""
+    for c in record["claims"]:
+        if c.get("verdict") not in VERDICT_ORDER:
+            raise ValueError(f"{record['chapter']}: claim {c.get('id')!r} has verdict {c.get('verdict')!r}, "
+                             f"not one of {VERDICT_ORDER}")
+        if c.get("precondition") and c["verdict"] != NOT_TESTABLE:
+            raise ValueError(f"{record['chapter']}: claim {c.get('id')!r} names a failed precondition "
+                             f"({c['precondition']}) but has verdict {c['verdict']!r}, not {NOT_TESTABLE!r}")
+
+
+def is_synthesis(record: dict) -> bool:
+    return record.get("scope") == SYNTHESIS_SCOPE
+
+
+def paper_name(record: dict) -> str:
+    """'Lin 2024' for a chapter; what the synthesis is, for its record."""
+    return "synthesis: the papers' conclusions on the study's lenses" if is_synthesis(record) \
+        else short_paper(record["paper"])
+
+
+def claim_text(c: dict) -> str:
+    """The claim in a sentence; a synthesis row, one per pair, starts with its pair."""
+    pair = (c.get("extra") or {}).get("pair")
+    return f"{pair}: {c['claim']}" if pair else c["claim"]
+
+
 def load(cfg: Config) -> tuple[list[dict], list[str]]:
-    """(records sorted by chapter, chapters expected but missing). Each record is checked for the claim schema."""
+    """(records sorted by chapter, chapters expected but missing). Each record is checked (`check`)."""
     records = _results.read_all(cfg.folder())
     for r in records:
-        for c in r["claims"]:
-            if c.get("verdict") not in VERDICT_ORDER:
-                raise ValueError(f"{r['chapter']}: claim {c.get('id')!r} has verdict {c.get('verdict')!r}, "
-                                 f"not one of {VERDICT_ORDER}")
+        check(r)
     records = sorted(records, key=lambda r: r["chapter"])
     have = {r["chapter"] for r in records}
     return records, [nb for nb in expected_chapters() if nb not in have]
@@ -89,25 +121,53 @@ def short_paper(paper: str) -> str:
     return m.group(0) if m else paper
 
 
+def interval_text(c: dict) -> str:
+    """'[lo, hi]' of the interval the claim's decision read, '' if it has none."""
+    iv = c.get("interval")
+    return f"[{iv[0]:.3g}, {iv[1]:.3g}]" if iv else ""
+
+
+def why_text(c: dict) -> str:
+    """Why the verdict: for a claim that was not decided, the failed precondition (with its measured value) or the
+    missing power; for a decided one, the chapter's one-line reason."""
+    if c["verdict"] == NOT_TESTABLE:
+        return f"precondition failed: {c.get('precondition') or c['reason']}"
+    if c["verdict"] not in DECIDED:
+        return f"{c['verdict']}: {c['reason']}"
+    return c["reason"]
+
+
 def claims_table(records: list[dict]) -> pd.DataFrame:
-    """One row per claim: chapter, claim, the paper's number, ours, verdict, reason."""
-    rows = [{"chapter": r["chapter"], "paper": short_paper(r["paper"]), "claim": c["claim"], "paper's number": c["paper"],
-             "ours": c["ours"], "verdict": c["verdict"], "reason": c["reason"]}
+    """One row per claim: chapter, claim, the paper's number, ours and its interval, verdict, rule, why."""
+    rows = [{"chapter": r["chapter"], "paper": paper_name(r), "claim": claim_text(c), "paper's number": c["paper"],
+             "ours": c["ours"], "interval": interval_text(c), "verdict": c["verdict"],
+             "rule": c.get("rule") or "(not recorded)", "why": why_text(c)}
             for r in records for c in r["claims"]]
-    cols = ["chapter", "paper", "claim", "paper's number", "ours", "verdict", "reason"]
+    cols = ["chapter", "paper", "claim", "paper's number", "ours", "interval", "verdict", "rule", "why"]
     return pd.DataFrame(rows, columns=cols)
 
 
+def _count_row(claims: list[dict]) -> dict:
+    verdicts = [c["verdict"] for c in claims]
+    return {**{v: verdicts.count(v) for v in VERDICT_ORDER}, "claims": len(verdicts)}
+
+
 def counts_table(records: list[dict], missing: list[str]) -> pd.DataFrame:
-    """Verdict counts per chapter, with the profile and the model sizes; a missing chapter gets a 'not run' row."""
+    """Counts of every verdict per chapter (zeros shown), with the profile; the papers' chapters first, then a
+    total of the papers' claims, then the synthesis apart; a missing chapter gets a 'not run' row."""
     rows = []
-    for r in records:
-        verdicts = [c["verdict"] for c in r["claims"]]
+    papers = [r for r in records if not is_synthesis(r)]
+    for r in papers:
         rows.append({"chapter": r["chapter"], "paper": short_paper(r["paper"]), "profile": r["profile"],
-                     **{v: verdicts.count(v) for v in VERDICT_ORDER}, "claims": len(verdicts)})
+                     **_count_row(r["claims"])})
     for nb in missing:
-        rows.append({"chapter": nb, "paper": "(not run in this build)", "profile": "", **{v: 0 for v in VERDICT_ORDER},
-                     "claims": 0})
+        rows.append({"chapter": nb, "paper": "(not run in this build)", "profile": "", **_count_row([])})
+    rows.append({"chapter": "papers' claims, all", "paper": "", "profile": "",
+                 **_count_row([c for r in papers for c in r["claims"]])})
+    for r in records:
+        if is_synthesis(r):
+            rows.append({"chapter": r["chapter"], "paper": paper_name(r), "profile": r["profile"],
+                         **_count_row(r["claims"])})
     return pd.DataFrame(rows).set_index("chapter")
 
 
@@ -121,19 +181,21 @@ def styled(table: pd.DataFrame):
 
 
 def chapter_sections(records: list[dict]):
-    """Per chapter: (a heading line with the profile and the model sizes, its styled claims table)."""
+    """Per chapter, the papers' chapters first and the synthesis last: (a heading line with the profile and the model
+    sizes, its styled claims table)."""
     table = claims_table(records)
-    for r in records:
+    for r in sorted(records, key=is_synthesis):
         part = table[table["chapter"] == r["chapter"]].drop(columns=["chapter", "paper"])
-        head = (f"**{r['chapter']}: {short_paper(r['paper'])}** ({r['profile']} profile; models: "
+        head = (f"**{r['chapter']}: {paper_name(r)}** ({r['profile']} profile; models: "
                 f"{model_sizes(r.get('models', {})) or 'see the chapter'})")
         yield head, styled(part)
 
 
 def plot_counts(counts: pd.DataFrame):
-    """Stacked horizontal bars: verdicts per chapter."""
+    """Stacked horizontal bars: verdicts per chapter (the total row left out); returns the Figure."""
     import matplotlib.pyplot as plt
 
+    counts = counts.drop(index=[i for i in counts.index if i.startswith("papers' claims")])
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(counts) + 1.2))
     left = pd.Series(0, index=counts.index, dtype=float)
     for v in VERDICT_ORDER:
@@ -142,23 +204,33 @@ def plot_counts(counts: pd.DataFrame):
     ax.invert_yaxis()
     ax.set_xlabel("headline claims")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(counts) > 3 else -0.4))
+    ax.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(counts) > 3 else -0.4))
     ax.grid(axis="y", visible=False)
+    fig.tight_layout()
     return fig
 
 
 def glance_markdown(records: list[dict], missing: list[str]) -> str:
-    """The intro page's compact table: one line per chapter, its verdict marks and profile."""
-    lines = ["| chapter | paper | verdicts | profile |", "|---|---|---|---|"]
+    """The intro page's compact table: one line per chapter with the count of every verdict (zeros shown) and its
+    profile; the synthesis on a line of its own below the papers."""
+    head = " | ".join(f"{VERDICT_MARK[v]} {v}" for v in VERDICT_ORDER)
+    lines = [f"| chapter | paper | {head} | profile |", "|---|---|" + "---|" * len(VERDICT_ORDER) + "---|"]
+
+    def line(chapter: str, paper: str, claims: list[dict], profile: str) -> str:
+        n = _count_row(claims)
+        return f"| {chapter} | {paper} | " + " | ".join(str(n[v]) for v in VERDICT_ORDER) + f" | {profile} |"
+
     for r in records:
-        marks = " ".join(VERDICT_MARK[c["verdict"]] for c in r["claims"])
-        counts = ", ".join(f"{sum(c['verdict'] == v for c in r['claims'])} {v}" for v in VERDICT_ORDER
-                           if any(c["verdict"] == v for c in r["claims"]))
-        lines.append(f"| {r['chapter']} | {short_paper(r['paper'])} | {marks} ({counts}) | {r['profile']} |")
+        if not is_synthesis(r):
+            lines.append(line(r["chapter"], short_paper(r["paper"]), r["claims"], r["profile"]))
     for nb in missing:
-        lines.append(f"| {nb} | not run in this build | | |")
-    legend = ", ".join(f"{m} {v}" for v, m in VERDICT_MARK.items())
-    return "\n".join(lines) + f"\n\n{legend}. Generated from `results/*.json` by the scorecard notebook.\n"
+        lines.append(f"| {nb} | not run in this build |" + " |" * len(VERDICT_ORDER) + " |")
+    for r in records:
+        if is_synthesis(r):
+            lines.append(line(f"{r['chapter']} (synthesis)", paper_name(r), r["claims"], r["profile"]))
+    return ("\n".join(lines) + "\n\nCounts of claims per verdict. Generated from `results/*.json` by the scorecard "
+            "notebook; the synthesis's rows compare the papers' conclusions with the study's own lenses and are "
+            "counted apart from the papers' claims.\n")
 
 
 def write_glance(cfg: Config, records: list[dict], missing: list[str]) -> Path:

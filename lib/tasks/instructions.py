@@ -52,6 +52,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from lib.evals import batched, eval_mode
+
 TEMPLATES = {
     "plain": "Task: {instruction}\nInput: {input}\nAnswer:",
     # Llama 2 chat format of LLaMA-Factory's `llama2` template, without its 133-token default system prompt.
@@ -479,7 +481,6 @@ def first_token_ids(examples: list[Example], tokenizer) -> tuple[torch.Tensor, n
     return ids, distinct
 
 
-@torch.no_grad()
 def forward_rows(model, enc: Encoded, first_ids: torch.Tensor | None = None, states: bool = False,
                  batch_size: int = 64) -> dict[str, np.ndarray]:
     """One teacher-forced pass over encoded rows. Returns
@@ -488,31 +489,33 @@ def forward_rows(model, enc: Encoded, first_ids: torch.Tensor | None = None, sta
     "first" (N, C): log-probability of each `first_ids` token at the first answer position (if given);
     "states" (n_layers, N, d_model): hidden states at the last prompt token, Hugging Face's hidden_states[1:]
     (if `states`)."""
-    was_training = model.training
-    model.eval()
-    out = defaultdict(list)
-    for i in range(0, len(enc), batch_size):
-        mask = enc.attention_mask[i:i + batch_size]
-        width = int(mask.sum(1).max())  # trim the batch's padding
-        ids = enc.input_ids[i:i + batch_size, :width].to(model.device)
-        labels = enc.labels[i:i + batch_size, 1:width].to(model.device)
-        res = model(ids, attention_mask=mask[:, :width].to(model.device), output_hidden_states=states)
+    rows = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "labels": enc.labels, "last": enc.last}
+    if first_ids is not None:
+        rows["first_ids"] = first_ids
+
+    def one(b: dict) -> dict[str, torch.Tensor]:
+        dev = model.device
+        width = int(b["attention_mask"].sum(1).max())  # trim the batch's padding
+        ids, labels = b["input_ids"][:, :width].to(dev), b["labels"][:, 1:width].to(dev)
+        res = model(ids, attention_mask=b["attention_mask"][:, :width].to(dev), output_hidden_states=states)
         on = labels.ne(-100)  # (B, T-1): the positions that predict an answer token (position t predicts t + 1)
         lp = torch.log_softmax(res.logits[:, :-1][on].float(), -1)  # (K, vocab), only where needed
         target = labels[on]
         tok = torch.zeros(on.shape, device=lp.device).masked_scatter_(on, lp.gather(-1, target[:, None])[:, 0])
         hit = torch.ones(on.shape, dtype=torch.bool, device=lp.device).masked_scatter_(on, lp.argmax(-1) == target)
-        out["logp"].append(tok.sum(1).cpu())
-        out["exact"].append(hit.all(1).cpu())
-        rows, last = torch.arange(len(ids), device=model.device), enc.last[i:i + batch_size].to(model.device)
-        if first_ids is not None:  # the last prompt position predicts the first answer token
-            f = first_ids[i:i + batch_size].to(model.device)
-            first = torch.log_softmax(res.logits[rows, last].float(), -1)
-            out["first"].append(first.gather(-1, f.clamp(min=0)).masked_fill(f < 0, -torch.inf).cpu())
+        out = {"logp": tok.sum(1).cpu(), "exact": hit.all(1).cpu()}
+        at, last = torch.arange(len(ids), device=dev), b["last"].to(dev)
+        if "first_ids" in b:  # the last prompt position predicts the first answer token
+            f = b["first_ids"].to(dev)
+            first = torch.log_softmax(res.logits[at, last].float(), -1)
+            out["first"] = first.gather(-1, f.clamp(min=0)).masked_fill(f < 0, -torch.inf).cpu()
         if states:
-            out["states"].append(torch.stack([h[rows, last] for h in res.hidden_states[1:]]).float().cpu())
-    model.train(was_training)
-    return {k: torch.cat(v, dim=1 if k == "states" else 0).numpy() for k, v in out.items()}
+            out["states"] = torch.stack([h[at, last] for h in res.hidden_states[1:]]).float().cpu()
+        return out
+
+    with eval_mode(model):
+        parts = batched(one, rows, batch_size, cat=False)
+    return {k: torch.cat([p[k] for p in parts], dim=1 if k == "states" else 0).numpy() for k in parts[0]}
 
 
 def _full_choice(model, tokenizer, examples: list[Example], max_len: int, template: str,

@@ -35,21 +35,58 @@ i / n_layers, so models of different depth share one x-axis from 0 (embeddings) 
    block the remaining gap to 1 is the share of the gain that lives in the weights after the residual stream
    (final norm, unembedding, classifier head).
 
+The final norm is a point of its own (`ln_final.hook_normalized`, TransformerLens's name): the last block's
+`hook_resid_post` is the state *before* it, so `cka_lens(..., final_norm=True)` appends the CKA of the two models'
+final-norm outputs (NaN for a post-LN encoder such as BERT, which has none). It stays off the depth axis: the halves
+and every number read from them are over the n_layers + 1 residual points only.
+
+A chapter offers its comparisons as `Pair`s (base, tuned, a batch of its task's inputs, its task metric). This module
+is the one route by which the study reads residual streams for the lenses; the reads go through `lib.hooks`.
+
 Every function takes Hugging Face models of any family `lib.hooks` knows (GPT-2, BERT, Llama, Mistral, Gemma-3).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from lib.hooks import hooks, model_spec, run_with_cache, take
+from lib.evals import batched, eval_mode
+from lib.hooks import hooks, model_spec, run_with_cache
 from lib.similarity import grouped_weight_change, linear_cka
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+FINAL_NORM = "ln_final.hook_normalized"
+_ROWS = "_rows"  # the CKA-row mask, sliced with the inputs in `residual_states`
+# where each family keeps its final norm, relative to the model (BERT is post-LN: no final norm)
+_FINAL_NORM_NAME = {"gpt2": "ln_f", "llama": "norm", "mistral": "norm", "qwen2": "norm", "gemma3": "norm",
+                    "gemma3_text": "norm"}
+
+
+@dataclass
+class Pair:
+    """One base -> tuned comparison a chapter offers (`synthesis_pairs` returns them as dicts; `from_dict`).
+
+    inputs: a dict of (B, T) tensors (input_ids, attention_mask, and labels (B, T) / (B,) or answer_ids (B,) when
+    the metric reads one position), or a (B, T) tensor of ids. metric(model, inputs) -> float, higher is better."""
+
+    name: str
+    base: nn.Module
+    tuned: nn.Module
+    inputs: Any
+    metric: Callable[[nn.Module, Any], float]
+    tokenizer: Any = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Pair":
+        missing = [k for k in ("name", "base", "tuned", "inputs", "metric") if k not in d]
+        if missing:
+            raise ValueError(f"a synthesis pair needs {', '.join(missing)} (got keys {sorted(d)})")
+        return cls(d["name"], d["base"], d["tuned"], d["inputs"], d["metric"], d.get("tokenizer"))
 
 
 # ---------------------------------------------------------------------------------------------- layer points
@@ -116,32 +153,69 @@ def token_mask(model: nn.Module, inputs, tokens: str = "readout") -> torch.Tenso
     return mask
 
 
-@torch.no_grad()
-def residual_states(model: nn.Module, inputs, mask: torch.Tensor, chunk: int = 64) -> list[torch.Tensor]:
-    """The residual stream at every layer point on the masked positions: n_layers + 1 tensors (N, d_model).
+def final_norm(model: nn.Module) -> nn.Module | None:
+    """The final norm module (GPT-2's `ln_f`, Llama / Mistral / Gemma-3's `norm`), None for a family without one."""
+    name = _FINAL_NORM_NAME.get(model_spec(model).family)
+    if name is None:
+        return None
+    found = sorted(((n, m) for n, m in model.named_modules() if n == name or n.endswith("." + name)),
+                   key=lambda nm: ("language_model" not in nm[0], len(nm[0])))  # multimodal Gemma-3: the text model's
+    return found[0][1] if found else None
+
+
+@contextmanager
+def _final_norm_read(model: nn.Module, store: dict):
+    """While inside, every forward pass of `model` puts its final norm's output (B, T, d_model) in store[FINAL_NORM]."""
+    norm = final_norm(model)
+    if norm is None:
+        yield
+        return
+    handle = norm.register_forward_hook(lambda module, args, out: store.__setitem__(FINAL_NORM, out.detach()))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def residual_states(model: nn.Module, inputs, mask: torch.Tensor, chunk: int = 64,
+                    with_final_norm: bool = False) -> list[torch.Tensor]:
+    """The residual stream at every layer point on the masked positions: n_layers + 1 tensors (N, d_model), and
+    with `with_final_norm` one more, the final norm's output (None for a model without a final norm).
 
     N = mask.sum(); rows follow the mask in row-major order, so two models give aligned rows."""
     names = layer_points(model)
     device = next(model.parameters()).device
-    out: list[list[torch.Tensor]] = [[] for _ in names]
-    for start in range(0, mask.shape[0], chunk):
-        part = model_inputs(take(inputs, slice(start, start + chunk)), device)
-        _, cache = run_with_cache(model, part, names)
-        m = mask[start:start + chunk].to(device)
-        for i, name in enumerate(names):
-            out[i].append(cache[name][m].float().cpu())  # (n_rows, d_model)
-    return [torch.cat(x) for x in out]
+    data = {**(inputs if isinstance(inputs, dict) else {"input_ids": inputs}), _ROWS: mask}
+    has_norm = with_final_norm and final_norm(model) is not None
+
+    def read(part: dict) -> list[torch.Tensor]:
+        store: dict = {}
+        with _final_norm_read(model, store) if has_norm else _nothing():
+            _, cache = run_with_cache(model, model_inputs(part, device), names)
+        m = part[_ROWS].to(device)
+        acts = [cache[n] for n in names] + ([store[FINAL_NORM]] if has_norm else [])
+        return [a[m].float().cpu() for a in acts]  # (n_rows, d_model) each
+
+    with eval_mode(model):
+        states = list(batched(read, data, chunk))
+    return states + ([None] if with_final_norm and not has_norm else [])
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 def cka_lens(base: nn.Module, tuned: nn.Module, inputs, tokens: str = "readout", debiased: bool = False,
-             chunk: int = 64) -> np.ndarray:
+             chunk: int = 64, final_norm: bool = False) -> np.ndarray:
     """(n_layers + 1,) linear CKA between base and tuned residual states at each layer point; NaN where either
-    model's states are the same on every row (nothing to compare)."""
+    model's states are the same on every row (nothing to compare). With `final_norm`, (n_layers + 2,): the last
+    value is the CKA of the two final norms' outputs (NaN without a final norm)."""
     mask = token_mask(base, inputs, tokens)
-    hb = residual_states(base.eval(), inputs, mask, chunk)
-    ht = residual_states(tuned.eval(), inputs, mask, chunk)
-    return np.array([linear_cka(x, y, debiased=debiased) if _varies(x) and _varies(y) else np.nan
-                     for x, y in zip(hb, ht)])
+    hb = residual_states(base, inputs, mask, chunk, final_norm)
+    ht = residual_states(tuned, inputs, mask, chunk, final_norm)
+    return np.array([linear_cka(x, y, debiased=debiased) if x is not None and y is not None and _varies(x)
+                     and _varies(y) else np.nan for x, y in zip(hb, ht)])
 
 
 def _varies(x: torch.Tensor, rtol: float = 1e-6) -> bool:
@@ -213,17 +287,16 @@ def recovery(m_patched, m_base: float, m_tuned: float, min_gap: float = 0.02) ->
     return (m_patched - m_base) / gap
 
 
-@torch.no_grad()
 def patching_lens(base: nn.Module, tuned: nn.Module, inputs, metric: Callable, min_gap: float = 0.02) -> dict:
     """Metric of base, of tuned, and of base with tuned's residual stream patched in at each layer point.
 
     Returns {"m_base": float, "m_tuned": float, "m_patched": (n_layers + 1,), "recovery": (n_layers + 1,)}."""
-    base.eval(), tuned.eval()
-    m_base, m_tuned = float(metric(base, inputs)), float(metric(tuned, inputs))
-    patched = []
-    for name in layer_points(base):
-        with tuned_states_patched(base, tuned, name):
-            patched.append(float(metric(base, inputs)))
+    with eval_mode(base), eval_mode(tuned):
+        m_base, m_tuned = float(metric(base, inputs)), float(metric(tuned, inputs))
+        patched = []
+        for name in layer_points(base):
+            with tuned_states_patched(base, tuned, name):
+                patched.append(float(metric(base, inputs)))
     patched = np.array(patched)
     return {"m_base": m_base, "m_tuned": m_tuned, "m_patched": patched,
             "recovery": recovery(patched, m_base, m_tuned, min_gap)}

@@ -1,0 +1,5 @@
+import sys
+
+from lib.bases.core import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""06_synthesis, build: every chapter's base -> tuned pairs through the three lenses, cached per pair and seed.
+
+The pairs come from `lib.chapters.<name>.build.synthesis_pairs` for each name of `lib.chapters.SYNTHESIS_SOURCES`
+(an explicit list), loaded from the chapters' caches. The lens measurements of one pair are an artifact keyed by
+the content of the pair's two models and inputs (a SHA-256 over their tensors), the settings that change the
+numbers (`debiased`, `chunk`) and the source of the code that computes them (this module, `lib.lenses`,
+`lib.hooks`, `lib.similarity` and the module of the chapter's metric), so a warm run loads them instead of running
+the forward passes again. Both CKA row choices are measured (the page shows both), and the metric of every patched
+run is kept raw: `min_gap` applies when the recovery is computed, so it is not part of the key.
+
+Each chapter's own results record (`results/<notebook>.json`) says whether its base could do its task at this
+scale: the share of its claims that were testable gates the synthesis's rule for its pairs (`chapter_testable`).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib import lenses, models
+from lib.artifacts import load_or_compute
+from lib.chapters import NOTEBOOKS, SYNTHESIS_SOURCES
+from lib.chapters.synthesis.config import CHAPTER, Config
+from lib.claims import NOT_TESTABLE
+from lib.hooks import model_spec
+from lib.paths import ROOT, results_dir
+
+BOOK_RESULTS = ROOT / "book" / "notebooks" / "results"
+ARRAYS = ("cka_readout", "cka_all", "weight", "m_patched")
+SCALARS = ("cka_final_readout", "cka_final_all", "head_change", "m_base", "m_tuned", "rows_readout", "rows_all")
+
+
+class ChapterNotReady(RuntimeError):
+    """A chapter's synthesis_pairs failed (usually: its models are not cached in this profile)."""
+
+
+@dataclass
+class PairLens:
+    """The three lenses of one pair at one seed (or, after `measure.aggregate`, the mean over its seeds); every
+    array has one value per layer point (n_layers + 1)."""
+
+    notebook: str
+    module: str
+    name: str
+    family: str
+    n_layers: int
+    d_model: int
+    n_params: int
+    n_rows: int  # CKA rows (token positions) of the chosen readout
+    cka: np.ndarray  # rows = cfg.tokens
+    cka_alt: np.ndarray  # rows = the other choice ("all" if cfg.tokens is "readout", and the reverse)
+    weight: np.ndarray
+    head_change: float
+    m_base: float
+    m_tuned: float
+    m_patched: np.ndarray
+    recovery: np.ndarray
+    seed_index: int = 0
+    cka_final: float = float("nan")  # CKA after the final norm (cfg.tokens rows); NaN without a final norm
+    chapter_testable: float | None = None  # share of the chapter's own claims testable at this scale
+    cached: bool = False  # the lenses were loaded from the cache
+    # after aggregation: the per-seed lenses, and the per-layer sd over them of cka / weight / recovery
+    runs: list = field(default_factory=list, repr=False)
+    sd: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_seeds(self) -> int:
+        return max(1, len(self.runs))
+
+    @property
+    def depth(self) -> np.ndarray:
+        return lenses.depth_fraction(self.n_layers)
+
+
+def other_tokens(cfg: Config) -> str:
+    return "all" if cfg.tokens == "readout" else "readout"
+
+
+def sources(cfg: Config) -> list[tuple[str, str]]:
+    """(notebook, chapter) of every synthesis source in the book's order, restricted to `cfg.chapters` if set."""
+    return [(nb, m) for nb, m in NOTEBOOKS.items()
+            if m in SYNTHESIS_SOURCES and (not cfg.chapters or nb in cfg.chapters)]
+
+
+def chapter_pairs(notebook: str, module: str, profile: str, seed_index: int = 0) -> list[lenses.Pair] | None:
+    """The chapter's pairs for its `seed_index`-th seed, None past its last seed; any other failure becomes one
+    ChapterNotReady naming the notebook to run first."""
+    fn = importlib.import_module(f"lib.chapters.{module}.build").synthesis_pairs
+    try:
+        return [lenses.Pair.from_dict(p) for p in fn(profile, seed_index=seed_index)]
+    except IndexError:
+        if seed_index == 0:
+            raise
+        return None
+    except Exception as e:
+        raise ChapterNotReady(
+            f"{CHAPTER} reads the cached models of {notebook}: run {notebook} in the {profile} profile first: "
+            f"make run NB={notebook} PROFILE={profile}  ({notebook}'s synthesis_pairs raised "
+            f"{type(e).__name__}: {e})") from e
+
+
+# ---------------------------------------------------------------------------------------------- cache keys
+def _hash_tensor(h, name: str, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """16 hex digits of SHA-256 over the names, dtypes, shapes and values of the model's parameters and buffers."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        _hash_tensor(h, name, t)
+    return h.hexdigest()[:16]
+
+
+def inputs_fingerprint(inputs) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted((inputs if isinstance(inputs, dict) else {"input_ids": inputs}).items()):
+        _hash_tensor(h, k, v) if torch.is_tensor(v) else h.update(f"{k}:{v!r}".encode())
+    return h.hexdigest()[:16]
+
+
+def _metric_module(metric) -> str:
+    fn = getattr(metric, "func", metric)  # a functools.partial: the function it wraps
+    module = inspect.getmodule(fn)
+    return module.__name__ if module else "lib.lenses"
+
+
+# ---------------------------------------------------------------------------------------------- the lenses
+def _compute_lenses(pair: lenses.Pair, cfg: Config, out: Path) -> dict:
+    base, tuned, inputs = pair.base, pair.tuned, pair.inputs
+    arrays = {}
+    for tokens in ("readout", "all"):
+        cka = lenses.cka_lens(base, tuned, inputs, tokens, cfg.debiased, cfg.chunk, final_norm=True)
+        arrays[f"cka_{tokens}"], arrays[f"cka_final_{tokens}"] = cka[:-1], cka[-1]
+        arrays[f"rows_{tokens}"] = int(lenses.token_mask(base, inputs, tokens).sum())
+    arrays["weight"], arrays["head_change"] = lenses.weight_lens(base, tuned)
+    patch = lenses.patching_lens(base, tuned, inputs, pair.metric, cfg.min_gap)  # its recovery is not kept
+    arrays.update(m_base=patch["m_base"], m_tuned=patch["m_tuned"], m_patched=patch["m_patched"])
+    np.savez(out / "lenses.npz", **{k: np.asarray(v, dtype=float) for k, v in arrays.items()})
+    return {"pair": pair.name, "n_layers": model_spec(base).n_layers}
+
+
+def lens_key(notebook: str, pair: lenses.Pair, cfg: Config) -> dict:
+    return {"notebook": notebook, "pair": pair.name, "base": model_fingerprint(pair.base),
+            "tuned": model_fingerprint(pair.tuned), "inputs": inputs_fingerprint(pair.inputs),
+            "debiased": cfg.debiased, "chunk": cfg.chunk}
+
+
+def measure_pair(notebook: str, module: str, pair: lenses.Pair, cfg: Config, seed_index: int = 0) -> PairLens:
+    """The three lenses of one pair, from the cache when this pair's models, inputs and settings were measured."""
+    code = (__name__, "lib.lenses", "lib.hooks", "lib.similarity", _metric_module(pair.metric))
+    art = load_or_compute("synthesis_lenses", lens_key(notebook, pair, cfg),
+                          lambda out: _compute_lenses(pair, cfg, out), recompute=cfg.recompute, code=code)
+    with np.load(art.path / "lenses.npz") as z:
+        v = {k: z[k] for k in ARRAYS} | {k: float(z[k]) for k in SCALARS}
+    spec, chosen, other = model_spec(pair.base), cfg.tokens, other_tokens(cfg)
+    return PairLens(notebook, module, pair.name, spec.family, spec.n_layers, spec.d_model,
+                    models.n_params(pair.base), int(v[f"rows_{chosen}"]), v[f"cka_{chosen}"], v[f"cka_{other}"],
+                    v["weight"], v["head_change"], v["m_base"], v["m_tuned"], v["m_patched"],
+                    lenses.recovery(v["m_patched"], v["m_base"], v["m_tuned"], cfg.min_gap), seed_index,
+                    cka_final=v[f"cka_final_{chosen}"], cached=art.cached)
+
+
+# ---------------------------------------------------------------------------------------------- testability
+def _record(notebook: str, cfg: Config) -> dict | None:
+    """The chapter's results record of this profile: from `cfg.results`, else this run's folder, then the book's."""
+    folders = [cfg.results_folder()] if cfg.results else [results_dir(), BOOK_RESULTS]
+    for folder in folders:
+        path = Path(folder) / f"{notebook}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if record.get("profile") == cfg.profile:
+                return record
+    return None
+
+
+def chapter_testable(notebook: str, cfg: Config) -> float | None:
+    """Share of the chapter's own claims that were not "not testable at this scale" (None: no record of this
+    profile found, so the synthesis cannot tell whether the chapter's base could do its task)."""
+    record = _record(notebook, cfg)
+    if record is None or not record.get("claims"):
+        return None
+    claims = record["claims"]
+    return sum(c["verdict"] != NOT_TESTABLE for c in claims) / len(claims)
+
+
+def run(cfg: Config) -> list[PairLens]:
+    """Every pair of every chosen chapter through the three lenses, for each of the chapter's first `n_seeds`
+    seeds, one chapter seed's models in memory at a time: the per-seed lenses (`measure.aggregate` averages them)."""
+    out = []
+    for nb, module in sources(cfg):
+        testable = chapter_testable(nb, cfg)
+        for i in range(cfg.n_seeds):
+            with torch.no_grad():
+                pairs = chapter_pairs(nb, module, cfg.profile, i)
+            if pairs is None:  # the chapter has fewer seeds
+                break
+            for pair in pairs:
+                lens = measure_pair(nb, module, pair, cfg, i)
+                lens.chapter_testable = testable
+                out.append(lens)
+            del pairs
+    if not out:
+        raise ChapterNotReady(f"no chapter offered a pair (chapters: {list(cfg.chapters) or 'all'})")
+    return out

@@ -1,0 +1,292 @@
+"""What chapter 4's page shows: figures (returned, never shown here), tables, computed sentences (Markdown from
+the measured values: the page types no number) and the results record."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lib import models, page, plotting, results
+from lib.chapters.tzach import build
+from lib.chapters.tzach.claims import MIN_KEPT, PAPER_APT
+from lib.chapters.tzach.config import CHAPTER, PAPER
+from lib.chapters.tzach.measure import block_summary
+
+NOT_LOCAL = "*Not run in the `local` profile (see the extension section).*"
+
+
+def _done(fig):
+    """Lay out and close a figure (so it is displayed once, as the cell's value), and return it."""
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _n_params(model) -> float:
+    return models.n_params(model) / 1e6
+
+
+def models_table(s: build.Setup, ws: pd.DataFrame | None = None):
+    if s.base is None:
+        return page.md(NOT_LOCAL)
+    c = s.base.config
+    arch = {"layers": c.num_hidden_layers, "d_model": c.hidden_size, "heads": c.num_attention_heads,
+            "vocab": c.vocab_size, "parameters (M)": _n_params(s.base)}
+    rows = [{"model": "base", "role": "pre-trained masked LM", **arch,
+             "pre-training rows": s.memo.get("n_pretrain_rows")},
+            {"model": "control", "role": "same architecture, random init", **arch, "pre-training rows": 0}]
+    if ws is not None:
+        for (f, r, st), _ in ws.groupby(["fraction", "rows", "steps"]):
+            rows.append({"model": f"W_S × {f:g}", "role": f"pre-trained here, {st} steps", **arch,
+                         "pre-training rows": r})
+    return pd.DataFrame(rows).set_index("model").round(3)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def frequency_figure(fa: dict | None):
+    if fa is None:
+        return page.md(NOT_LOCAL)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ok = fa["freq"] > 0
+    a1.scatter(fa["freq"][ok], [fa["apt"][i] for i in fa["ids"][ok]], s=4, alpha=0.3, label="token type")
+    for (name, b), ls in zip(fa["bins"].items(), (":", "--", "-")):
+        a2.plot(np.sqrt(b["bin_lo"] * b["bin_hi"]), b["mean_apt"], ls, marker="o", ms=3, label=name)
+    last = list(fa["bins"].values())[-1]
+    a1.plot(np.sqrt(last["bin_lo"] * last["bin_hi"]), last["mean_apt"], "k-o", ms=3, label="bin mean")
+    for ax, title in ((a1, "final head, per token type"), (a2, "mean APT per frequency bin")):
+        ax.set(xscale="log", xlabel="frequency in the pre-training rows", ylabel="APT", title=title)
+        ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def blocks_figure(res, n_layers_paper: int = 6):
+    if res is None:
+        return page.md(NOT_LOCAL)
+    summ = block_summary(res)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    styles = {("base", "probe"): "-o", ("base", "lens"): "--o", ("control", "probe"): "-s", ("control", "lens"): "--s"}
+    for ax, col in zip(axes, ("mean_apt", "mean_apt_masked")):
+        for (m, r), g in summ.groupby(["model", "readout"]):
+            err = g["mean_apt_sd"].fillna(0) if col == "mean_apt" else None
+            ax.errorbar(g["block"], g[col], yerr=err, fmt=styles[(m, r)], ms=4, capsize=2, color=plotting.PALETTE[m],
+                        label=f"{m}, {'fresh head (probe)' if r == 'probe' else 'logit lens'}")
+        ax.set(xlabel="block (0 = embeddings)", ylabel="⟨APT⟩",
+               title="all selected positions" if col == "mean_apt" else "[MASK] positions only")
+    if summ["block"].max() == n_layers_paper:
+        axes[0].plot(list(PAPER_APT), list(PAPER_APT.values()), "k*", ms=10, label="paper (Table 1)")
+    axes[0].legend(fontsize=8)
+    return _done(fig)
+
+
+def ws_figure(ws: pd.DataFrame | None):
+    if ws is None:
+        return page.md(NOT_LOCAL)
+    g = ws.groupby("rows")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for col, fmt in (("mean_apt", "-o"), ("apt_top", "--s")):
+        ax.errorbar(g[col].mean().index, g[col].mean(), yerr=g[col].std().fillna(0), fmt=fmt, capsize=2,
+                    label="⟨APT⟩" if col == "mean_apt" else "APT(k), k most frequent")
+    ax.set(xscale="log", xlabel="pre-training rows W_S", ylabel="APT (final head)", title="APT against W_S")
+    ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def clusters_figure(cl: pd.DataFrame | None, final: dict | None):
+    if cl is None:
+        return page.md(NOT_LOCAL)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    hist = final["size_histogram"] if final else {}
+    axes[0].bar(list(hist), list(hist.values()), width=0.8, color=plotting.PALETTE["base"])
+    axes[0].set(xlabel="cluster size (tokens)", ylabel="clusters", title="strong-match clusters, final head")
+    axes[0].xaxis.get_major_locator().set_params(integer=True)
+    for (m, r), g in cl.groupby(["model", "readout"]):
+        fmt = ("-" if r == "probe" else "--") + ("o" if m == "base" else "s")
+        axes[1].plot(g["block"], g["n_kept"], fmt, color=plotting.PALETTE[m], label=f"{m}, {r}")
+        ok = g["n_kept"] >= MIN_KEPT
+        axes[2].plot(g["block"][ok], g["concentration"][ok], fmt, color=plotting.PALETTE[m], label=f"{m}, {r}")
+    axes[1].set(xlabel="block", ylabel="token types", yscale="symlog", title="diagonal is the row maximum")
+    axes[2].set(xlabel="block", ylabel="share of confusions", title="confusions on a cluster partner")
+    axes[1].legend(fontsize=8)
+    return _done(fig)
+
+
+def finetune_figure(fin: dict | None):
+    if fin is None:
+        return page.md(NOT_LOCAL)
+    tab = fin["table"]
+    fig, axes = plt.subplots(1, tab["task"].nunique(), figsize=(10, 3.4), squeeze=False)
+    for ax, (task, g) in zip(axes[0], tab.groupby("task")):
+        for m, gm in g.groupby("model"):
+            agg = gm.groupby("block")["accuracy"]
+            ax.errorbar(agg.mean().index, agg.mean(), yerr=agg.std().fillna(0), fmt="-o", ms=4, capsize=2,
+                        color=plotting.PALETTE.get(m, "k"), label=m)
+        ax.axhline(g["chance"].iloc[0], color="k", ls=":", lw=1, label="chance")
+        ax.set(xlabel="block", ylabel="test accuracy", title=f"{task} task")
+        ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def confidence_figure(conf: dict | None):
+    if conf is None:
+        return page.md(NOT_LOCAL)
+    fig, axes = plt.subplots(1, len(conf), figsize=(10, 3.4), squeeze=False)
+    for ax, (task, c) in zip(axes[0], conf.items()):
+        ax.scatter(c["mean_apt"], c["confidence"], s=6, alpha=0.4, color=plotting.PALETTE["tuned"])
+        ax.set(xlabel="mean APT of the input's tokens", ylabel="classifier confidence (max prob.)",
+               title=f"{task}: Spearman {c['spearman']:.2f}")
+    return _done(fig)
+
+
+def local_figure(df: pd.DataFrame | None):
+    if df is None:
+        return page.md("*The causal-LM extension runs in the `local` profile only.*")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(df["block"], df["mean_apt"], "-o", label="⟨APT⟩")
+    ax.plot(df["block"], df["accuracy"], "--s", label="accuracy (position-weighted)")
+    ax.set(xlabel="layer", ylabel="next-token APT (logit lens)", title="packaged causal LM")
+    ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def cluster_examples(s: build.Setup, final: dict | None, n: int = 12):
+    """The largest strong-match clusters of the final head, decoded (a note when there are none)."""
+    if s.base is None:
+        return page.md("")
+    if not final or not final["clusters"]:
+        return page.md("*No strong-match cluster at the final head.*")
+    return pd.DataFrame([{"size": len(c), "tokens": " · ".join(s.tok.convert_ids_to_tokens(c.tolist()))}
+                         for c in final["clusters"][:n]])
+
+
+# -------------------------------------------------------------------------------------- computed prose
+def _fmt(m: float, sd: float) -> str:
+    return f"{m:.3f} ± {sd:.3f}"
+
+
+def text_profile(s: build.Setup):
+    if s.base is None:
+        return page.md(f"Profile `{s.cfg.profile}`: causal-LM extension with `{s.cfg.local_model}`.")
+    c = s.base.config
+    return page.md(f"Profile `{s.cfg.profile}`: BERT with {c.num_hidden_layers} blocks, d_model {c.hidden_size}, "
+                   f"{c.num_attention_heads} heads, vocabulary {c.vocab_size}, {_n_params(s.base):.2f} M parameters; "
+                   f"{s.cfg.n_seeds} seeds.")
+
+
+def text_frequency(s: build.Setup, fa: dict | None):
+    if fa is None:
+        return page.md("")
+    top = fa["bins"][list(fa["bins"])[-1]].dropna()
+    lo, hi = fa["rho_ci"]
+    return page.md(
+        f"Over {len(fa['apt'])} token types selected in the held-out windows, the base's own head reaches "
+        f"⟨APT⟩ = {fa['mean_apt'][0]} and APT({s.cfg.apt_top_k}) = {fa['apt_top'][0]} (position-weighted "
+        f"accuracy {fa['accuracy'][0]}; ⟨APT⟩ over [MASK] positions only {fa['mask_only']:.3f}). APT against "
+        f"frequency has Spearman ρ = {fa['rho']:.2f} (95 % bootstrap interval [{lo:.2f}, {hi:.2f}]); the rarest bin "
+        f"averages {top['mean_apt'].iloc[0]:.3f}, the most frequent {top['mean_apt'].iloc[-1]:.3f}.")
+
+
+def text_blocks(s: build.Setup, res):
+    if res is None:
+        return page.md("")
+    summ = block_summary(res).query("model == 'base'").set_index(["readout", "block"])
+    L, lens, probe, masked = s.n_layers, summ["mean_apt"]["lens"], summ["mean_apt"]["probe"], summ["mean_apt_masked"]
+    rising = lambda c: (c.diff().dropna() >= -1e-3).all() and c[L] > c[0]  # noqa: E731
+    best = "fresh head (probe)" if rising(probe) else "logit lens" if rising(lens) else "neither"
+    peak = int(lens.idxmax())
+    return page.md(
+        f"Over {s.memo['n_eval_windows']} held-out windows per mask draw. Base, fresh head per block: ⟨APT⟩ {probe[0]:.3f} at the embeddings → {probe[L]:.3f} after block {L}; "
+        f"logit lens: {lens[0]:.3f} → {lens[L]:.3f}, highest after block {peak} ({lens[peak]:.3f}) (paper: "
+        f"{PAPER_APT[0]} → {PAPER_APT[6]}). The readout whose curve rises monotonically (within 0.001) like the "
+        f"paper's: **{best}**. At [MASK] positions alone, where the input token cannot simply be copied, the lens goes "
+        f"{masked['lens'][0]:.3f} → {masked['lens'][L]:.3f} and the fresh head {masked['probe'][0]:.3f} → "
+        f"{masked['probe'][L]:.3f}.")
+
+
+def text_ws(ws: pd.DataFrame | None):
+    if ws is None:
+        return page.md("")
+    m = ws.groupby(["rows", "steps"])["mean_apt"].agg(["mean", "std"]).fillna(0)
+    floor = 1 / ws["n_types"].mean()
+    return page.md("⟨APT⟩ of the final head by pre-training set: " + "; ".join(
+        f"{int(r)} rows ({int(st)} steps) {a:.4f} ± {b:.4f}" for (r, st), (a, b) in m.iterrows())
+        + f". A model that always predicts the same token would score about {floor:.4f} (one token type right "
+          f"out of the {ws['n_types'].mean():.0f} selected).")
+
+
+def text_clusters(s: build.Setup, cl: pd.DataFrame | None, final: dict | None):
+    if cl is None:
+        return page.md("")
+    p = cl.query("model == 'base' and readout == 'probe'").set_index("block")
+    L, ok = s.n_layers, p.query("n_kept >= @MIN_KEPT")["concentration"].dropna()
+    sharp = (f"where at least {MIN_KEPT} are kept, the share of confusions on a cluster partner goes "
+             f"{ok.iloc[0]:.2f} (block {ok.index[0]}) → {ok.iloc[-1]:.2f} (block {ok.index[-1]})" if len(ok) >= 2
+             else f"too few blocks keep {MIN_KEPT} or more token types to measure sharpness")
+    return page.md(
+        f"Final head: {final['n_kept']} token types keep their row maximum on the diagonal (of those selected "
+        f"≥ {s.cfg.cluster_min_count} times); {final['n_clusters']} strong-match clusters hold "
+        f"{final['n_clustered']} of them (largest {final['max_size']}). With a fresh head per block the kept types "
+        f"go {p['n_kept'].iloc[0]} (block 0) → {p['n_kept'].iloc[L]} (block {L}); {sharp}.")
+
+
+def text_finetune(s: build.Setup, fin: dict | None):
+    if fin is None:
+        return page.md("")
+    m = fin["table"].groupby(["task", "model", "block"])["accuracy"].agg(["mean", "std"]).fillna(0)
+    L, parts = s.n_layers, []
+    for task in m.index.get_level_values(0).unique():
+        b, c = m.loc[(task, "base")], m.loc[(task, "control")]
+        tuned = m.loc[(task, "tuned")] if (task, "tuned") in m.index.droplevel(2) else None
+        parts.append(f"{task}: pre-trained {_fmt(*b.loc[0])} (block 0) → {_fmt(*b.loc[L])} (block {L}), control "
+                     f"{_fmt(*c.loc[0])} → {_fmt(*c.loc[L])}"
+                     + (f", fine-tuned {tuned['mean'].loc[0]:.3f} → {tuned['mean'].loc[L]:.3f}" if tuned is not None
+                        else ""))
+    return page.md(f"Test accuracy of a logistic head on frozen, mean-pooled states (n = {s.cfg.n_seeds} splits): "
+                   + "; ".join(parts) + ".")
+
+
+def text_confidence(conf: dict | None):
+    if conf is None:
+        return page.md("")
+    return page.md("; ".join(
+        f"{t}: fine-tuned accuracy {c['accuracy']:.3f} (chance {c['chance']:.3f}), Pearson r = {c['pearson']:.2f} "
+        f"[{c['pearson_ci'][0]:.2f}, {c['pearson_ci'][1]:.2f}], Spearman ρ = {c['spearman']:.2f} "
+        f"[{c['spearman_ci'][0]:.2f}, {c['spearman_ci'][1]:.2f}] over {c['n']} test inputs"
+        for t, c in conf.items()) + ".")
+
+
+def text_local(df: pd.DataFrame | None):
+    if df is None:
+        return page.md("")
+    peak, mid = int(df["mean_apt"].idxmax()), len(df) // 2
+    return page.md(
+        f"Next-token ⟨APT⟩ through the logit lens: {df['mean_apt'].iloc[0]:.3f} at the embeddings, "
+        f"{df['mean_apt'].iloc[mid]:.3f} at layer {mid}, {df['mean_apt'].iloc[-1]:.3f} after the last layer "
+        f"(highest at layer {df['block'][peak]}); position-weighted accuracy {df['accuracy'].iloc[0]:.3f} → "
+        f"{df['accuracy'].iloc[-1]:.3f}, APT(k) {df['apt_top'].iloc[0]:.3f} → {df['apt_top'].iloc[-1]:.3f}.")
+
+
+def text_differences(s: build.Setup):
+    """The scale bullet of "What differs from the paper", with this run's numbers."""
+    if s.base is None:
+        return page.md(f"- **Model.** A packaged causal LM (`{s.cfg.local_model}`), not a masked LM: an extension "
+                       f"only.")
+    c = s.base.config
+    source = f"`{s.cfg.base_source}` from the hub" if s.cfg.base_source else "the study's own base"
+    return page.md(
+        f"- **Scale.** The paper's BERT-6 has hidden size 768 and a 30,522-token vocabulary and was pre-trained on "
+        f"Wikipedia for 50 epochs; this run's ({source}) has {c.num_hidden_layers} blocks, hidden size "
+        f"{c.hidden_size} and {c.vocab_size} tokens"
+        + (f", pre-trained on {s.memo['n_pretrain_rows']} windows of offline English."
+           if s.memo.get("n_pretrain_rows") else "."))
+
+
+# ---------------------------------------------------------------------------------------- results record
+def write_results(s: build.Setup, claim_list: list) -> dict:
+    if s.base is None:
+        info = {s.cfg.local_model: {"role": "packaged causal LM (local extension)"}}
+    else:
+        c = s.base.config
+        info = {n: {"layers": c.num_hidden_layers, "d_model": c.hidden_size, "vocab": c.vocab_size,
+                    "n_params": models.n_params(m), "role": r}
+                for n, m, r in (("base", s.base, "pre-trained BERT"), ("control", s.control, "random init"))}
+    return results.write(CHAPTER, PAPER, s.cfg.profile, info, claim_list, precision=s.cfg.precision)

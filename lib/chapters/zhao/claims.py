@@ -1,0 +1,249 @@
+"""The paper's claims, stated once, and the rules that decide them (lib.claims).
+
+Every rule reads per-seed effects and decides from their 95 % t-interval (`lib.stats.effect`, `claims.by_interval`):
+"reproduced" when the interval lies above the rule's margin, "not reproduced" when it lies at or below it,
+"inconclusive" when it straddles it or there are too few seeds. Three gates come first:
+
+- a stated precondition (enough layers for a depth claim; E1 learned its tasks; the task set has what the claim
+  compares) that fails gives "not testable at this scale" (`Rule.gate`);
+- MOSSA reads a control C_t as the task-specific model of task t, so only tasks whose control beat the base's
+  accuracy by more than `LEARNED_MARGIN` enter a claim; the others are excluded and counted, and a claim left with
+  too few learned tasks is "inconclusive";
+- the CKA estimator: the biased estimator (the paper's) is inflated when the number of prompts n is not much
+  larger than the width d, so the verdicts read the debiased one unless n >= `BIASED_MIN_RATIO` x d. Each claim is
+  also decided with the other estimator; `extra["flips_between_estimators"]` marks a verdict that changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lib import stats
+from lib.claims import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, Requirement, Rule, by_indicators,
+                        by_interval, from_bool)
+from lib.chapters.zhao import measure
+from lib.chapters.zhao.measure import Results
+from lib.tasks import instructions as tasks_mod
+
+PAPER = "Zhao, Ziser & Cohen 2024 (EMNLP), Layer by Layer"
+PAPER_GROUPS = {"shared": (1, 9), "transition": (10, 15), "refinement": (16, 32)}  # layers of Llama-2-7B's 32
+PAPER_LAYERS = 32
+PAPER_TRANSITION = ((PAPER_GROUPS["transition"][0] - 1) / PAPER_LAYERS, PAPER_GROUPS["transition"][1] / PAPER_LAYERS)
+
+LEVEL = stats.LEVEL
+LEARNED_MARGIN = 0.05  # a control learned its task: its accuracy beats the base's by more than this
+MIN_LEARNED = 3  # learned tasks a claim over the seen tasks needs
+MIN_PER_KIND = 2  # learned tasks of each kind the semantic-vs-structured claim needs
+MIN_UNSEEN = 1  # learned held-out tasks the unseen-task claim needs
+BIASED_MIN_RATIO = 10  # verdicts read the biased CKA only when n_test >= this x d_model
+SHARED_BELOW, REFINE_FROM = 0.33, 0.67  # layer groups: gain share (of the maximum) that ends shared / starts refinement
+UNSEEN_SHARE = 0.5  # the unseen-task gain must exceed this share of the seen-task gain
+
+_LEARNED = "only tasks whose control beats the base's accuracy by more than {learned} count"
+E1_LEARNED = Requirement("E1's accuracy gain over E0 on the seen tasks", "e1_gain", at_least=LEARNED_MARGIN)
+
+FALLS = Rule(
+    "pretrained_similarity_falls_with_depth",
+    claim="The pre-trained model's similarity to single-task controls is high in early layers and falls in later ones.",
+    paper="qualitative (CKA high early, decreasing with depth)",
+    test="per seed, E0-C_t CKA at the first layer minus at the last, averaged over tasks (" + _LEARNED + "; at least "
+         "{min_tasks}): reproduced when the {level:.0%} interval of its mean lies above {margin}",
+    constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_tasks": MIN_LEARNED},
+    requires=(Requirement("layers of the model", "n_layers", at_least=2),))
+
+CLOSER = Rule(
+    "sft_closer_to_controls",
+    claim="The instruction-tuned model is much closer to the single-task controls than the pre-trained model.",
+    paper="qualitative (much higher CKA across layers)",
+    test="per seed, CKA(E1, C_t) - CKA(E0, C_t) averaged over layers and seen tasks (" + _LEARNED + "; at least "
+         "{min_tasks}): reproduced when the {level:.0%} interval of its mean lies above {margin}",
+    constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_tasks": MIN_LEARNED},
+    requires=(E1_LEARNED,))
+
+KINDS = Rule(
+    "semantic_tasks_already_encoded",
+    claim="Semantic tasks (sentiment, paraphrase) are already encoded by pre-training; structured-output tasks "
+          "(translation, summarisation) need instruction tuning.",
+    paper="qualitative (high vs low E0-C_t CKA)",
+    test="per seed, E0-C_t CKA over layers of the semantic tasks minus the structured ones (" + _LEARNED + "; at "
+         "least {min_kind} of each kind): reproduced when the {level:.0%} interval of its mean lies above {margin}",
+    constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_kind": MIN_PER_KIND},
+    requires=(Requirement("semantic tasks chosen", "n_semantic", at_least=MIN_PER_KIND),
+              Requirement("structured tasks chosen", "n_structured", at_least=MIN_PER_KIND)))
+
+GROUPS = Rule(
+    "layer_groups",
+    claim="Layers split into shared, transition and refinement groups; the transition sits at about a third of the "
+          "depth.",
+    paper="layers 1-9 / 10-15 / 16-32 of 32",
+    test="on the gain CKA(E1, C_t) - CKA(E0, C_t) of the seen tasks (" + _LEARNED + "; at least {min_tasks}), "
+         "r = gain / max gain: layers before the first r >= {shared_below} are shared, from the first later "
+         "r >= {refine_from} on refinement, between them transition. Indicators: the gain rises with depth (per "
+         "seed, mean gain at relative depth >= {late:.2f} minus below {early:.2f}, {level:.0%} interval above 0); the "
+         "seed-mean curve has all three groups; its transition centre lies within one layer of the paper's "
+         "{lo:.2f}-{hi:.2f}. Reproduced when all hold, partly when a majority does",
+    constants={"shared_below": SHARED_BELOW, "refine_from": REFINE_FROM, "level": LEVEL, "learned": LEARNED_MARGIN,
+               "min_tasks": MIN_LEARNED, "early": PAPER_GROUPS["shared"][1] / PAPER_LAYERS,
+               "late": PAPER_GROUPS["transition"][1] / PAPER_LAYERS, "lo": PAPER_TRANSITION[0],
+               "hi": PAPER_TRANSITION[1]},
+    requires=(Requirement("layers of the model", "n_layers", at_least=7), E1_LEARNED))
+
+UNSEEN = Rule(
+    "unseen_tasks",
+    claim="The tuned model's move towards the controls extends to tasks it never saw.",
+    paper="qualitative (asked in the paper; exact split not retrieved)",
+    test="per seed, E1's CKA gain over E0 (mean over layers) on the held-out tasks minus {share} x its gain on the "
+         "seen tasks (its positive part) (" + _LEARNED + "; at least {min_unseen} held-out and {min_tasks} seen): "
+         "reproduced when the {level:.0%} interval of its mean lies above {margin}",
+    constants={"share": UNSEEN_SHARE, "margin": 0.0, "level": LEVEL, "learned": LEARNED_MARGIN,
+               "min_unseen": MIN_UNSEEN, "min_tasks": MIN_LEARNED},
+    requires=(Requirement("held-out tasks", "n_held_out", at_least=1), E1_LEARNED))
+
+RULES = (FALLS, CLOSER, KINDS, GROUPS, UNSEEN)
+
+
+def estimator_for(res: Results) -> str:
+    """The CKA estimator the verdicts read: debiased unless the prompts far outnumber the width."""
+    return "biased" if res.n_test >= BIASED_MIN_RATIO * res.base["d_model"] else "debiased"
+
+
+def facts(res: Results) -> dict:
+    """The measured values the preconditions read."""
+    kinds = [tasks_mod.SPECS[t].kind for t in res.tasks]
+    return {"n_layers": res.n_layers, "n_held_out": len(res.held_out),
+            "e1_gain": measure.mean_accuracy(res, "E1", res.seen) - measure.mean_accuracy(res, "E0", res.seen),
+            "n_semantic": kinds.count("semantic"), "n_structured": kinds.count("structured")}
+
+
+@dataclass
+class Reading:
+    """One rule read with one estimator: the verdict, the per-seed effect it read (if any), why, and details."""
+    verdict: str
+    effect: stats.Effect | None
+    reason: str
+    extra: dict = field(default_factory=dict)
+
+
+def _too_few(what: str, have: list[str], need: int) -> Reading | None:
+    if len(have) >= need:
+        return None
+    return Reading(INCONCLUSIVE, None, f"only {len(have)} {what} whose control learned its task "
+                   f"({', '.join(have) or 'none'}); the rule needs at least {need}")
+
+
+def _by_effect(values, margin: float, what: str) -> Reading:
+    eff = stats.effect(values)
+    verdict = by_interval(eff.lo, eff.hi, margin)
+    shown = f"{LEVEL:.0%} interval [{eff.lo:.3f}, {eff.hi:.3f}]" if eff.n > 1 else f"one seed ({eff.mean:.3f})"
+    side = {REPRODUCED: "above", NOT_REPRODUCED: "at or below"}.get(verdict, "not decidedly above or below")
+    return Reading(verdict, eff, f"{what}: {shown} lies {side} {margin:g}")
+
+
+def _learned(res: Results, tasks) -> list[str]:
+    return measure.learned_tasks(res, LEARNED_MARGIN, list(tasks))
+
+
+def read_falls(res: Results, est: str) -> Reading:
+    tasks = _learned(res, res.tasks)
+    if few := _too_few("tasks", tasks, MIN_LEARNED):
+        return few
+    e0 = res.cka[(est, "E0")][:, measure.task_index(res, tasks)]  # (S, T, L)
+    return _by_effect(e0[:, :, 0].mean(1) - e0[:, :, -1].mean(1), FALLS["margin"], "first minus last layer")
+
+
+def read_closer(res: Results, est: str) -> Reading:
+    tasks = _learned(res, res.seen)
+    if few := _too_few("seen tasks", tasks, MIN_LEARNED):
+        return few
+    return _by_effect(measure.mean_gain(res, est, tasks), CLOSER["margin"], "E1 minus E0")
+
+
+def read_kinds(res: Results, est: str) -> Reading:
+    tasks = _learned(res, res.tasks)
+    for kind in ("semantic", "structured"):
+        if few := _too_few(f"{kind} tasks", [t for t in tasks if tasks_mod.SPECS[t].kind == kind], MIN_PER_KIND):
+            return few
+    r = _by_effect(measure.kind_gap(res, est, tasks), KINDS["margin"], "semantic minus structured")
+    r.extra["gap_over_all_tasks"] = float(np.mean(measure.kind_gap(res, est, res.tasks)))
+    return r
+
+
+def _depth_gain(gains: np.ndarray) -> np.ndarray:
+    """Per seed: mean gain of the layers at the paper's refinement depth minus those at its shared depth."""
+    L = gains.shape[1]
+    centre = (np.arange(1, L + 1) - 0.5) / L
+    return gains[:, centre >= GROUPS["late"]].mean(1) - gains[:, centre < GROUPS["early"]].mean(1)
+
+
+def read_groups(res: Results, est: str) -> Reading:
+    tasks = _learned(res, res.seen)
+    if few := _too_few("seen tasks", tasks, MIN_LEARNED):
+        return few
+    gains = measure.gain_curve(res, est, tasks)
+    groups = measure.layer_groups(gains.mean(0), SHARED_BELOW, REFINE_FROM)
+    per_seed = [measure.layer_groups(g, SHARED_BELOW, REFINE_FROM) for g in gains]
+    centre, L = measure.transition_centre(groups), res.n_layers
+    rises = _by_effect(_depth_gain(gains), 0.0, "late minus early gain")
+    near = bool(PAPER_TRANSITION[0] - 1 / L <= centre <= PAPER_TRANSITION[1] + 1 / L)  # False for NaN
+    indicators = {"gain rises with depth": rises.verdict,
+                  "three groups": from_bool(all(g in groups for g in PAPER_GROUPS)),
+                  "transition at the paper's depth": from_bool(near)}
+    reason = "; ".join(f"{k}: {v}" for k, v in indicators.items()) + f" ({rises.reason})"
+    ours = " / ".join(f"{g}: " + (", ".join(str(i + 1) for i, x in enumerate(groups) if x == g) or "none")
+                      for g in PAPER_GROUPS) + f" (layers of {L}; seed-mean gain)"
+    return Reading(by_indicators(indicators), rises.effect, reason,
+                   {"groups": groups, "per_seed": per_seed, "indicators": indicators, "ours": ours,
+                    "transition_centre": centre if np.isfinite(centre) else None,
+                    "share_of_seeds_agreeing": float(np.mean([s == groups for s in per_seed]))})
+
+
+def read_unseen(res: Results, est: str) -> Reading:
+    held, seen = _learned(res, res.held_out), _learned(res, res.seen)
+    if few := _too_few("held-out tasks", held, MIN_UNSEEN) or _too_few("seen tasks", seen, MIN_LEARNED):
+        return few
+    unseen_gain, seen_gain = measure.mean_gain(res, est, held), measure.mean_gain(res, est, seen)
+    r = _by_effect(unseen_gain - UNSEEN_SHARE * np.clip(seen_gain, 0, None), UNSEEN["margin"],
+                   f"unseen gain minus {UNSEEN_SHARE:g} x seen gain")
+    r.extra.update(unseen_gain=stats.describe(unseen_gain), seen_gain=stats.describe(seen_gain))
+    return r
+
+
+READERS = {FALLS.id: read_falls, CLOSER.id: read_closer, KINDS.id: read_kinds, GROUPS.id: read_groups,
+           UNSEEN.id: read_unseen}
+
+
+def _excluded(res: Results) -> dict:
+    learned = _learned(res, res.tasks)
+    return {"learned_tasks": learned, "excluded_tasks": [t for t in res.tasks if t not in learned]}
+
+
+def decide(rule: Rule, res: Results, measured: dict | None = None) -> Claim:
+    """One rule's claim: gated by its preconditions, read with the verdict estimator, checked with the other."""
+    measured = facts(res) if measured is None else measured
+    if gated := rule.gate(measured):
+        gated.extra.update(_excluded(res))
+        return gated
+    est = estimator_for(res)
+    other = "biased" if est == "debiased" else "debiased"
+    main, alt = READERS[rule.id](res, est), READERS[rule.id](res, other)
+    flips = main.verdict != alt.verdict
+    eff = main.effect
+    ours = main.extra.pop("ours", None) or (f"{eff.text()} ({est} CKA)" if eff else "not decided")
+    if flips:
+        ours += f"; with {other} CKA: {alt.verdict}"
+    extra = {**main.extra, **_excluded(res), "estimator": est, "flips_between_estimators": flips,
+             "by_estimator": {est: main.verdict, other: alt.verdict},
+             f"{other}_effect": alt.effect.to_dict() if alt.effect else None}
+    value, spread, n, interval = (eff.mean, eff.sd, eff.n, (eff.lo, eff.hi) if eff.n > 1 else None) if eff \
+        else (None, None, None, None)
+    if rule is GROUPS and eff:  # the headline is where the transition sits; the interval read is the rise's
+        value, spread, extra["rise_effect"] = main.extra["transition_centre"], None, eff.to_dict()
+    return rule.decide(main.verdict, ours, main.reason, extra=extra, value=value, spread=spread, n=n,
+                       interval=interval)
+
+
+def claims(res: Results) -> list[Claim]:
+    """Every rule's claim on the measured results."""
+    measured = facts(res)
+    return [decide(rule, res, measured) for rule in RULES]

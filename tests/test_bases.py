@@ -1,0 +1,70 @@
+"""lib.bases: one loader and one key for every starting model; lib.artifacts: keys cover the building code."""
+import subprocess
+import sys
+
+import pytest
+
+from lib import artifacts, bases
+from lib.chapters import NOTEBOOKS, config_class
+from lib.paths import NOTEBOOKS_DIR, ROOT
+from tests._tiny import tiny_model
+
+
+def test_a_folder_is_keyed_by_its_content(tmp_path):
+    model = tiny_model("gpt2")
+    model.save_pretrained(tmp_path / "m")
+    first = bases.source_key(str(tmp_path / "m"))
+    assert first.startswith("dir:") and bases.source_key(str(tmp_path / "m")) == first
+    cfg = tmp_path / "m" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"n_layer": 2', '"n_layer": 2 '))
+    assert bases.source_key(str(tmp_path / "m")) != first  # a changed folder is a new key in every chapter
+    assert bases.source_key("gpt2") == "hub:gpt2"
+
+
+def test_load_folder_returns_an_eval_model_with_its_key(tmp_path):
+    from transformers import GPT2TokenizerFast  # noqa: F401  (a tokenizer is needed beside the weights)
+    from lib import tokenizers
+
+    tok = tokenizers.train_bpe(["a b c d e f g h " * 50], 300)
+    model = tiny_model("gpt2", vocab_size=len(tok))
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    base = bases.load(str(tmp_path / "m"))
+    assert not base.model.training and base.key == bases.source_key(str(tmp_path / "m"))
+    assert base.source == str(tmp_path / "m") and base.metrics == {}
+
+
+def test_code_is_part_of_the_key(tmp_path, monkeypatch):
+    mod = tmp_path / "builder_mod.py"
+    mod.write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(artifacts, "ROOT", tmp_path)
+    import importlib
+
+    import builder_mod
+    k1 = artifacts.artifact_key("k", {"a": 1}, code=(builder_mod,))
+    assert k1 != artifacts.artifact_key("k", {"a": 1})
+    mod.write_text("X = 2\n")
+    importlib.reload(builder_mod)
+    assert artifacts.artifact_key("k", {"a": 1}, code=(builder_mod,)) != k1
+
+
+def test_the_bases_key_names_the_code_that_trains_them():
+    assert {"lib.bases", "lib.train", "lib.models"} <= set(bases.CODE)
+
+
+def test_every_notebook_is_listed_once():
+    assert sorted(NOTEBOOKS) == sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_parameter_check_imports_no_heavy_package(notebook):
+    """`make check` imports only the chapter's config: no torch, matplotlib or transformers (and for a chapter
+    package, whose config.py holds nothing else, no pandas either)."""
+    module = config_class(notebook).__module__
+    heavy = ("torch", "matplotlib", "transformers") + (("pandas",) if module.endswith(".config") else ())
+    code = (f"import sys, importlib; importlib.import_module({module!r}); "
+            f"heavy = [m for m in {heavy!r} if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, f"{module} imports {out.stdout.strip()} {out.stderr[-500:]}"
