@@ -1,11 +1,11 @@
-"""Plot style and small helpers shared by the notebooks (boilerplate stays out of the pages)."""
+"""Plot style and small helpers shared by the report modules (boilerplate stays out of the pages). Computed prose is
+Markdown returned by report functions (`lib.page.md`), never printed as a side effect."""
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
 import matplotlib.pyplot as plt  # noqa: E402
-from IPython.display import Markdown, display  # noqa: E402
 
 PALETTE = {"base": "#4c72b0", "tuned": "#dd8452", "scratch": "#55a868", "control": "#8172b3",
            "english": "#4c72b0", "python": "#dd8452", "lua": "#55a868", "stories": "#c44e52"}
@@ -24,17 +24,3 @@ def finish(fig):
     fig.tight_layout()
     plt.close(fig)
     return fig
-
-
-def say(text: str) -> None:
-    """Display computed prose (numbers filled in by code) as Markdown in the executed page."""
-    display(Markdown(text))
-
-
-def mean_spread(values, fmt: str = "{:.3f}") -> str:
-    """'m ± s (n=k)' with the sample standard deviation; the book's format for a mean over seeds."""
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    s = v.std(ddof=1) if len(v) > 1 else 0.0
-    return f"{fmt.format(v.mean())} ± {fmt.format(s)} (n={len(v)})"

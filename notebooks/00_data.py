@@ -33,11 +33,11 @@ max_chars = None  # int, in [10000, 1000000000]: cap per corpus (whole documents
 sample_docs = None  # int, in [10, 1000000]: documents per corpus drawn for the length figure
 
 # %%
-from lib import plotting
+from lib import page
 from lib.chapters import data as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+page.setup()
 cfg.table()
 
 # %% [markdown]
@@ -70,37 +70,10 @@ table = study.summary_table(built)
 table
 
 # %% mystnb={"figure": {"caption": "Left, the distribution of document lengths per corpus (a seeded sample); right, the share of letters, digits, whitespace and punctuation. Code spends far more of its characters on whitespace and symbols than prose does: the difference the tokenizers and the chapter-5 features have to absorb.", "name": "fig-data-overview"}}
-import numpy as np
-import matplotlib.pyplot as plt
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for name, c in built.items():
-    lengths = study.doc_lengths(c, cfg.sample_docs, cfg.seed)
-    bins = np.logspace(np.log10(40), np.log10(max(lengths.max(), 100)), 40)
-    axes[0].hist(lengths, bins=bins, histtype="step", lw=1.5, label=name, color=plotting.PALETTE[name], density=True)
-axes[0].set(xscale="log", xlabel="document length (characters)", ylabel="density", title="Document lengths")
-axes[0].legend()
-shares = {name: study.char_class_shares(c) for name, c in built.items()}
-kinds = list(next(iter(shares.values())))
-x = np.arange(len(shares))
-bottom = np.zeros(len(shares))
-for k in kinds:
-    vals = np.array([shares[n][k] for n in shares])
-    axes[1].bar(x, vals, bottom=bottom, label=k)
-    bottom += vals
-axes[1].set(xticks=x, xticklabels=list(shares), ylabel="share of characters", title="Character classes")
-axes[1].legend(fontsize=8, loc="lower right")
-plt.tight_layout()
-plt.show()
+study.overview_figure(built, cfg)
 
 # %%
-big = table["characters"].idxmax()
-code_ws = {n: shares[n]["whitespace"] for n in shares}
-plotting.say(
-    f"The largest corpus is **{big}** with {table.loc[big, 'characters'] / 1e6:.1f} M characters in "
-    f"{table.loc[big, 'documents']:,} documents (profile `{cfg.profile}`, cap {cfg.max_chars / 1e6:g} M characters "
-    f"per corpus). Whitespace is {100 * max(code_ws.values()):.0f} % of the characters of "
-    f"**{max(code_ws, key=code_ws.get)}** but {100 * min(code_ws.values()):.0f} % of **{min(code_ws, key=code_ws.get)}**.")
+study.overview_text(built, table, cfg)
 
 # %% [markdown]
 # ## Fingerprints
@@ -110,9 +83,4 @@ plotting.say(
 # The fingerprints are recorded next to the results so a reader can tell whether two builds saw the same data.
 
 # %%
-import json
-from lib.paths import results_dir
-
-(results_dir() / "data.json").write_text(json.dumps(
-    {"profile": cfg.profile, "corpora": {n: {"fingerprint": c.fingerprint, "documents": len(c.docs),
-                                             "characters": c.n_chars} for n, c in built.items()}}, indent=1))
+study.write_results(built, cfg)

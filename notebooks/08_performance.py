@@ -36,11 +36,11 @@ sae_tokens = None  # int, in [16, 1000000]: tokens in the feature-correlation be
 bench_report = None  # str: report of the last `make bench` to show (if it exists)
 
 # %%
-from lib import plotting
+from lib import page
 from lib.chapters import performance as study
 
 cfg = study.Config.from_namespace(globals())  # every parameter validated before any work starts
-plotting.setup()
+page.setup()
 cfg.table()
 
 # %% [markdown]
@@ -48,14 +48,9 @@ cfg.table()
 
 # %%
 timings = study.build_timings()
-if timings is None:
-    plotting.say("No `timings.json` beside this notebook: it was executed on its own (as the tests do), not by "
-                 "`make book`, so there are no build timings to show.")
-else:
-    plotting.say(f"Profile `{timings.attrs['profile']}`, up to {timings.attrs['jobs']} at a time: the {len(timings)} "
-                 f"notebooks and build steps before this page took {timings['seconds'].sum() / 60:.1f} min added up "
-                 "(cached models reused where their keys matched). Peak memory is the resident memory of each one's "
-                 "processes (kernel and workers), sampled by the runner.")
+study.timings_text(timings)
+
+# %%
 timings
 
 # %% [markdown]
@@ -63,11 +58,9 @@ timings
 
 # %%
 m = study.micro(cfg)
-plotting.say(f"Measured now on {m['machine']['cores']} cores ({m['machine']['cpu']}). The training loop runs at "
-             f"{m['train_loop']['loop_over_bare']:.2f}× the tokens/s of a bare forward/backward/step loop on the "
-             f"same model and batch (goal ≥ 0.8); a full per-head patching sweep costs "
-             f"{m['patching_sweep']['sweep_over_lower_bound']:.2f}× the forward passes any per-head patching must "
-             f"compute (goal ≤ 1.5).")
+study.micro_text(m)
+
+# %%
 study.ratio_table(m)
 
 # %% [markdown]
@@ -83,22 +76,16 @@ study.kernel_table(m)
 
 # %%
 header, bench_table = study.last_bench(cfg)
-if header is None:
-    plotting.say(f"No `{cfg.bench_report}` on this machine: run `make bench` to measure every notebook with a cold "
-                 "and a warm cache.")
-else:
-    plotting.say(f"Report of `make bench` from {header.get('date')} on {header['machine']['cores']} cores "
-                 f"({header['machine']['cpu']}): not re-measured in this build. Wall time in seconds and peak memory of "
-                 "each notebook's kernel, with an empty cache (cold: every model trained) and with the cache that "
-                 "run left (warm).")
+study.bench_text(header, cfg)
+
+# %%
 bench_table
 
 # %%
 loads = study.local_loads_table(header)
-if loads is not None:
-    plotting.say("Load times of the `local` profile's packaged models in that run (seconds): the first load "
-                 "dequantises the GGUF file and writes the fp32 cache; later loads read the cache, split into the "
-                 "weights and the tokenizer.")
+study.loads_text(loads)
+
+# %%
 loads
 
 # %% [markdown]
@@ -111,20 +98,14 @@ loads
 
 # %%
 prec = study.precision_table(header)
-if prec is not None:
-    p = header["precision"]
-    plotting.say(f"That machine {'runs' if p['native_bf16'] else 'has no'} native bf16, so `auto` resolved to "
-                 f"{p['auto_resolves_to']}.")
+study.precision_text(header)
+
+# %%
 prec
 
 # %%
 study.throughput_table(header)
 
 # %%
-comp = (header or {}).get("compile")
-if comp:
-    plotting.say(f"torch.compile of the same training step: {comp}" if "error" in comp else
-                 f"torch.compile of the same training step (one thread, fp32): {comp['compiled_step_s']} s a step "
-                 f"against {comp['eager_step_s']} s eager ({comp['speedup']}x), after a first step of "
-                 f"{comp['first_step_with_compile_s']} s that includes compiling.")
+study.compile_text(header)
 

@@ -48,3 +48,54 @@ def char_class_shares(c: corpora.Corpus) -> dict[str, float]:
     space = sum(ch.isspace() for ch in text)
     return {"letters": letters / n, "digits": digits / n, "whitespace": space / n,
             "punctuation & symbols": (n - letters - digits - space) / n}
+
+
+def overview_figure(built: dict, cfg: Config):
+    """Document lengths per corpus (a seeded sample) and the share of each character class."""
+    import matplotlib.pyplot as plt
+
+    from lib import plotting
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, c in built.items():
+        lengths = doc_lengths(c, cfg.sample_docs, cfg.seed)
+        bins = np.logspace(np.log10(40), np.log10(max(lengths.max(), 100)), 40)
+        axes[0].hist(lengths, bins=bins, histtype="step", lw=1.5, label=name, color=plotting.PALETTE[name],
+                     density=True)
+    axes[0].set(xscale="log", xlabel="document length (characters)", ylabel="density", title="Document lengths")
+    axes[0].legend()
+    shares = {name: char_class_shares(c) for name, c in built.items()}
+    x, bottom = np.arange(len(shares)), np.zeros(len(shares))
+    for k in next(iter(shares.values())):
+        vals = np.array([shares[n][k] for n in shares])
+        axes[1].bar(x, vals, bottom=bottom, label=k)
+        bottom += vals
+    axes[1].set(xticks=x, xticklabels=list(shares), ylabel="share of characters", title="Character classes")
+    axes[1].legend(fontsize=8, loc="lower right")
+    return plotting.finish(fig)
+
+
+def overview_text(built: dict, table: pd.DataFrame, cfg: Config):
+    from lib import page
+
+    big = table["characters"].idxmax()
+    ws = {n: char_class_shares(c)["whitespace"] for n, c in built.items()}
+    return page.md(
+        f"The largest corpus is **{big}** with {table.loc[big, 'characters'] / 1e6:.1f} M characters in "
+        f"{table.loc[big, 'documents']:,} documents (profile `{cfg.profile}`, cap {cfg.max_chars / 1e6:g} M characters "
+        f"per corpus). Whitespace is {100 * max(ws.values()):.0f} % of the characters of "
+        f"**{max(ws, key=ws.get)}** but {100 * min(ws.values()):.0f} % of **{min(ws, key=ws.get)}**.")
+
+
+def write_results(built: dict, cfg: Config) -> None:
+    import json
+    import os
+
+    from lib.paths import results_dir
+
+    path = results_dir() / "data.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"profile": cfg.profile, "corpora": {
+        n: {"fingerprint": c.fingerprint, "documents": len(c.docs), "characters": c.n_chars}
+        for n, c in built.items()}}, indent=1))
+    os.replace(tmp, path)

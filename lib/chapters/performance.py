@@ -113,3 +113,72 @@ def local_loads_table(header: dict | None) -> pd.DataFrame | None:
     if not loads:
         return None
     return pd.DataFrame.from_dict(loads, orient="index").rename_axis("packaged model")
+
+
+# ------------------------------------------------------------------------------- computed sentences (Markdown)
+def timings_text(timings):
+    from lib import page
+
+    if timings is None:
+        return page.md("No `timings.json` beside this notebook: it was executed on its own (as the tests do), not by "
+                       "`make book`, so there are no build timings to show.")
+    return page.md(f"Profile `{timings.attrs['profile']}`, up to {timings.attrs['jobs']} at a time: the "
+                   f"{len(timings)} notebooks and build steps before this page took "
+                   f"{timings['seconds'].sum() / 60:.1f} min added up (cached models reused where their keys matched). "
+                   "Peak memory is the resident memory of each one's processes (kernel and workers), sampled by the "
+                   "runner.")
+
+
+def micro_text(m: dict):
+    from lib import page
+
+    return page.md(f"Measured now on {m['machine']['cores']} cores ({m['machine']['cpu']}). The training loop runs at "
+                   f"{m['train_loop']['loop_over_bare']:.2f}× the tokens/s of a bare forward/backward/step loop on the "
+                   f"same model and batch (goal ≥ 0.8); a full per-head patching sweep costs "
+                   f"{m['patching_sweep']['sweep_over_lower_bound']:.2f}× the forward passes any per-head patching "
+                   f"must compute (goal ≤ 1.5).")
+
+
+def bench_text(header: dict | None, cfg: Config):
+    from lib import page
+
+    if header is None:
+        return page.md(f"No `{cfg.bench_report}` on this machine: run `make bench` to measure every notebook with a "
+                       "cold and a warm cache.")
+    return page.md(f"Report of `make bench` from {header.get('date')} on {header['machine']['cores']} cores "
+                   f"({header['machine']['cpu']}): not re-measured in this build. Wall time in seconds and peak memory "
+                   "of each notebook's kernel, with an empty cache (cold: every model trained) and with the cache that "
+                   "run left (warm).")
+
+
+def loads_text(loads):
+    from lib import page
+
+    if loads is None:
+        return None
+    return page.md("Load times of the `local` profile's packaged models in that run (seconds): the first load "
+                   "dequantises the GGUF file and writes the fp32 cache; later loads read the cache, split into the "
+                   "weights and the tokenizer.")
+
+
+def precision_text(header: dict | None):
+    from lib import page
+
+    if not header or "precision" not in header:
+        return None
+    p = header["precision"]
+    return page.md(f"That machine {'runs' if p['native_bf16'] else 'has no'} native bf16, so `auto` resolved to "
+                   f"{p['auto_resolves_to']}.")
+
+
+def compile_text(header: dict | None):
+    from lib import page
+
+    comp = (header or {}).get("compile")
+    if not comp:
+        return None
+    if "error" in comp:
+        return page.md(f"torch.compile of the same training step: {comp}")
+    return page.md(f"torch.compile of the same training step (one thread, fp32): {comp['compiled_step_s']} s a step "
+                   f"against {comp['eager_step_s']} s eager ({comp['speedup']}x), after a first step of "
+                   f"{comp['first_step_with_compile_s']} s that includes compiling.")
