@@ -35,3 +35,17 @@ def test_mlm_eval_masking_is_fixed_and_skips_specials():
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
     assert (a["labels"][:, 0] == -100).all() and (a["labels"][:, -1] == -100).all()
     assert 0.05 < (a["labels"] != -100).float().mean() < 0.3
+
+
+def test_local_profile_loads_the_packaged_models_instead_of_training(monkeypatch):
+    """The page's `build` (what notebook 00_base_models calls) reaches the local branch: it never trains a base."""
+    from lib.bases import core
+    from lib.chapters import base_models as page
+
+    loaded = []
+    monkeypatch.setattr(core, "get_local", lambda name, cfg: loaded.append(name) or {"name": name})
+    monkeypatch.setattr(core, "get_all", lambda cfg: (_ for _ in ()).throw(AssertionError("trained a base")))
+    out = page.build(study.Spec.load("local"))
+    assert loaded == list(core.LOCAL_MODELS) and set(out) == set(core.LOCAL_MODELS)
+    monkeypatch.setattr(core, "get_all", lambda cfg: {"gpt": "trained"})
+    assert page.build(study.Spec.load("smoke")) == {"gpt": "trained"}
