@@ -41,7 +41,7 @@ base_source = None  # str: paper profile: the pretrained model, a hub id or a lo
 allow_network = None  # bool: paper profile: let the hub loader download base_source
 local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile: the packaged pretrained model
 device = None  # str, one of 'cpu', 'cuda', 'auto': where models train ('auto': cuda if present)
-n_seeds = None  # int, in [2, 20]: independent tuned and scratch runs (seeds seed, seed+1, ...)
+n_seeds = None  # int, in [2, 20]: independent runs of each kind (seeds seed, seed+1, ...)
 prompt_format = None  # str, one of 'words', 'compact': prompt template (lib.tasks.cdm.FORMATS)
 answers = None  # list: the two answer strings; each must be one token
 num_lo = None  # int, in [0, 1000000]: smallest number shown
@@ -52,19 +52,20 @@ val_size = None  # int, in [8, 1000000]: validation prompts (criterion)
 test_size = None  # int, in [16, 1000000]: test prompts (CKA, probes, ablations)
 heldout_size = None  # int, in [8, 1000000]: prompts asking for held-out comparisons
 psych_reps = None  # int, in [1, 100]: repetitions of the psychometric grid
-criterion = None  # float, in [0.5, 1.0]: validation accuracy that ends training
+criterion = None  # float, in [0.5, 1.0]: validation accuracy that counts as solving the task
 batch_size = None  # int, in [1, 4096]
 eval_every = None  # int, in [1, 1000000]: steps between validation checks
 warmup_steps = None  # int, in [0, 1000000]: linear learning-rate warm-up
 schedule = None  # str, one of 'constant', 'cosine', 'linear': learning-rate decay after warm-up, over the step cap
 weight_decay = None  # float, in [0.0, 1.0]
 bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false
-tuned_lr = None  # float, in [1e-07, 1.0]: AdamW learning rate of fine-tuning
-tuned_max_steps = None  # int, in [1, 1000000]: step cap of fine-tuning
+tuned_lr = None  # float, in [1e-07, 1.0]: AdamW learning rate of the fine-tunes (tuned, shuffled, frozen halves)
+tuned_max_steps = None  # int, in [1, 1000000]: steps of every fine-tune
 scratch_lr = None  # float, in [1e-07, 1.0]: AdamW learning rate from scratch
-scratch_max_steps = None  # int, in [1, 1000000]: step cap from scratch
+scratch_max_steps = None  # int, in [1, 1000000]: steps of the scratch runs
 lora_rank = None  # int, in [0, 1024]: fine-tune LoRA adapters of this rank (0: full fine-tuning)
 freeze_embeddings = None  # bool: keep the embeddings fixed while fine-tuning
+words_seeds = None  # int, in [0, 20]: tuned and scratch seeds also trained on the 'words' prompt, for its own verdict row (0: not run; ignored when prompt_format is already 'words')
 probe_folds = None  # int, in [2, 20]: cross-validation folds of the linear probes
 probe_C = None  # float, in [1e-06, 1000000.0]: inverse L2 strength of the probes
 
@@ -81,7 +82,8 @@ cfg.table()
 #
 # The paper's prompt is not published; the format below is ours. A context cue names the stream that matters; each
 # stream is a pair of numbers (digits, one token each), and the answer says whether the first number of the
-# *relevant* pair is the larger (first answer) or not (second answer). The two streams are drawn independently,
+# *relevant* pair is the larger (first answer) or not (second answer). Which stream is shown first is random, so
+# the cue must select a stream by its name, not a fixed position. The two streams are drawn independently,
 # so on half the trials the irrelevant pair points to the other answer (*incongruent* trials): only a model that
 # uses the context solves those. Difficulty is the size of the relevant difference. The pairs whose digits sum to
 # 9 never appear in training, in either stream; the *held-out* split asks for exactly those comparisons, so it
@@ -96,21 +98,34 @@ measure.examples(data)
 # %% [markdown]
 # ## 1. Does each model learn the task, and how fast?
 #
-# `tuned` starts from the pretrained weights and `scratch` from random ones; both get the same data, loss on the
-# answer token only, AdamW with a short warm-up, and stop at the first check (every `eval_every` steps) where the
-# validation accuracy reaches the criterion, or at their step cap. Accuracy is the two-way choice: the answer
-# token with the larger logit.
+# Five kinds of run per seed, on the same data, loss on the answer token only, AdamW with a short warm-up:
+# `tuned` (from the pretrained weights), `scratch` (from a random start, its `init`), `shuffled` (from the base
+# with every weight tensor's entries permuted: the same norms, no learned features; the null for "the pretrained
+# features matter"), and `frozen_early` / `frozen_late` (the base fine-tuned with its earlier / later half of blocks
+# kept fixed). Every run trains its whole step budget, so all are compared after the same number of updates; the
+# criterion only marks the first check where the validation accuracy reaches it. Accuracy is the two-way choice:
+# the answer token with the larger logit.
 
 # %%
 runs = build.train_all(cfg, base, data)
 learn = measure.learning_table(runs)
 report.learning_summary(learn)
 
-# %% mystnb={"figure": {"caption": "Left, validation accuracy during training, one line per seed, with the criterion (dashed). Right, accuracy after training on the test prompts, on the incongruent test trials, and on prompts whose relevant pair is one of the held-out comparisons (mean and standard deviation over seeds; dotted: chance).", "name": "fig-lin-learning"}}
-report.plot_learning(measure.learning_curves(runs), learn, cfg.criterion)
+# %% mystnb={"figure": {"caption": "Left, validation accuracy during training, one line per seed and kind, with the criterion (dashed). Right, accuracy after training on the test prompts, on the incongruent test trials, and on prompts whose relevant pair is one of the held-out comparisons (mean and standard deviation over seeds; dotted: chance).", "name": "fig-lin-learning"}}
+curves = measure.learning_curves(runs)
+report.plot_learning(curves, learn, cfg.criterion)
 
 # %%
-report.learning_text(learn, cfg.criterion)
+report.learning_text(learn, cfg.criterion, cfg)
+
+# %% [markdown]
+# The wordier `words` prompt (`context: color. motion: 3 vs 7. color: 8 vs 1. answer:`), closer to the paper's
+# text prompts, gets its own verdict row: tuned and scratch retrained on it (`words_seeds` seeds, same settings).
+
+# %%
+words_runs, words_why = build.words_runs(cfg, base, runs)
+words = measure.learning_table(words_runs)
+report.learning_summary(words) if len(words) else page.md(f"No words-prompt runs: {words_why}.")
 
 # %% [markdown]
 # ## 2. Psychometric curves: does the context gate the evidence?
@@ -127,32 +142,37 @@ report.plot_psychometric(psych)
 report.psych_text(measure.psych_effects(psych))
 
 # %% [markdown]
-# ## 3. How similar are the representations, layer by layer?
+# ## 3. How much of its starting point does each trained model keep?
 #
-# Linear CKA (Kornblith et al. 2019; `lib.similarity.linear_cka`) between the residual streams of two models after
-# each block, on the same test prompts, read out two ways: at the *last prompt token* only, where the answer is
-# produced, and at *all prompt tokens* (one row per token). `tuned vs base` measures how much of the pretrained
-# representation survives fine-tuning; `scratch vs base` is the reference for a model that never saw the
-# pretrained weights; `tuned vs scratch` compares the two solutions; `scratch vs scratch'` (two scratch seeds)
-# shows how far two independent solutions from random starts agree.
+# Per block (read at the block's output, before the final norm; the final norm is one more point), two measures of
+# how much of a model's starting representation survives training, on the same test prompts: the *linear
+# predictivity* R² (the share of the start's states that a ridge map recovers from the trained model's, on held-out
+# prompts) and *debiased* linear CKA (Kornblith et al. 2019; the unbiased estimator, whose value for unrelated
+# representations is near 0). `tuned vs base` is the retention the paper's claim is about; `scratch vs init`
+# (scratch against its own random start) and `shuffled vs its start` are what training keeps when the start holds
+# no pretrained features. The bottom row compares trained models with each other: `tuned vs scratch` against two
+# seeds of the same kind (`tuned vs tuned'`, `scratch vs scratch'`).
 
-# %% mystnb={"figure": {"caption": "Linear CKA per block, mean and standard deviation over seeds; left at the last prompt token, right over all prompt tokens. The last block is read after the final layer norm.", "name": "fig-lin-cka"}}
-states = measure.all_states(base, runs, data.enc["test"], tokens="last")
-prompt_states = measure.all_states(base, runs, data.enc["test"], tokens="prompt")
-cka = measure.cka_table({"last": states, "prompt": prompt_states}, cfg.seeds)
-del prompt_states
-report.plot_cka(cka)
+# %% mystnb={"figure": {"caption": "Per point (blocks, then the final norm), mean and standard deviation over seeds; left at the last prompt token, right over all tokens of the first test prompts. Top, R² of the starting point's states from the trained model's; middle, debiased CKA with the starting point; bottom, debiased CKA between trained models.", "name": "fig-lin-similarity"}}
+n_blocks = measure.model_spec(base.model).n_layers
+starts = build.starts(base, cfg.seeds)
+trained = measure.trained_models(base, runs, starts)
+states = measure.all_states(trained, data.enc["test"], tokens="last")
+sim = measure.similarity_table({"last": states,
+                                "prompt": measure.all_states(trained, data.enc["test"], tokens="prompt")}, cfg.seeds)
+report.plot_similarity(sim, n_blocks)
 
 # %%
-report.cka_text(cka)
+report.similarity_text(sim, n_blocks)
 
 # %% [markdown]
 # ## 4. Where did fine-tuning move the weights?
 #
 # The relative change ‖W_tuned − W_base‖ / ‖W_base‖ of each block's parameters (pooled over its matrices,
-# biases and norms; `lib.similarity.grouped_weight_change`), and of the embeddings.
+# biases and norms; `lib.similarity.grouped_weight_change`), and of the embeddings. Under AdamW this mostly reflects
+# each block's norm and the number of steps, so it is shown, not used in a verdict.
 
-# %% mystnb={"figure": {"caption": "Relative weight change of tuned from base per block (bars: mean over seeds; dots: seeds).", "name": "fig-lin-weight-change"}}
+# %% mystnb={"figure": {"caption": "Relative weight change of tuned from base per block and for the embeddings (bars: mean over seeds; dots: seeds).", "name": "fig-lin-weight-change"}}
 wchange = measure.weight_change_table(base, runs["tuned"])
 report.plot_weight_change(wchange)
 
@@ -160,46 +180,63 @@ report.plot_weight_change(wchange)
 report.layer_text(wchange, "change", "The relative weight change")
 
 # %% [markdown]
-# ## 5. Which fine-tuned layers can go back to their pretrained weights?
+# ## 5. Which fine-tuned parts can go back to their pretrained weights?
 #
-# Put the base weights of one block back into tuned and measure the test accuracy. A small drop means the task
-# solution does not need what fine-tuning changed in that block: there tuned still runs on the pretrained
-# computation.
+# Put the base weights of one block's attention, or of its MLP, back into tuned and measure the test accuracy. A
+# small drop means the task solution does not need what fine-tuning changed there.
 
-# %% mystnb={"figure": {"caption": "Test-accuracy drop of tuned when one block is restored to its base weights (bars: mean over seeds; dots: seeds).", "name": "fig-lin-restore"}}
+# %% mystnb={"figure": {"caption": "Test-accuracy drop of tuned when one block's attention or MLP is restored to its base weights (mean and standard deviation over seeds).", "name": "fig-lin-restore"}}
 restore = measure.restore_table(base, runs["tuned"], data.enc["test"])
 report.plot_restore(restore)
 
 # %%
-report.layer_text(restore, "drop", "The accuracy drop")
+report.restore_text(restore)
 
 # %% [markdown]
-# ## 6. What is linearly decodable at each layer?
+# ## 6. What is linearly decodable at each point?
 #
 # Logistic-regression probes (`lib.probing`, cross-validated) on the last-token residual stream for the context,
-# the sign of the relevant evidence (which is the correct answer) and the sign of the irrelevant evidence. A
-# task-specific solution keeps what the task needs and may discard the irrelevant stream.
+# the sign of the relevant evidence (the correct answer) and of the irrelevant evidence; for the base and the
+# untrained random networks (`init`, one per seed) also for the sign of each stream on its own, whatever the
+# context: the generic, context-free comparison the paper's title is about. Every probe has the random-init
+# baseline beside it.
 
-# %% mystnb={"figure": {"caption": "Probe accuracy per block for base, tuned and scratch (mean and standard deviation over seeds), with the majority-class rate (dotted) and base probed on shuffled labels (dashed), the accuracy a probe reaches on noise at this number of prompts.", "name": "fig-lin-probes"}}
+# %% mystnb={"figure": {"caption": "Probe accuracy per point for base, the untrained random networks (init, dashed), tuned and scratch (mean and standard deviation over seeds), with the majority-class rate (dotted) and base probed on shuffled labels (black dashed).", "name": "fig-lin-probes"}}
 probes = measure.probe_table(states, data.trials["test"], cfg)
-report.plot_probes(probes)
+report.plot_probes(probes, n_blocks)
 
 # %%
-report.probe_text(probes)
+report.probe_text(probes, n_blocks)
+
+# %% [markdown]
+# ## 7. Does the frozen base already carry the answer?
+#
+# A linear readout of the answer, trained on the last-token states of the *frozen* base (no fine-tuning) over
+# training prompts and scored on the test and held-out prompts, per point; beside it the same readout on each
+# untrained random network and on each weight-shuffled base.
+
+# %% mystnb={"figure": {"caption": "Accuracy of a linear readout of the answer from frozen states, per point: base, random inits and shuffled bases (mean and standard deviation over seeds; dotted: chance).", "name": "fig-lin-readout"}}
+readout = measure.readout_table({k: m for k, m in trained.items() if k == "base" or k[0] in build.STARTS.values()},
+                                data, cfg)
+report.plot_readout(readout, n_blocks)
+
+# %%
+report.readout_text(readout, n_blocks)
 
 # %% [markdown]
 # ## Verdict
 #
 # Each claim is judged by a rule declared once in `lib/chapters/lin/claims.py`; the list below is rendered from
-# those declarations, thresholds included. Every rule decides over seeds: a per-seed effect, its t-interval
-# against a margin, indicators combined by majority. The rules about representations are tested only where both
-# kinds solve the task; otherwise they are "not testable at this scale".
+# those declarations, thresholds included. Every rule decides over seeds: per-seed effects, each indicator's
+# t-interval against its margin (so an indicator holds only when it is consistent across seeds), indicators
+# combined by majority. The rules about representations are tested only where both kinds solve the task;
+# otherwise they are "not testable at this scale".
 
 # %%
 page.rules(claims.RULES)
 
 # %%
-verdicts = claims.claims(measure.Measured(learn, cka, wchange, restore, probes))
+verdicts = claims.claims(measure.Measured(learn, curves, sim, wchange, restore, probes, readout, words, words_why))
 page.verdict_table(verdicts)
 
 # %%
@@ -213,13 +250,17 @@ report.verdict_text(verdicts)
 #   `paper` profile runs the same code on GPT-2 itself, with a GPU.
 # - **Task.** The paper's prompt, number ranges, answer tokens and data sizes are unknown; the format, the
 #   digits, the evidence levels and the held-out comparisons are ours. The tiny profile uses the short `compact`
-#   prompt: in our trial runs the wordier `words` prompt (`prompt_format`) left the from-scratch model far from
-#   the criterion within its step cap, while the fine-tuned one reached it. The page checks that the prompt
-#   length does not depend on the context, which would let position give the cue away.
-# - **Training.** The paper's optimiser, learning rates and stopping rule are unknown; here both models stop at the
-#   same validation accuracy, with separate step caps and learning rates (`tuned_lr`, `scratch_lr`).
-# - **Analyses.** The paper's analysis methods could not be retrieved; CKA, weight change, layer restoring and
-#   probes are our tests of its stated conclusions, with our decision rules.
+#   prompt for the analyses; the wordier `words` prompt, which in earlier trial runs separated tuned from scratch,
+#   is trained too and judged in its own verdict row (`both_solve_words`). Which stream comes first is random, and
+#   the page checks that the prompt length does not depend on the context, so position cannot give the cue away.
+# - **Training.** The paper's optimiser, learning rates and stopping rule are unknown; here every run trains the
+#   same number of steps (`tuned_max_steps`, `scratch_max_steps`) at its learning rate (`tuned_lr`, `scratch_lr`);
+#   the tiny profile sets both pairs equal, and the learning section says whether they match.
+# - **Depth.** The study's base has few blocks (sizes above), so "later layers" compares halves of a handful of
+#   blocks; a deeper shared base is planned for a later build.
+# - **Analyses.** The paper's analysis methods could not be retrieved; retention (R², debiased CKA), the shuffled
+#   base, frozen halves, attention/MLP restoring, probes and frozen readouts are our tests of its stated
+#   conclusions, with our decision rules.
 
 # %%
 record = report.write_results(cfg, base, runs, verdicts)

@@ -19,12 +19,16 @@
 # model (E0) with every C_t, layer by layer, with linear CKA on the last prompt token's hidden state (MOSSA).
 # Their claims:
 #
-# 1. the pre-trained model's similarity to the controls is high in early layers and falls with depth;
+# 1. the pre-trained model's similarity to the controls is high in early layers and falls with depth (a sanity
+#    check rather than a finding: any fine-tune changes later layers more);
 # 2. the instruction-tuned model stays much closer to the controls;
 # 3. some tasks (sentiment, paraphrase) are already encoded by pre-training, others (translation,
 #    summarisation) need tuning;
 # 4. Llama-2-7B's 32 layers fall into **shared (1–9), transition (10–15) and refinement (16–32)** groups;
 # 5. the question of whether this carries over to tasks the tuned model never saw.
+#
+# Two controls the paper's design needs are added here: a **cross-task baseline** (how similar controls of
+# *other* tasks, tuned in the same format, are to C_t) and a **direct probe** of what the base encodes.
 #
 # **Here.** The same design at small scale: the study's few-layer GPT-style base (its size is in the setup line
 # below), instruction tasks with exact answers in six clusters (built offline from WordNet, GCIDE, the Python
@@ -41,7 +45,7 @@ params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single para
 seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
 recompute = None  # bool: rebuild cached artifacts instead of loading them
 tasks = None  # list, each one of 'topic', 'pos', 'isa', 'antonym', 'synonym', 'gloss_match', 'reverse', 'count', 'num2words', 'words2num', 'code_type', 'py_eval': instruction tasks (lib.tasks.instructions)
-held_out = None  # list, each one of 'topic', 'pos', 'isa', 'antonym', 'synonym', 'gloss_match', 'reverse', 'count', 'num2words', 'words2num', 'code_type', 'py_eval': tasks left out of E1's mixture (the unseen-task question)
+held_out = None  # list, each one of 'topic', 'pos', 'isa', 'antonym', 'synonym', 'gloss_match', 'reverse', 'count', 'num2words', 'words2num', 'code_type', 'py_eval': tasks left out of E1's mixture (the unseen-task question): a whole cluster, so that no held-out task has a seen sibling
 n_train = None  # int, in [4, 1000000]: training examples per task
 n_test = None  # int, in [4, 100000]: test examples per task (CKA and accuracy)
 n_seeds = None  # int, in [1, 10]: seeds of every tuned model (C_t and E1)
@@ -76,10 +80,11 @@ cfg.table()
 #
 # Flan groups its tasks into clusters (NLI, sentiment, paraphrase, translation, ...). Our tasks share one
 # instruction template (`Task: <instruction>` / `Input: <input>` / `Answer:`) and come in six clusters. Each is
-# declared *semantic* (judge the meaning of text the base read in pre-training, answer from a small label set: the
-# analogue of the paper's sentiment and paraphrase tasks) or *structured* (produce a new output sequence: the
-# analogue of translation and summarisation) before any model is trained. Train and test items never share a
-# key (word, number, word list), across tasks too.
+# declared *semantic* (judge the meaning of text the base read in pre-training: the analogue of the paper's
+# sentiment and paraphrase tasks) or *structured* (compute something from the input's form: the analogue of
+# translation and summarisation) before any model is trained, and separately answers with a *label* or a free
+# *generation* (`count` is a structured label task), so the kinds can be compared within one answer type. Train
+# and test items never share a key (word, number, word list), across tasks too.
 
 # %%
 data, data_art = build.task_data(cfg)
@@ -123,6 +128,20 @@ report.cluster_figure(res)
 report.curves_text(res)
 
 # %% [markdown]
+# ### The cross-task baseline
+#
+# Every tuned model here learns the same template, the same answer-only loss and the same read-out position, so
+# E1 moving towards C_t could be shared format adaptation rather than task-specific information. The baseline
+# MOSSA needs is the similarity of C_t to the controls of the *other* tasks, C_s for s ≠ t, on t's prompts; a
+# task-specific gain is CKA(E1, C_t) above it.
+
+# %% mystnb={"figure": {"caption": "Over the seen tasks whose control learned its task: CKA of E0 and E1 with C_t and the cross-task baseline (mean over s ≠ t of CKA(C_s, C_t) on task t's prompts), mean ± sd over seeds.", "name": "fig-zhao-baseline"}}
+report.baseline_figure(res)
+
+# %%
+report.baseline_text(res)
+
+# %% [markdown]
 # ## 2. Shared, transition and refinement layers
 #
 # **Rule** (stated before looking; its thresholds are in the verdict's rules below): the gain of instruction tuning
@@ -158,9 +177,28 @@ encoded
 report.encoded_text(encoded)
 
 # %% [markdown]
+# ### Measured directly: what a probe reads off the base
+#
+# A high E0–C_t similarity can also mean that the control learned little. So the encoding is probed directly: a
+# linear probe (cross-validated on the test prompts) reads each task's label (label tasks) or first answer token
+# (generation tasks) off the last prompt token's state, on E0 and on C_t. The kinds are compared within one answer
+# type, since the semantic tasks are mostly label tasks.
+
+# %% mystnb={"figure": {"caption": "Best-layer accuracy of a linear probe for each task's label or first answer token, on the base E0's states and on the control C_t's (mean over seeds); black bars: the probe's chance rate. In brackets: the task's kind and answer type.", "name": "fig-zhao-probe"}}
+report.probe_figure(res)
+
+# %%
+measure.probe_table(res)
+
+# %%
+report.probe_text(res)
+
+# %% [markdown]
 # ## 4. Unseen tasks
 #
-# E1 never trained on the held-out tasks. Does it still move towards their controls?
+# The paper asks whether the effects carry over to tasks the tuned model never saw (its answer was not
+# retrieved). Here a whole cluster is left out of E1's mixture, so no held-out task has a seen sibling: does E1
+# still move towards their controls, beyond the cross-task baseline?
 
 # %% mystnb={"figure": {"caption": "CKA with the control of each held-out task, for E0 and E1 (mean ± sd over seeds), beside the mean over seen tasks.", "name": "fig-zhao-unseen"}}
 report.unseen_figure(res)

@@ -23,8 +23,8 @@
 # label (0%). Cross-model activation patching (CMAP) of Goat's circuit heads into Llama lifts Llama to 0.82: the
 # fine-tuned model runs the same mechanism, better.
 #
-# **This page** rebuilds the study at small scale: the study's 4-layer GPT made into a partial entity tracker
-# (`base`), then fine-tuned on arithmetic (`arith`, the Goat analogue) and on more entity tracking (`track`), each for
+# **This page** rebuilds the study at small scale: a small model trained on the boxes task (`base`; whether it
+# becomes a partial entity tracker like Llama-7B is measured below, not assumed), then fine-tuned on arithmetic (`arith`, the Goat analogue) and on more entity tracking (`track`), each for
 # several seeds; every method runs through `lib.patching` on per-head outputs (`attn.hook_z`).
 #
 # **Prerequisites:** the base models page (its `gpt` model is loaded from the cache).
@@ -95,7 +95,8 @@ cfg.table()
 #
 # `base` starts from the pretrained GPT and trains on a mixture of its pretraining text and entity prompts with 2 to
 # 7 boxes (loss on the answer only), stopping at the first check where 7-box validation accuracy reaches
-# `base_target` — a partial entity tracker like Llama-7B. `arith` continues from `base` on arithmetic lines only;
+# `base_target` (the aim is a partial entity tracker like Llama-7B; the accuracies below say whether the base is
+# one). `arith` continues from `base` on arithmetic lines only;
 # `track` on more entity prompts. Every analysis below is cached per model (its key: the models, the prompt sets,
 # the settings and the analysis code), so a warm build loads them.
 
@@ -252,8 +253,9 @@ report.verdict_text(claims)
 # ## What differs from the paper
 #
 # - **Models and scale.** Llama-7B (32 layers × 32 heads) and Goat / FLoat in the paper; here the study's 4-layer,
-#   16-head GPT, given the task by our own training (the paper's base never saw the task), so "partial" accuracy is a
-#   stopping rule, not an emergent ability. Head counts per group are scaled to 16 heads.
+#   small model whose layers and heads are printed at the top of the page, given the task by our own training (the
+#   paper's base never saw the task), so "partial" accuracy is a stopping rule, not an emergent ability. Head counts
+#   per group are scaled to its number of heads.
 # - **Whether the base tracks entities at all.** The paper's base solves 66% of 7-box prompts by itself. Ours must
 #   learn the task in `base_steps` steps, and the accuracy, the answer profile and the accuracy by box count above say
 #   whether it did; when it did not, every circuit claim is not testable at this scale, because there is no mechanism
@@ -262,8 +264,9 @@ report.verdict_text(claims)
 # - **The fine-tuned model.** Goat and FLoat were tuned on large arithmetic data sets; `arith` is a short run on
 #   synthetic arithmetic lines. `track` (more entity tracking) is our addition, so that there is a better model to
 #   compare circuits with whatever arithmetic does.
-# - **Data.** The prompt format is the paper's; the objects are the nouns that are single tokens for our 4096-token
-#   BPE, and "Box" is three tokens here, so a segment is 9 tokens instead of 7.
+# - **Data.** The prompt format is the paper's; the objects are the nouns that are single tokens for the model's
+#   tokenizer, and how many tokens a segment takes depends on that tokenizer (the paper's Llama: 7); the prompt
+#   length printed at the top of the page is ours.
 # - **Methods.** The procedures follow the paper's code as summarised in research/papers.md; the DCM percentages are
 #   measured on fresh test prompts once (the paper: 10 draws of 500); the verdict thresholds are ours.
 

@@ -69,11 +69,21 @@ def test_psychometric_grid_is_complete():
 
 
 def test_prompt_format():
-    df = cdm.trials_from_evidence(SPEC, ["color"], [-4], [7], np.random.default_rng(0))
-    text = cdm.prompts(df, SPEC)[0]
+    df = cdm.trials_from_evidence(SPEC, ["color", "color"], [-4, -4], [7, 7], np.random.default_rng(0),
+                                  first=["motion", "color"])
+    texts = cdm.prompts(df, SPEC)
     r = df.iloc[0]
-    assert text == f"context: color. motion: {r.m1} vs {r.m2}. color: {r.c1} vs {r.c2}. answer:"
-    assert r.m1 - r.m2 == -4 and r.c1 - r.c2 == 7 and cdm.answers(df, SPEC) == [" left"]
+    assert texts[0] == f"context: color. motion: {r.m1} vs {r.m2}. color: {r.c1} vs {r.c2}. answer:"
+    r = df.iloc[1]
+    assert texts[1] == f"context: color. color: {r.c1} vs {r.c2}. motion: {r.m1} vs {r.m2}. answer:"
+    assert r.m1 - r.m2 == -4 and r.c1 - r.c2 == 7 and cdm.answers(df, SPEC) == [" left", " left"]
+
+
+def test_which_stream_comes_first_is_random_and_independent_of_the_context():
+    df = cdm.sample_trials(SPEC, 2000, seed=7)
+    assert 0.45 < (df["first"] == "motion").mean() < 0.55
+    same = (df["first"] == df["context"]).groupby(df["context"]).mean()
+    assert ((0.4 < same) & (same < 0.6)).all()  # the cue does not name a fixed position
 
 
 def test_encode_puts_one_answer_label_after_the_prompt(tok):

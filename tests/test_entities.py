@@ -99,3 +99,23 @@ def test_arithmetic_texts_are_exact():
     for line in E.arithmetic_texts(50, np.random.default_rng(5)):
         expr, value = line.split("? ")[1].rstrip(".").split(" = ")
         assert eval(expr) == int(value)  # noqa: S307 - our own generated arithmetic
+
+
+def test_word_tokenizer_gives_the_papers_layout(tmp_path):
+    """lib.tasks.wordvocab: every word one token, a segment 7 tokens, the query label at last - 2; saves and loads."""
+    from transformers import AutoTokenizer
+
+    from lib.tasks import wordvocab as W
+    wt = W.word_tokenizer(E.OBJECTS, E.LABELS)
+    voc = E.make_vocab(wt, E.OBJECTS, n_boxes=7)
+    assert voc.objects == E.OBJECTS and voc.labels == E.LABELS  # every object and label is a single token
+    assert len(wt) == len(W.words(E.OBJECTS, E.LABELS)) < 300
+    enc = E.encode(wt, voc, E.sample(voc, 20, 7, np.random.default_rng(3)))
+    assert enc["input_ids"].shape[1] == 7 * 7 + 4 and enc["query_pos"] == enc["last"] - 2
+    assert torch.equal(torch.diff(enc["label_pos"]), torch.full((6,), 7))
+    assert wt.unk_token_id not in enc["input_ids"]
+    assert wt("3 goes to F, 7 goes to Q. F plus Q is 10")["input_ids"].count(wt.unk_token_id) == 0
+    wt.save_pretrained(tmp_path)
+    back = AutoTokenizer.from_pretrained(tmp_path)
+    text = E.prompt(voc, E.sample(voc, 1, 7, np.random.default_rng(4)), 0)
+    assert back(text)["input_ids"] == wt(text)["input_ids"]

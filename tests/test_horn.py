@@ -10,7 +10,7 @@ from lib import sae as saelib
 from lib.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, OFFLINE, REPRODUCED
 from lib.config import ConfigError
 from lib.paths import PARAMS_DIR
-from lib.chapters.horn import build, claims, config, measure
+from lib.chapters.horn import build, claims, config, matching, measure, report
 
 from _tiny import tiny_model
 
@@ -154,6 +154,103 @@ def test_correlate_with_matches_lib_sae():
     assert got[3].tolist() == [0.0, 0.0] and (got[:, 1] == 0).all()
 
 
+# ------------------------------------------------------------------------------------------------ matching
+def _sparse_acts(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(n, d, generator=g) - 1.2)
+
+
+def test_flow_candidates_follow_the_definition():
+    """Brute force: per sample, L1 over tokens between the raw parent feature and the child's per-token
+    L2-normalised encodings; the mean over child features is the distance, the first argmin the partner."""
+    Fa, Fb, T = _sparse_acts(96, 30, 0), _sparse_acts(96, 25, 1), 8
+    dist, partner = matching.flow_candidates(Fa, Fb, T)
+    assert dist.shape == partner.shape == (12, 30)
+    _, partner_near = matching.flow_candidates(Fa, Fb, T, max_similarity=0.5)
+    assert ((partner_near == partner) | (partner_near == -1)).all()
+    for s in range(12):
+        fa, fb = Fa[s * T:(s + 1) * T], Fb[s * T:(s + 1) * T]
+        nb = torch.nn.functional.normalize(fb, dim=1)
+        for a in range(30):
+            d = (nb - fa[:, a:a + 1]).abs().sum(0)
+            if fa[:, a].sum() == 0:
+                assert partner[s, a] == -1 and np.isinf(dist[s, a])
+            elif dist[s, a] >= 0.5:
+                assert partner_near[s, a] == -1
+            else:
+                assert dist[s, a] == pytest.approx(float(d.mean()), abs=1e-5)
+                assert partner[s, a] == int(torch.argmin(d))
+
+
+def test_flow_families_known_answers():
+    # feature 0: a first-sample candidate, re-matched elsewhere in 1 of 4 later samples (25 % > 20 %): dropped;
+    # feature 1: candidate, always consistent: kept; feature 2: too far in the first sample; feature 3: silent there
+    summary = {"dist0": np.array([0.01, 0.02, 0.5, np.inf], np.float32), "partner0": np.array([4, 7, 1, -1]),
+               "other_feature": np.array([0, 2, 2]), "other_dist": np.array([0.01, 0.01, 0.01], np.float32),
+               "n_samples": np.array(5)}
+    assert matching.flow_families(summary, 0.05, 0.8).tolist() == [-1, 7, -1, -1]
+    assert matching.flow_families(summary, 0.05, 0.7).tolist() == [4, 7, -1, -1]  # 25 % <= 30 % tolerated
+    assert matching.flow_families(summary, 1.0, 0.5).tolist() == [4, 7, 1, -1]  # feature 2: 2 of 4 changed
+    # a re-match far above the similarity is no candidate, so it is no inconsistency
+    far = {**summary, "other_dist": np.array([0.9, 0.01, 0.01], np.float32)}
+    assert matching.flow_families(far, 0.05, 0.8).tolist() == [4, 7, -1, -1]
+
+
+def test_flow_summary_round_trip_matches_a_direct_count():
+    dist = np.array([[0.01, np.inf], [0.02, 0.01], [0.03, 0.02]], np.float32)
+    partner = np.array([[3, -1], [5, 2], [3, 2]])
+    summary = matching.flow_summary(dist, partner)
+    assert summary["other_feature"].tolist() == [0, 1, 1] and int(summary["n_samples"]) == 3
+    assert matching.flow_families(summary, 0.05, 0.5).tolist() == [3, -1]  # 1 of 2 changed: 50 % <= 50 %
+
+
+def test_profile_correlations_follow_the_definition():
+    from scipy.stats import pearsonr
+
+    Fa, Fb = _sparse_acts(200, 12, 2), _sparse_acts(200, 10, 3)
+    keys = np.random.default_rng(0).integers(0, 6, 200)
+    pa, pb = matching.token_profiles(Fa, keys, 6), matching.token_profiles(Fb, keys, 6)
+    r = matching.profile_correlations(pa, pb)
+    for i in range(12):
+        for j in range(10):
+            common = (pa[1][i] & pb[1][j]).numpy()
+            x, y = pa[0][i].numpy()[common], pb[0][j].numpy()[common]
+            if common.sum() >= 2 and x.std() > 0 and y.std() > 0:
+                assert float(r[i, j]) == pytest.approx(pearsonr(x, y)[0], abs=1e-4)
+            else:
+                assert torch.isnan(r[i, j])
+    # the profile is the mean of the non-zero activations per key
+    F = torch.tensor([[1.0], [3.0], [0.0], [2.0]])
+    values, fired = matching.token_profiles(F, np.array([0, 0, 0, 1]), 3)
+    assert values[0].tolist() == [2.0, 2.0, 0.0] and fired[0].tolist() == [True, True, False]
+
+
+def _comp_with_flow(partner_first, n_child=4):
+    k = len(partner_first)
+    return {"p__alive": np.ones(k, bool), "c__alive": np.ones(n_child, bool),
+            "p__c__flow_dist0": np.full(k, 0.01, np.float32), "p__c__flow_partner0": np.array(partner_first),
+            "p__c__flow_other_feature": np.zeros(0, np.int32), "p__c__flow_other_dist": np.zeros(0, np.float32),
+            "p__c__flow_n_samples": np.array(3)}
+
+
+def test_flow_shares_under_the_flow_matcher():
+    comp = _comp_with_flow([2, 2, -1])
+    f = measure.flow(comp, "p", "c", 0.05, "flow", 0.8)
+    assert f.persisting.tolist() == [0, 1] and f.disappearing.tolist() == [2]
+    assert f.matched.tolist() == [2] and f.emerging.tolist() == [0, 1, 3]
+
+
+def test_curve_shape_and_linear_merge():
+    concave = [{"t": t, "d": 1 - (2 * t - 1) ** 2 * 0.5} for t in (0.0, 0.5, 1.0)]
+    assert measure.curve_shape(concave, "d")["mean_above_chord"] == pytest.approx(0.5)
+    straight = [{"t": t, "d": 0.2 + 0.3 * t} for t in (0.0, 0.25, 0.75, 1.0)]
+    assert measure.curve_shape(straight, "d")["max_above_chord"] == pytest.approx(0.0, abs=1e-12)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    mid = measure.linear_merge(a, b, 0.5)
+    assert torch.allclose(mid.weight, (a.weight + b.weight) / 2)
+    assert torch.equal(measure.linear_merge(a, b, 0.0).weight, a.weight)
+
+
 # ------------------------------------------------------------------------------------------------ claims
 def _measured(**kw) -> dict:
     """A `measured` input under which every rule is testable and reproduced; `kw` replaces entries."""
@@ -163,7 +260,8 @@ def _measured(**kw) -> dict:
          "except_lua": [0.30, 0.32, 0.31], "except_stories": [0.85, 0.86, 0.84], "except_selectivity": 0.5,
          "except_control_r": [0.9, 0.9, 0.9], "sweep_t": [0.0, 0.2, 0.4, 0.58, 0.6, 0.8, 1.0],
          "sweep_stories": [0.10, 0.15, 0.20, 0.24, 0.25, 0.30, 0.35],
-         "sweep_lua": [0.40, 0.35, 0.30, 0.26, 0.25, 0.20, 0.15], "domain_lead": 0.2}
+         "sweep_lua": [0.40, 0.35, 0.30, 0.26, 0.25, 0.20, 0.15], "domain_lead": 0.2,
+         "except_control_r_mean": 0.9, "sae_fve_min": 0.85, "sae_loss_recovered_min": 0.9, "sae_dead_max": 0.02}
     return {**m, **kw}
 
 
@@ -222,6 +320,26 @@ def test_a_low_control_makes_every_persistence_claim_not_testable_and_keeps_its_
 ])
 def test_an_interval_across_the_margin_is_inconclusive(kw, rule_id):
     assert _verdicts(_measured(**kw))[rule_id] == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("weak", [{"sae_fve_min": 0.5}, {"sae_loss_recovered_min": 0.6}, {"sae_dead_max": 0.4}])
+def test_weak_saes_make_every_feature_claim_not_testable(weak):
+    got = {c.id: c for c in claims.claims(_measured(**weak))}
+    for rule in claims.PERSISTENCE_RULES:
+        assert got[rule.id].verdict == NOT_TESTABLE and "worst SAE" in got[rule.id].precondition, rule.id
+    assert got["interpolation_monotone"].verdict == REPRODUCED
+
+
+def test_an_exception_feature_without_a_match_under_reseeding_is_not_testable():
+    c = {c.id: c for c in claims.claims(_measured(except_control_r_mean=0.5))}["exception_no_lua_match"]
+    assert c.verdict == NOT_TESTABLE and "second SAE of the base" in c.precondition
+
+
+def test_sae_gates_read_the_worst_sae():
+    import pandas as pd
+
+    q = pd.DataFrame({"fve": [0.9, 0.6], "loss_recovered": [0.95, 0.85], "dead_share": [0.0, 0.3]})
+    assert claims.sae_gates(q) == {"sae_fve_min": 0.6, "sae_loss_recovered_min": 0.85, "sae_dead_max": 0.3}
 
 
 def test_claims_carry_their_rendered_rule():
@@ -293,13 +411,18 @@ def test_paper_profile_pipeline_on_a_tiny_random_mistral(tiny_mistral_folder):
     for a, b in (*measure.EDGES, measure.CONTROL):
         sh = measure.shares(comps[0], a, b, claims.MATCH)
         assert 0 <= sh["persisting"] <= 1 and sh["persisting"] + sh["disappearing"] == pytest.approx(1)
-    found = claims.claims(claims.measured(comps, acc))
+    quality = measure.sae_quality(saes)
+    found = claims.claims(claims.measured(comps, acc, quality))
     assert [c.id for c in found] == [r.id for r in claims.RULES]
+    assert len(report.sae_quality_table(quality)) == len(build.MODELS)
+    assert len(report.matcher_table(comps)) == 3 * len(measure.GROUPS)
+    assert list(report.families_table(comps)["paper (count)"]) == [462, 456, 405, 399]
+    assert len(report.shape_table(acc)) == 6
     record = report.write_results(found, ms, saes, cfg)
     assert record["models"]["base"]["d_mlp"] == 64
     assert set(record["rules"]) == {r.id for r in claims.RULES}
-    for fig in (report.plot_sweep(acc, cfg), report.plot_flow(comps[0]), report.plot_threshold(comps),
-                report.plot_categories(comps)):
+    for fig in (report.plot_sweep(acc, cfg), report.plot_sankey(comps[0]), report.plot_matchers(comps),
+                report.plot_categories(comps), report.plot_assign_pairwise(comps)):
         assert fig.axes
     assert len(report.flow_table(comps)) == len(measure.ALL_EDGES)
     assert "threshold" in report.case_text(comps).data

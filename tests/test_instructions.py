@@ -124,16 +124,17 @@ class Oracle(torch.nn.Module):
     def device(self):
         return self.dummy.device
 
-    def forward(self, ids, attention_mask=None, output_hidden_states=False):
+    def forward(self, ids, attention_mask=None, output_hidden_states=False, logits_to_keep=0):
         logits = torch.zeros(*ids.shape, self.vocab)
         nxt = torch.roll(ids, -1, dims=1)
         logits.scatter_(-1, ((nxt + int(self.wrong)) % self.vocab).unsqueeze(-1), 10.0)
         hidden = tuple(torch.randn(*ids.shape, 8) for _ in range(3)) if output_hidden_states else None
-        return type("Out", (), {"logits": logits, "hidden_states": hidden})()
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep  # as in HF
+        return type("Out", (), {"logits": logits[:, keep], "hidden_states": hidden})()
 
 
 def test_oracle_scores_exactly_one_and_a_shifted_model_zero(tok):
-    exs = I.build("count", 4, 12).test
+    exs = I.build("py_eval", 4, 12).test  # a generation task: a shifted answer is wrong
     right, _ = I.evaluate(Oracle(len(tok)), tok, exs, 128)
     wrong, states = I.evaluate(Oracle(len(tok), wrong=True), tok, exs, 128, states=True)
     assert right == {"exact_match": 1.0, "accuracy": 1.0}
@@ -166,3 +167,39 @@ def test_templates_end_where_the_answer_starts():
     e = I.Example("count", "k", "a b", "2")
     assert I.prompt(e, "plain").endswith("Answer:")
     assert re.search(r"\[/INST\]$", I.prompt(e, "llama2"))
+
+
+def test_count_is_a_structured_label_task():
+    d = I.build("count", 20, 10)
+    assert all(e.choices == ("2", "3", "4", "5", "6") for e in d.test)
+    assert I.SPECS["count"].kind == "structured" and I.SPECS["count"].answer == "label"
+    for answer in I.ANSWER_TYPES:  # both answer types exist
+        assert any(s.answer == answer for s in I.SPECS.values())
+    assert all(bool(I.build(t, 5, 3).test[0].choices) == (I.SPECS[t].answer == "label") for t in GENERATED)
+
+
+def test_logits_only_where_answers_are_read_match_the_full_pass(tok):
+    """forward_rows unembeds only from the last prompt token on: its log-probabilities, exact match and first-token
+    scores equal those computed from every position's logits; last_states equals its states."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=16, n_layer=2,
+                                             n_head=2)).eval()
+    exs = I.build("count", 4, 6).test + I.build("reverse", 4, 6).test
+    enc = I.encode(exs, tok, 64)
+    first, _ = I.first_token_ids(I.build("count", 4, 12).test[:12], tok)
+    out = I.forward_rows(model, enc, first_ids=first, states=True, batch_size=5)
+    with torch.no_grad():
+        full = model(enc.input_ids, attention_mask=enc.attention_mask, output_hidden_states=True)
+    lp = torch.log_softmax(full.logits[:, :-1].float(), -1)
+    labels = enc.labels[:, 1:]
+    on = labels.ne(-100)
+    tok_lp = lp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * on
+    assert np.allclose(out["logp"], tok_lp.sum(1).numpy(), atol=1e-4)
+    hit = (lp.argmax(-1) == labels) | ~on
+    assert np.array_equal(out["exact"], hit.all(1).numpy())
+    at = torch.arange(len(exs))
+    want = lp[at, enc.last].gather(-1, first)
+    assert np.allclose(out["first"], want.numpy(), atol=1e-4)
+    assert np.allclose(I.last_states(model, enc, batch_size=3), out["states"], atol=1e-5)

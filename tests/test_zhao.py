@@ -78,25 +78,32 @@ def test_layer_groups_rule(gain, expected):
 
 
 # --------------------------------------------------------------------------------------- constructed measurements
-SEEN = ("topic", "pos", "isa", "count", "num2words", "reverse")  # three semantic, three structured
-HELD = ("synonym", "words2num")
+SEEN = ("topic", "pos", "isa", "count", "num2words", "reverse")  # semantic labels, a structured label, generations
+HELD = ("code_type", "py_eval")  # the whole code cluster
 
 
 def fake_results(e0, e1, tasks=SEEN + HELD, held=HELD, seeds=3, noise=0.0, d_model=64, n_test=100,
-                 e1_acc=0.8, control_acc=0.9, unlearned=()):
-    """Results whose CKA curves are e0 / e1 (n_layers,) for every task and seed (plus a little per-seed noise);
-    controls beat the base (accuracy 0.1) except on `unlearned` tasks. n_test < 10 d_model: debiased verdicts."""
+                 e1_acc=0.8, control_acc=0.9, unlearned=(), cross=None, probe_e0=0.6, probe_c=0.6):
+    """Results whose CKA curves are e0 / e1 (n_layers,) for every task and seed (plus a little per-seed noise),
+    the cross-task baseline `cross` (default: e0) and probe accuracies probe_e0 / probe_c at every layer; controls
+    beat the base (accuracy 0.1) except on `unlearned` tasks. n_test < 10 d_model: debiased verdicts."""
     rng = np.random.default_rng(0)
-    shape = (seeds, len(tasks), len(e0))
+    shape, L, T = (seeds, len(tasks), len(e0)), len(e0), len(tasks)
     cka = {}
     for est in measure.ESTIMATORS:
         for p, c in (("E0", e0), ("E1", e1), ("seed", e1)):
             cka[(est, p)] = np.broadcast_to(np.asarray(c, float), shape).copy() + noise * rng.standard_normal(shape)
+        x = np.broadcast_to(np.asarray(e0 if cross is None else cross, float), (seeds, T, T, L)).copy()
+        x += noise * rng.standard_normal(x.shape)
+        x[:, np.arange(T), np.arange(T)] = np.nan
+        cka[(est, measure.CROSS)] = x
+    probe = {"E0": np.full((1, T, L), probe_e0, float), "C": np.full((seeds, T, L), probe_c, float)
+             + noise * rng.standard_normal((seeds, T, L)), "chance": np.full(T, 0.5)}
     rows = [{"model": "E0", "seed": -1, "task": t, "accuracy": 0.1, "exact_match": 0.1} for t in tasks]
     rows += [{"model": m, "seed": s, "task": t, "accuracy": a, "exact_match": a} for s in range(seeds) for t in tasks
              for m, a in (("C", 0.1 if t in unlearned else control_acc), ("E1", e1_acc))]
     return measure.Results(list(tasks), list(held), len(e0), cka, pd.DataFrame(rows), pd.DataFrame(),
-                           {"d_model": d_model, "name": "fake"}, {}, n_test)
+                           {"d_model": d_model, "name": "fake"}, {}, n_test, probe)
 
 
 def verdicts(res):
@@ -120,6 +127,45 @@ def test_claims_on_the_papers_pattern():
     assert v[claims.GROUPS.id] == REPRODUCED
     assert v[claims.UNSEEN.id] == REPRODUCED  # the same curves for held-out tasks
     assert v[claims.KINDS.id] == NOT_REPRODUCED  # no difference between kinds
+    assert v[claims.BEYOND.id] == REPRODUCED  # the other tasks' controls sit at E0's level
+    assert v[claims.ENCODED.id] == NOT_REPRODUCED  # the probe reads every task equally well off E0 and C_t
+
+
+def test_beyond_not_reproduced_when_other_controls_are_as_close():
+    """Format adaptation only: every control is as close to C_t as E1 is."""
+    res = fake_results(FALL, HIGH, noise=0.005, cross=HIGH)
+    c = one(res, claims.BEYOND)
+    assert c.verdict == NOT_REPRODUCED and one(res, claims.CLOSER).verdict == REPRODUCED
+    assert c.extra["gains_per_seed"] == [6, 6, 6]  # seen tasks, all learned, all gain over E0 ...
+    exact = one(fake_results(FALL, HIGH, cross=HIGH), claims.BEYOND)
+    assert exact.verdict == NOT_REPRODUCED and exact.extra["surviving_per_seed"] == [0, 0, 0]  # ... none survives
+
+
+def test_beyond_counts_the_gains_that_survive():
+    res = fake_results(FALL, HIGH, noise=0.0, cross=FALL)
+    assert one(res, claims.BEYOND).extra["surviving_per_seed"] == [6, 6, 6]
+    i = res.tasks.index("topic")
+    for est in measure.ESTIMATORS:
+        res.cka[(est, measure.CROSS)][:, :, i] = 0.99  # topic's control is as close to every other control
+    assert one(res, claims.BEYOND).extra["surviving_per_seed"] == [5, 5, 5]
+
+
+def test_encoded_reproduced_when_only_structured_tasks_need_tuning():
+    res = fake_results(FALL, HIGH, noise=0.005)
+    struct = [i for i, t in enumerate(res.tasks) if tasks_mod.SPECS[t].kind == "structured"]
+    res.probe["C"][:, struct] += 0.3  # the controls' states decode structured answers, E0's do not
+    c = one(res, claims.ENCODED)
+    assert c.verdict == REPRODUCED and c.value == pytest.approx(0.3, abs=0.02)
+    assert c.extra["answer_types"] == ["label"]  # only label tasks hold both kinds here
+
+
+def test_kinds_compare_within_one_answer_type():
+    """A gap that comes from the answer type alone (generation tasks far from their controls) is no kind effect."""
+    res = fake_results([0.8] * 4, [0.9] * 4, noise=0.005)
+    gen = [i for i, t in enumerate(res.tasks) if tasks_mod.SPECS[t].answer == "generation"]
+    for est in measure.ESTIMATORS:
+        res.cka[(est, "E0")][:, gen] -= 0.4
+    assert one(res, claims.KINDS).verdict == NOT_REPRODUCED
 
 
 def test_every_rule_when_tuning_changes_nothing():
@@ -128,6 +174,7 @@ def test_every_rule_when_tuning_changes_nothing():
     assert v[claims.CLOSER.id] == NOT_REPRODUCED
     assert v[claims.FALLS.id] == NOT_REPRODUCED
     assert v[claims.UNSEEN.id] == INCONCLUSIVE  # no gain anywhere: the effect sits on its margin
+    assert v[claims.BEYOND.id] in (NOT_REPRODUCED, INCONCLUSIVE)
     assert v[claims.GROUPS.id] in (NOT_REPRODUCED, INCONCLUSIVE)
 
 
@@ -164,9 +211,12 @@ def test_one_seed_is_inconclusive():
 @pytest.mark.parametrize("rule, measured", [
     (claims.FALLS, {"n_layers": 1}),
     (claims.CLOSER, {"e1_gain": 0.0}),
-    (claims.KINDS, {"n_structured": 1}),
+    (claims.KINDS, {"n_comparable_types": 0}),
+    (claims.ENCODED, {"n_comparable_types": 0}),
+    (claims.BEYOND, {"e1_gain": 0.0}),
     (claims.GROUPS, {"n_layers": 6}),
     (claims.UNSEEN, {"n_held_out": 0}),
+    (claims.UNSEEN, {"n_held_out_with_sibling": 1}),
 ])
 def test_every_rule_names_its_failed_precondition(rule, measured):
     res = fake_results(FALL, HIGH, noise=0.005)
@@ -179,9 +229,14 @@ def test_preconditions_from_the_measurements():
     assert one(res, claims.GROUPS).verdict == NOT_TESTABLE
     res = fake_results(FALL, HIGH, noise=0.005, e1_acc=0.1)  # E1 learned nothing
     assert {c.id for c in claims.claims(res) if c.verdict == NOT_TESTABLE} == {
-        claims.CLOSER.id, claims.GROUPS.id, claims.UNSEEN.id}
+        claims.CLOSER.id, claims.BEYOND.id, claims.GROUPS.id, claims.UNSEEN.id}
     res = fake_results(FALL, HIGH, tasks=SEEN, held=(), noise=0.005)
     assert one(res, claims.UNSEEN).verdict == NOT_TESTABLE
+    res = fake_results(FALL, HIGH, held=("reverse", "code_type", "py_eval"), noise=0.005)  # count is seen
+    assert one(res, claims.UNSEEN).verdict == NOT_TESTABLE
+    res = fake_results(FALL, HIGH, tasks=("topic", "pos", "num2words", "reverse", "code_type", "py_eval"),
+                       noise=0.005)  # no structured label task: no answer type holds both kinds
+    assert one(res, claims.KINDS).verdict == NOT_TESTABLE and one(res, claims.ENCODED).verdict == NOT_TESTABLE
 
 
 def test_tasks_whose_control_did_not_learn_are_excluded_and_counted():
@@ -198,7 +253,8 @@ def test_too_few_learned_tasks_is_inconclusive():
     res = fake_results(FALL, HIGH, noise=0.005, unlearned=("topic", "pos", "isa", "count"))
     v = verdicts(res)
     assert v[claims.CLOSER.id] == INCONCLUSIVE and v[claims.FALLS.id] != INCONCLUSIVE  # 4 of 8 tasks learned
-    assert v[claims.KINDS.id] == INCONCLUSIVE  # no semantic task learned
+    assert v[claims.KINDS.id] == INCONCLUSIVE  # no structured label task learned
+    assert v[claims.ENCODED.id] == INCONCLUSIVE
     res = fake_results(FALL, HIGH, noise=0.005, unlearned=HELD)
     assert one(res, claims.UNSEEN).verdict == INCONCLUSIVE
 
@@ -231,6 +287,9 @@ def test_results_round_trip(tmp_path):
     back = measure.Results.load(tmp_path)
     assert back.tasks == res.tasks and np.array_equal(back.cka[("biased", "E1")], res.cka[("biased", "E1")])
     assert back.accuracy.equals(res.accuracy) and back.n_test == res.n_test
+    assert np.array_equal(back.probe["C"], res.probe["C"])
+    assert np.array_equal(back.cka[("debiased", measure.CROSS)], res.cka[("debiased", measure.CROSS)],
+                          equal_nan=True)
 
 
 # --------------------------------------------------------------------------------------- the whole pipeline
@@ -276,8 +335,12 @@ def test_paper_profile_pipeline_on_a_tiny_random_model(tmp_path, monkeypatch, fa
     res, art = measure.run(cfg)
     assert res.n_layers == 3 and res.n_test == 8
     for (est, pair), v in res.cka.items():
-        assert v.shape == ((n_seeds - 1 if pair == "seed" else n_seeds), 4, 3)
+        shape = (n_seeds, 4, 4, 3) if pair == measure.CROSS else ((n_seeds - 1 if pair == "seed" else n_seeds), 4, 3)
+        assert v.shape == shape
+        v = v[np.isfinite(v)]
         assert np.all(v <= 1 + 1e-9) and (est == "debiased" or np.all(v >= 0))
+    assert np.isnan(res.cka[("biased", measure.CROSS)][:, range(4), range(4)]).all()
+    assert res.probe["E0"].shape == (1, 4, 3) and res.probe["C"].shape == (n_seeds, 4, 3)
     assert set(res.accuracy.model) == {"E0", "E1", "C"}
     assert len(res.accuracy) == 4 + n_seeds * (4 + 4)  # E0 once per task; per seed E1 and C_t on every task
     assert res.accuracy["accuracy"].between(0, 1).all()

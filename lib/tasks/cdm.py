@@ -6,9 +6,10 @@ stimulus thus calls for different choices in different contexts, and the irrelev
 Lin (2024, arXiv 2406.18926) adapted the task to text "based on numerical comparison"; the exact prompt is not
 published, so this module defines its own (ours, not the paper's):
 
-    context: color. motion: 3 vs 7. color: 8 vs 1. answer: left
+    context: color. color: 8 vs 1. motion: 3 vs 7. answer: left
 
-Each stream is a pair of numbers; its signed *evidence* is first minus second (here motion -4, color +7). The
+Which stream is shown first is drawn at random per trial (column ``first``), so the cue has to select a stream by
+its name, not by its position in the prompt. Each stream is a pair of numbers; its signed *evidence* is first minus second (here motion -4, color +7). The
 answer is decided by the relevant stream only: ``answers[0]`` (" left") when its first number is the larger,
 ``answers[1]`` (" right") otherwise. Ties never occur (evidence levels are non-zero).
 
@@ -40,13 +41,13 @@ import torch
 
 CONTEXTS = ("motion", "color")
 FORMATS = {
-    # the default: readable, as in the research notes' proposal
-    "words": "context: {context}. motion: {m1} vs {m2}. color: {c1} vs {c2}. answer:",
+    # the default: readable, as in the research notes' proposal; s1 / s2 are the stream names in shown order
+    "words": "context: {context}. {s1}: {a1} vs {b1}. {s2}: {a2} vs {b2}. answer:",
     # half the tokens: small models learn it in far fewer steps; fits the smoke base's 32 positions
-    "compact": "context {context}, motion {m1} {m2}, color {c1} {c2}:",
+    "compact": "context {context}, {s1} {a1} {b1}, {s2} {a2} {b2}:",
 }
-COLUMNS = ("context", "m1", "m2", "c1", "c2", "motion_ev", "color_ev", "rel_ev", "irr_ev", "choice", "congruent",
-           "difficulty")
+COLUMNS = ("context", "first", "m1", "m2", "c1", "c2", "motion_ev", "color_ev", "rel_ev", "irr_ev", "choice",
+           "congruent", "difficulty")
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,27 @@ def _pairs_with(spec: CDMSpec, ev: np.ndarray, rng: np.random.Generator) -> np.n
     return out
 
 
-def trials_from_pairs(context, motion: np.ndarray, color: np.ndarray) -> pd.DataFrame:
-    """Trials from context names (n,) and the motion and colour number pairs, each (n, 2)."""
-    context = np.asarray(context)
+def trials_from_pairs(context, motion: np.ndarray, color: np.ndarray, first) -> pd.DataFrame:
+    """Trials from context names (n,), the motion and colour number pairs, each (n, 2), and the stream shown
+    first (n,), a name from CONTEXTS."""
+    context, first = np.asarray(context), np.asarray(first)
     motion_ev, color_ev = motion[:, 0] - motion[:, 1], color[:, 0] - color[:, 1]
     is_motion = context == "motion"
     rel, irr = np.where(is_motion, motion_ev, color_ev), np.where(is_motion, color_ev, motion_ev)
-    return pd.DataFrame({"context": context, "m1": motion[:, 0], "m2": motion[:, 1], "c1": color[:, 0],
+    return pd.DataFrame({"context": context, "first": first, "m1": motion[:, 0], "m2": motion[:, 1], "c1": color[:, 0],
                          "c2": color[:, 1], "motion_ev": motion_ev, "color_ev": color_ev, "rel_ev": rel, "irr_ev": irr,
                          "choice": (rel < 0).astype(int), "congruent": np.sign(rel) == np.sign(irr),
                          "difficulty": np.abs(rel)})
 
 
-def trials_from_evidence(spec: CDMSpec, context, motion_ev, color_ev, rng: np.random.Generator) -> pd.DataFrame:
-    """Trials with the given contexts and signed evidence (arrays of equal length); training pairs drawn by `rng`."""
+def trials_from_evidence(spec: CDMSpec, context, motion_ev, color_ev, rng: np.random.Generator,
+                         first=None) -> pd.DataFrame:
+    """Trials with the given contexts and signed evidence (arrays of equal length); training pairs drawn by `rng`,
+    and the stream shown first too unless `first` gives it."""
     motion = _pairs_with(spec, np.asarray(motion_ev, dtype=int), rng)
-    return trials_from_pairs(context, motion, _pairs_with(spec, np.asarray(color_ev, dtype=int), rng))
+    color = _pairs_with(spec, np.asarray(color_ev, dtype=int), rng)
+    first = rng.choice(CONTEXTS, len(motion)) if first is None else first
+    return trials_from_pairs(context, motion, color, first)
 
 
 def _random_trials(spec: CDMSpec, n: int, rng: np.random.Generator, heldout: bool) -> pd.DataFrame:
@@ -124,7 +130,8 @@ def _random_trials(spec: CDMSpec, n: int, rng: np.random.Generator, heldout: boo
     held = pairs(spec, "heldout")[rng.integers(len(pairs(spec, "heldout")), size=n)]
     other = _pairs_with(spec, rng.choice(signed, n), rng)
     is_motion = (context == "motion")[:, None]
-    return trials_from_pairs(context, np.where(is_motion, held, other), np.where(is_motion, other, held))
+    return trials_from_pairs(context, np.where(is_motion, held, other), np.where(is_motion, other, held),
+                             rng.choice(CONTEXTS, n))
 
 
 def sample_trials(spec: CDMSpec, n: int, seed: int, exclude=(), heldout: bool = False) -> pd.DataFrame:
@@ -168,8 +175,13 @@ def psychometric_trials(spec: CDMSpec, reps: int, seed: int) -> pd.DataFrame:
 
 def prompts(df: pd.DataFrame, spec: CDMSpec) -> list[str]:
     """The prompt text of each trial (without the answer)."""
-    template = FORMATS[spec.format]
-    return [template.format(context=r.context, m1=r.m1, m2=r.m2, c1=r.c1, c2=r.c2) for r in df.itertuples()]
+    template, out = FORMATS[spec.format], []
+    for r in df.itertuples():
+        streams = {"motion": (r.m1, r.m2), "color": (r.c1, r.c2)}
+        s1, s2 = (r.first, "color" if r.first == "motion" else "motion")
+        (a1, b1), (a2, b2) = streams[s1], streams[s2]
+        out.append(template.format(context=r.context, s1=s1, a1=a1, b1=b1, s2=s2, a2=a2, b2=b2))
+    return out
 
 
 def answers(df: pd.DataFrame, spec: CDMSpec) -> list[str]:

@@ -21,9 +21,12 @@ and generators whose answers are exact by construction (word lists, number names
 | code             | `code_type`   | a stdlib line → import / function / loop / ...     | stdlib    | semantic   |
 |                  | `py_eval`     | "max(3, 9)" → 9                                    | generated | structured |
 
-*Semantic* tasks judge the meaning of text the base model read in pre-training and answer from a small label set
-(the analogue of the paper's sentiment and paraphrase tasks); *structured* tasks ask for a new output sequence
-that pre-training never showed in this form (the analogue of translation and summarisation). The split is
+*Semantic* tasks judge the meaning of text the base model read in pre-training (the analogue of the paper's
+sentiment and paraphrase tasks); *structured* tasks compute something from the form of the input that
+pre-training never asked for (the analogue of translation and summarisation). The kind is not the answer type:
+each task also declares whether it answers with a *label* (one of a few choices; `count` is a structured label
+task, its choices the possible lengths) or a free *generation*, so a comparison of kinds can hold the answer type
+fixed. The split is
 declared here, before any model is trained, so the chapter can test the paper's "already encoded vs needs
 tuning" claim against it.
 
@@ -60,7 +63,8 @@ TEMPLATES = {
     "llama2": "[INST] {instruction}\n{input} [/INST]",
 }
 KINDS = ("semantic", "structured")
-BUILD_VERSION = 2  # bump when a builder changes what it produces: it is part of the cached data's key
+ANSWER_TYPES = ("label", "generation")
+BUILD_VERSION = 3  # bump when a builder changes what it produces: it is part of the cached data's key
 MAX_WORDS = 10  # longest definition kept (short prompts: the study's base has a 128-token context)
 
 
@@ -80,6 +84,7 @@ class TaskSpec:
     kind: str  # "semantic" (judge meaning, label answer) or "structured" (produce a new sequence)
     source: str
     instruction: str
+    answer: str = "label"  # "label" (one of a few choices) or "generation" (a free output sequence)
 
 
 SPECS = {s.name: s for s in (
@@ -91,13 +96,13 @@ SPECS = {s.name: s for s in (
     TaskSpec("antonym", "relations", "semantic", "WordNet 3.0", "Pick the opposite of the word."),
     TaskSpec("synonym", "paraphrase", "semantic", "WordNet 3.0", "Do the two words mean the same? yes or no"),
     TaskSpec("gloss_match", "paraphrase", "semantic", "GCIDE", "Does the definition fit the word? yes or no"),
-    TaskSpec("reverse", "structure", "structured", "generated", "Write the words in reverse order."),
+    TaskSpec("reverse", "structure", "structured", "generated", "Write the words in reverse order.", "generation"),
     TaskSpec("count", "structure", "structured", "generated", "How many words are there?"),
-    TaskSpec("num2words", "translation", "structured", "generated", "Write the number in words."),
-    TaskSpec("words2num", "translation", "structured", "generated", "Write the number in digits."),
+    TaskSpec("num2words", "translation", "structured", "generated", "Write the number in words.", "generation"),
+    TaskSpec("words2num", "translation", "structured", "generated", "Write the number in digits.", "generation"),
     TaskSpec("code_type", "code", "semantic", "Python standard library",
              "What kind of Python statement is this?"),
-    TaskSpec("py_eval", "code", "structured", "generated", "What does this Python expression give?"),
+    TaskSpec("py_eval", "code", "structured", "generated", "What does this Python expression give?", "generation"),
 )}
 TASKS = tuple(SPECS)
 CLUSTERS = tuple(dict.fromkeys(s.cluster for s in SPECS.values()))
@@ -308,8 +313,11 @@ def _word_lists(task: str, rng: random.Random, n: int, lo: int, hi: int) -> list
     out = []
     for _ in range(n):
         ws = rng.sample(words, rng.randint(lo, hi))
-        answer = " ".join(reversed(ws)) if task == "reverse" else str(len(ws))
-        out.append(Example(task, f"list:{' '.join(ws)}", " ".join(ws), answer))
+        if task == "reverse":
+            out.append(Example(task, f"list:{' '.join(ws)}", " ".join(ws), " ".join(reversed(ws))))
+        else:  # count: a label task over the possible lengths (a structured task with a label answer)
+            out.append(Example(task, f"list:{' '.join(ws)}", " ".join(ws), str(len(ws)),
+                               tuple(str(k) for k in range(lo, hi + 1))))
     return out
 
 
@@ -496,18 +504,25 @@ def forward_rows(model, enc: Encoded, first_ids: torch.Tensor | None = None, sta
     def one(b: dict) -> dict[str, torch.Tensor]:
         dev = model.device
         width = int(b["attention_mask"].sum(1).max())  # trim the batch's padding
-        ids, labels = b["input_ids"][:, :width].to(dev), b["labels"][:, 1:width].to(dev)
-        res = model(ids, attention_mask=b["attention_mask"][:, :width].to(dev), output_hidden_states=states)
-        on = labels.ne(-100)  # (B, T-1): the positions that predict an answer token (position t predicts t + 1)
-        lp = torch.log_softmax(res.logits[:, :-1][on].float(), -1)  # (K, vocab), only where needed
+        ids, last = b["input_ids"][:, :width].to(dev), b["last"].to(dev)
+        # Answers are read from the last prompt token on: the unembedding runs on positions lo .. width-2 only
+        # (position t predicts t + 1), not on every prompt token (Gemma's vocabulary has 262k words).
+        lo = int(last.min())
+        keep = torch.arange(lo, width - 1, device=dev)
+        res = model(ids, attention_mask=b["attention_mask"][:, :width].to(dev), output_hidden_states=states,
+                    logits_to_keep=keep)
+        logits = res.logits  # (B, width - 1 - lo, vocab)
+        labels = b["labels"][:, 1 + lo:width].to(dev)
+        on = labels.ne(-100)  # (B, K): the kept positions that predict an answer token
+        lp = torch.log_softmax(logits[on].float(), -1)  # (answer tokens, vocab)
         target = labels[on]
         tok = torch.zeros(on.shape, device=lp.device).masked_scatter_(on, lp.gather(-1, target[:, None])[:, 0])
         hit = torch.ones(on.shape, dtype=torch.bool, device=lp.device).masked_scatter_(on, lp.argmax(-1) == target)
         out = {"logp": tok.sum(1).cpu(), "exact": hit.all(1).cpu()}
-        at, last = torch.arange(len(ids), device=dev), b["last"].to(dev)
+        at = torch.arange(len(ids), device=dev)
         if "first_ids" in b:  # the last prompt position predicts the first answer token
             f = b["first_ids"].to(dev)
-            first = torch.log_softmax(res.logits[at, last].float(), -1)
+            first = torch.log_softmax(logits[at, last - lo].float(), -1)
             out["first"] = first.gather(-1, f.clamp(min=0)).masked_fill(f < 0, -torch.inf).cpu()
         if states:
             out["states"] = torch.stack([h[at, last] for h in res.hidden_states[1:]]).float().cpu()
@@ -516,6 +531,29 @@ def forward_rows(model, enc: Encoded, first_ids: torch.Tensor | None = None, sta
     with eval_mode(model):
         parts = batched(one, rows, batch_size, cat=False)
     return {k: torch.cat([p[k] for p in parts], dim=1 if k == "states" else 0).numpy() for k in parts[0]}
+
+
+def last_states(model, enc: Encoded, batch_size: int = 64) -> np.ndarray:
+    """(n_layers, N, d_model) hidden states at each row's last prompt token (Hugging Face hidden_states[1:]), with
+    the unembedding run on one position only: for models read, not scored."""
+    rows = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "last": enc.last}
+
+    def one(b: dict) -> torch.Tensor:
+        dev = model.device
+        width = int(b["attention_mask"].sum(1).max())
+        res = model(b["input_ids"][:, :width].to(dev), attention_mask=b["attention_mask"][:, :width].to(dev),
+                    output_hidden_states=True, logits_to_keep=1)
+        at, last = torch.arange(len(res.hidden_states[0]), device=dev), b["last"].to(dev)
+        return torch.stack([h[at, last] for h in res.hidden_states[1:]]).float().cpu()
+
+    with eval_mode(model):
+        parts = batched(one, rows, batch_size, cat=False)
+    return torch.cat(parts, dim=1).numpy()
+
+
+def first_answer_tokens(examples: list[Example], tokenizer) -> list[int]:
+    """The first token of each example's answer (as the model is trained to produce it: after a space)."""
+    return [row[0] for row in tokenizer([" " + e.answer for e in examples], add_special_tokens=False)["input_ids"]]
 
 
 def _full_choice(model, tokenizer, examples: list[Example], max_len: int, template: str,

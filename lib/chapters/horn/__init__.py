@@ -11,7 +11,8 @@ The method, at the study's scale:
 3. Matching. Every SAE reads the same comparison tokens (held-out base data); feature i of a parent and feature j of
    a child are the same feature when their activations correlate at r >= 0.8 over those tokens
    (`lib.sae.feature_correlations`). Along each edge parent -> child, parent features persist or disappear and child
-   features emerge (`lib.sae.feature_flow`).
+   features emerge (`lib.sae.feature_flow`). Beside it, the two matchers of the paper's released code (`matching`:
+   token profiles at r >= 0.8; the L1 "flow" matcher, similarity 0.05 and consistency 0.8), with its released counts.
 4. Interpretation. The paper asks GPT-4 to explain features; offline, a feature is labelled by the token class of its
    top activations. Two case studies follow a variable-assignment feature (`=` in code) and a Python-exception
    feature (`raise`, `except`, `...Error`).
@@ -23,6 +24,7 @@ too low, the SAEs do not identify features and the claim is not testable at this
 
     config   the notebook's validated parameters (no verdict thresholds)
     build    the base, the fine-tunes, the merge and the SAEs, through the cache; `synthesis_pairs`
+    matching the paper's token-profile and flow matchers, from their definitions (numerics only)
     measure  accuracy along the SLERP path, the feature comparison (cached), shares, categories, case studies
     claims   the paper's claims as rules (the matching threshold and margins as constants), `claims(measured)`
     report   figures, tables, computed sentences and the results record

@@ -8,6 +8,7 @@ paper's r >= 0.8, a constant of `claims.py`) is an argument and the cached compa
 """
 from __future__ import annotations
 
+import copy
 import functools
 import keyword
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from lib import sae as saelib
 from lib.artifacts import load_or_compute
 
-from lib.chapters.horn import build
+from lib.chapters.horn import build, matching
 from lib.chapters.horn.build import DOMAINS, MODELS, Loaded, Study
 
 EDGES = (("base", "stories"), ("base", "lua"), ("lua", "merged"), ("stories", "merged"))
@@ -29,33 +30,70 @@ EDGES = (("base", "stories"), ("base", "lua"), ("lua", "merged"), ("stories", "m
 CROSS = tuple((a, f"{b}@next") for a, b in EDGES)
 CONTROL = ("base", "base@next")
 ALL_EDGES = (*EDGES, *CROSS, CONTROL)
+GROUPS = {"paper protocol": EDGES, "independent seeds": CROSS, "control: same model": (CONTROL,)}
+# The three matchers on the page: today's position-level Pearson r, and the two of the paper's released code
+# (lib.chapters.horn.matching). Their thresholds are constants of claims.py; measure takes them as arguments.
+MATCHERS = ("position", "profile", "flow")
+# base -> merged is no edge of the flow, but the paper's released families follow every base feature into all three
+# children (the flow matcher only)
+FAMILY_EDGES = (("base", "stories"), ("base", "lua"), ("base", "merged"))
+FLOW_MAX_SIMILARITY = 10.0  # the flow matcher's partners are stored for similarities up to this (the page's sweep)
 CATEGORIES = ("punctuation/whitespace", "keyword", "number", "identifier", "English word")
 LUA_KEYWORDS = ("and break do else elseif end false for function goto if in local nil not or repeat return then "
                 "true until while").split()
 KEYWORDS = frozenset(keyword.kwlist) | frozenset(LUA_KEYWORDS)
 EXCEPTION_WORDS = frozenset(("raise", "except", "try", "finally"))
 CASES = ("assign", "except")
-CODE = (__name__, *build.CODE)  # what builds the cached measurements
+CODE = (__name__, matching.__name__, *build.CODE)  # what builds the cached measurements
 
 
 # --------------------------------------------------------------------------- next-token accuracy, interpolation
 def accuracy(s: Study, ms: dict[str, Loaded]) -> dict:
-    """Next-token accuracy of each model on each domain, and along the SLERP path lua (t=0) -> stories (t=1):
-    {"models": {model: {domain: acc}}, "sweep": [{"t": t, domain: acc, ...}, ...]}, cached."""
+    """Next-token accuracy of each model on each domain, and along the SLERP path lua (t=0) -> stories (t=1) and the
+    straight (linear) path beside it: {"models": {model: {domain: acc}}, "sweep": [{"t": t, domain: acc, ...}, ...],
+    "sweep_linear": [...]}, cached."""
     key = {"ts": s.cfg.ts, "eval_blocks": s.cfg.eval_blocks, "n_ctx": s.ctx, "seed": s.cfg.seed}
 
     def compute(out):
         ev = build.eval_sets(s)
         table = {name: {d: build.next_token_accuracy(m.model, ev[d]) for d in DOMAINS} for name, m in ms.items()}
-        sweep = []
+        sweeps = {"sweep": [], "sweep_linear": []}
         for t in s.cfg.ts:
-            model = build.merge(ms["lua"].model, ms["stories"].model, t)
-            sweep.append({"t": t, **{d: build.next_token_accuracy(model, ev[d]) for d in DOMAINS}})
-        return {"models": table, "sweep": sweep}
+            for name, merge in (("sweep", build.merge), ("sweep_linear", linear_merge)):
+                model = merge(ms["lua"].model, ms["stories"].model, t)
+                sweeps[name].append({"t": t, **{d: build.next_token_accuracy(model, ev[d]) for d in DOMAINS}})
+        return {"models": table, **sweeps}
 
     fps = [m.key for m in ms.values()] + s.fp("english", "python", "stories", "lua")
     return load_or_compute("horn_accuracy", key, compute, fingerprints=fps, code=CODE,
                            recompute=s.cfg.recompute).metrics
+
+
+def linear_merge(lua: torch.nn.Module, stories: torch.nn.Module, t: float) -> torch.nn.Module:
+    """The plain-interpolation baseline of SLERP: (1 - t) * lua + t * stories per floating-point tensor."""
+    merged = copy.deepcopy(lua)
+    sd1 = stories.state_dict()
+    merged.load_state_dict({k: torch.lerp(v.float(), sd1[k].float(), t).to(v.dtype) if v.is_floating_point() else v
+                            for k, v in lua.state_dict().items()})
+    return merged.eval()
+
+
+def curve_shape(sweep: list[dict], domain: str) -> dict[str, float]:
+    """The shape of an accuracy curve over t: its mean and largest distance above the chord from t = 0 to t = 1 at
+    the interior points (positive: concave, as the paper's Figure 5; about 0: near-linear)."""
+    df = pd.DataFrame(sweep).sort_values("t")
+    t, y = df["t"].to_numpy(), df[domain].to_numpy()
+    bow = (y - (y[0] + (y[-1] - y[0]) * t))[1:-1]
+    return {"mean_above_chord": float(bow.mean()) if len(bow) else float("nan"),
+            "max_above_chord": float(bow.max()) if len(bow) else float("nan")}
+
+
+# --------------------------------------------------------------------------- SAE quality
+def sae_quality(saes: dict[int, dict[str, tuple]]) -> pd.DataFrame:
+    """Per SAE seed and model: FVE, loss recovered, dead share and L0 on held-out tokens (build.evaluate_sae)."""
+    return pd.DataFrame([{"seed": i, "model": name, **{k: float(saes[i][name][1][k]) for k in
+                                                       ("fve", "loss_recovered", "dead_share", "l0")}}
+                         for i in saes for name in MODELS])
 
 
 # --------------------------------------------------------------------------- token classes
@@ -165,6 +203,32 @@ def best_partners(a: str, b: str, feats: dict, arrays: dict, device) -> dict[str
             p + "col_max": col_max.cpu().numpy(), p + "col_arg": col_arg.cpu().numpy()}
 
 
+def string_keys(tokenizer, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """The decoded string of every token position as an index (n,), and the number of distinct strings: the token
+    profiles of the paper's matcher are per decoded string."""
+    text = vocab_text(tokenizer)
+    index = {t: i for i, t in enumerate(dict.fromkeys(text))}
+    by_id = np.array([index[t] for t in text])
+    present, keys = np.unique(by_id[ids.reshape(-1)], return_inverse=True)  # only the strings in the stream
+    return keys.reshape(-1), len(present)
+
+
+def profile_partners(a: str, b: str, profiles: dict, arrays: dict) -> dict[str, np.ndarray]:
+    """Best token-profile partner of every alive feature on the other side of a -> b (dead ones and pairs
+    without two common strings get r = -2)."""
+    r = matching.profile_correlations(profiles[a], profiles[b]).nan_to_num(-2.0)
+    r[~torch.as_tensor(arrays[f"{a}__alive"])] = -2.0
+    r[:, ~torch.as_tensor(arrays[f"{b}__alive"])] = -2.0
+    p = f"{a}__{b}__profile_"
+    return {p + "row_max": r.max(1).values.numpy(), p + "col_max": r.max(0).values.numpy()}
+
+
+def flow_partners(a: str, b: str, feats: dict, ctx: int) -> dict[str, np.ndarray]:
+    """The flow matcher's compact record of a -> b (matching.flow_summary), keys prefixed `a__b__flow_`."""
+    summary = matching.flow_summary(*matching.flow_candidates(feats[a], feats[b], ctx, FLOW_MAX_SIMILARITY))
+    return {f"{a}__{b}__flow_{k}": v for k, v in summary.items()}
+
+
 def follow(kind: str, feats: dict, arrays: dict) -> dict[str, np.ndarray]:
     """The base feature most selective for `kind` and its best-correlated partner in every model (MODELS order)."""
     sel = np.where(arrays["base__alive"], arrays[f"base__{kind}_r"], -np.inf)
@@ -202,8 +266,13 @@ def compare(s: Study, ms: dict[str, Loaded], saes: dict[str, tuple], next_ms: di
         arrays = {"ids": stream.ids.numpy().astype(np.int32), "code": stream.code, "token_category": cls["category"]}
         for name, F in feats.items():
             arrays.update(summarise(name, F, cls, cfg.min_fires, cfg.top_k))
+        keys, n_keys = string_keys(s.tokenizer, arrays["ids"])
+        profiles = {name: matching.token_profiles(F, keys, n_keys) for name, F in feats.items()}
         for a, b in ALL_EDGES:
             arrays.update(best_partners(a, b, feats, arrays, s.device))
+            arrays.update(profile_partners(a, b, profiles, arrays))
+        for a, b in dict.fromkeys((*ALL_EDGES, *FAMILY_EDGES)):
+            arrays.update(flow_partners(a, b, feats, cfg.sae_ctx))
         for kind in CASES:
             arrays.update(follow(kind, feats, arrays))
         np.savez_compressed(out / "compare.npz", **arrays)
@@ -238,24 +307,78 @@ class Flow:
                 "n_parent": self.n_parent, "n_child": self.n_child}
 
 
-def flow(comp: dict, a: str, b: str, threshold: float) -> Flow:
-    """lib.sae.feature_flow of the edge a -> b at `threshold`, from the stored best partners."""
-    p = f"{a}__{b}__"
+def flow(comp: dict, a: str, b: str, threshold: float, matcher: str = "position", consistency: float = 0.8) -> Flow:
+    """lib.sae.feature_flow of the edge a -> b at `threshold` under one of MATCHERS: "position" and "profile" read
+    the stored best partners (threshold = r); "flow" the paper's families (threshold = similarity, with
+    `consistency`), where a child feature is matched when it is some parent feature's partner."""
     alive_a, alive_b = comp[f"{a}__alive"], comp[f"{b}__alive"]
-    row_hit, col_hit = comp[p + "row_max"] >= threshold, comp[p + "col_max"] >= threshold
+    if matcher == "flow":
+        partner = families(comp, a, b, threshold, consistency)
+        row_hit = partner >= 0
+        col_hit = np.zeros(len(alive_b), bool)
+        col_hit[partner[row_hit]] = True
+    else:
+        p = f"{a}__{b}__" + ("" if matcher == "position" else f"{matcher}_")
+        row_hit, col_hit = comp[p + "row_max"] >= threshold, comp[p + "col_max"] >= threshold
     return Flow(np.flatnonzero(alive_a & row_hit), np.flatnonzero(alive_a & ~row_hit),
                 np.flatnonzero(alive_b & ~col_hit), np.flatnonzero(alive_b & col_hit),
                 int(alive_a.sum()), int(alive_b.sum()))
 
 
-def shares(comp: dict, a: str, b: str, threshold: float) -> dict[str, float]:
+def families(comp: dict, a: str, b: str, similarity: float, consistency: float) -> np.ndarray:
+    """The flow matcher's consistent partner in b of every feature of a (-1: none)."""
+    p = f"{a}__{b}__flow_"
+    return matching.flow_families({k[len(p):]: v for k, v in comp.items() if k.startswith(p)}, similarity,
+                                  consistency)
+
+
+def paper_families(comps: list[dict], similarity: float, consistency: float) -> pd.DataFrame:
+    """Per seed, the released flow data's counts: base features in a family (a consistent partner in stories, lua or
+    merged), with a stories partner, with a merge partner, whole chains (partners in all three); and d_sae."""
+    rows = []
+    for i, c in enumerate(comps):
+        part = {b: families(c, "base", b, similarity, consistency) >= 0 for _, b in FAMILY_EDGES}
+        rows.append({"seed": i, "families": int((part["stories"] | part["lua"] | part["merged"]).sum()),
+                     "with stories partner": int(part["stories"].sum()),
+                     "with merge partner": int(part["merged"].sum()),
+                     "whole chains": int((part["stories"] & part["lua"] & part["merged"]).sum()),
+                     "features": len(c["base__alive"]), "alive": int(c["base__alive"].sum())})
+    return pd.DataFrame(rows)
+
+
+def shares(comp: dict, a: str, b: str, threshold: float, matcher: str = "position",
+           consistency: float = 0.8) -> dict[str, float]:
     """Persisting / disappearing shares of the alive features of a, emerging share of those of b, and the counts."""
-    return flow(comp, a, b, threshold).shares()
+    return flow(comp, a, b, threshold, matcher, consistency).shares()
 
 
-def persistence(comps: list[dict], threshold: float, edges=EDGES) -> list[float]:
+def persistence(comps: list[dict], threshold: float, edges=EDGES, matcher: str = "position",
+                consistency: float = 0.8) -> list[float]:
     """Per seed: the persisting share averaged over the edges."""
-    return [float(np.mean([shares(c, a, b, threshold)["persisting"] for a, b in edges])) for c in comps]
+    return [float(np.mean([shares(c, a, b, threshold, matcher, consistency)["persisting"] for a, b in edges]))
+            for c in comps]
+
+
+def matcher_shares(comps: list[dict], thresholds: dict[str, float], consistency: float) -> pd.DataFrame:
+    """Per matcher, edge group (GROUPS: the paper's protocol, independent SAE seeds, the same-model control) and
+    seed: the persisting / disappearing / emerging shares averaged over the group's edges (long format)."""
+    rows = []
+    for matcher in MATCHERS:
+        for group, edges in GROUPS.items():
+            for i, c in enumerate(comps):
+                sh = [shares(c, a, b, thresholds[matcher], matcher, consistency) for a, b in edges]
+                rows.append({"matcher": matcher, "edges": group, "seed": i,
+                             **{k: float(np.mean([x[k] for x in sh]))
+                                for k in ("persisting", "disappearing", "emerging")}})
+    return pd.DataFrame(rows)
+
+
+def matcher_sweep(comps: list[dict], grids: dict[str, np.ndarray], consistency: float) -> pd.DataFrame:
+    """Persisting share per matcher, threshold, edge group and seed (long format), for the threshold figure."""
+    return pd.DataFrame([{"matcher": m, "threshold": float(t), "edges": g, "seed": i,
+                          "persisting": persistence([c], t, edges, m, consistency)[0]}
+                         for m in MATCHERS for t in grids[m] for g, edges in GROUPS.items()
+                         for i, c in enumerate(comps)])
 
 
 def flow_shares(comps: list[dict], threshold: float) -> pd.DataFrame:

@@ -13,7 +13,8 @@ from lib import models, page, plotting, results, stats
 
 from lib.chapters.horn import measure
 from lib.chapters.horn.build import DOMAINS, MODELS
-from lib.chapters.horn.claims import MATCH, PAPER, RULES
+from lib.chapters.horn.claims import (DEAD_MAX, FLOW_CONSISTENCY, FLOW_SIMILARITY, FVE_MIN, LOSS_RECOVERED_MIN, MATCH,
+                                      PAPER, PAPER_FAMILIES, PROFILE_MATCH, RULES, SAE_QUALITY, THRESHOLDS, sae_gates)
 from lib.chapters.horn.measure import CATEGORIES, CONTROL, CROSS, EDGES
 
 COLOURS = {"base": plotting.PALETTE["base"], "stories": plotting.PALETTE["stories"], "lua": plotting.PALETTE["lua"],
@@ -60,8 +61,10 @@ def models_text(ms: dict, acc: dict, cfg) -> page.Markdown:
 def plot_sweep(acc: dict, cfg) -> Figure:
     sweep = pd.DataFrame(acc["sweep"])
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    linear = pd.DataFrame(acc["sweep_linear"])
     for d in ("stories", "lua", "base"):
-        ax.plot(sweep["t"], sweep[d], "o-", c=COLOURS[d], label=f"{d} validation")
+        ax.plot(sweep["t"], sweep[d], "o-", c=COLOURS[d], label=f"{d} validation (SLERP)")
+        ax.plot(linear["t"], linear[d], "x", c=COLOURS[d], ms=7, label=f"{d}, linear interpolation")
         ax.axhline(acc["models"]["base"][d], c=COLOURS[d], ls=":", lw=1)
     ax.axvline(cfg.merge_t, c="k", ls="--", lw=1, label=f"merge (t={cfg.merge_t})")
     ax.set(xlabel="SLERP t (0 = lua fine-tune, 1 = stories fine-tune)", ylabel="next-token accuracy")
@@ -78,17 +81,6 @@ def sweep_text(acc: dict) -> page.Markdown:
 
 
 # --------------------------------------------------------------------------- SAEs
-def sae_table(saes: dict[int, dict]) -> pd.DataFrame:
-    rows = []
-    for name in MODELS:
-        ms = [saes[i][name][1] for i in saes]
-        rows.append({"model": name, "features": ms[0]["d_sae"], "FVE": stats.describe([m["fve"] for m in ms]),
-                     "loss recovered": stats.describe([m["loss_recovered"] for m in ms]),
-                     "L0 (features/token)": stats.describe([m["l0"] for m in ms], "{:.1f}"),
-                     "dead (%)": stats.describe([100 * m["dead_share"] for m in ms], "{:.1f}")})
-    return pd.DataFrame(rows).set_index("model")
-
-
 def sae_text(saes: dict[int, dict], cfg) -> page.Markdown:
     fve = [saes[i][n][1]["fve"] for i in saes for n in MODELS]
     rec = [saes[i][n][1]["loss_recovered"] for i in saes for n in MODELS]
@@ -116,54 +108,6 @@ def _band(ax, x0, x1, y0, y1, colour, alpha):
     s = 3 * u**2 - 2 * u**3
     ax.fill_between(x0 + (x1 - x0) * u, y0[0] + (y1[0] - y0[0]) * s, y0[1] + (y1[1] - y0[1]) * s,
                     color=colour, alpha=alpha, lw=0)
-
-
-def plot_flow(comp: dict) -> Figure:
-    """Sankey-style flow of features along the four edges at r >= MATCH: parent bar (persisting | disappearing) on
-    the left, child bar (matched | emerging) on the right; heights proportional to alive features."""
-    fig, axes = plt.subplots(1, len(EDGES), figsize=(12, 3.4))
-    for ax, (a, b) in zip(axes, EDGES):
-        f = measure.flow(comp, a, b, MATCH)
-        sh, n_a, n_b = f.shares(), f.n_parent, f.n_child
-        P, M = len(f.persisting), len(f.matched)
-        D, E, sc, w = n_a - P, n_b - M, 1 / max(n_a, n_b, 1), 0.06
-        ax.add_patch(Rectangle((0, 1 - P * sc), w, P * sc, color=COLOURS[a]))
-        ax.add_patch(Rectangle((0, 1 - (P + D) * sc), w, D * sc, color="0.6"))
-        ax.add_patch(Rectangle((1 - w, 1 - M * sc), w, M * sc, color=COLOURS[b]))
-        ax.add_patch(Rectangle((1 - w, 1 - (M + E) * sc), w, E * sc, color=COLOURS[b], alpha=0.45))
-        _band(ax, w, 1 - w, (1 - P * sc, 1), (1 - M * sc, 1), COLOURS[a], 0.5)
-        mid_d, mid_e = 1 - (P + D / 2) * sc, 1 - (M + E / 2) * sc
-        _band(ax, w, 0.45, (1 - (P + D) * sc, 1 - P * sc), (mid_d, mid_d), "0.6", 0.35)
-        _band(ax, 0.55, 1 - w, (mid_e, mid_e), (1 - (M + E) * sc, 1 - M * sc), COLOURS[b], 0.25)
-        ax.text(0.5, 1.02, f"persist {sh['persisting']:.0%}", ha="center", fontsize=8)
-        ax.text(0.3, mid_d, f"disappear\n{sh['disappearing']:.0%}", ha="center", va="center", fontsize=8)
-        ax.text(0.72, mid_e, f"emerge\n{sh['emerging']:.0%}", ha="center", va="center", fontsize=8)
-        ax.set(xlim=(-0.02, 1.02), ylim=(min(1 - (P + D) * sc, 1 - (M + E) * sc) - 0.02, 1.1))
-        ax.set_title(f"{a} ({n_a}) → {b} ({n_b})", fontsize=9)
-        ax.axis("off")
-    return _done(fig)
-
-
-def plot_threshold(comps: list[dict]) -> Figure:
-    """Persisting share against the correlation threshold, mean over seeds with a min-max band."""
-    grid = np.round(np.arange(0.3, 0.96, 0.05), 2)
-    df = measure.threshold_sweep(comps, grid)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharey=True)
-    for ax, edges, title in ((axes[0], EDGES, "parent and child SAE: same seed (paper)"),
-                             (axes[1], CROSS, "child SAE: another seed")):
-        for a, b in (*edges, CONTROL):
-            vals = df[(df["parent"] == a) & (df["child"] == b)].pivot(index="seed", columns="threshold", values="persisting").to_numpy()
-            domain = b.removesuffix("@next") if a == "base" else a  # colour by the fine-tuning domain involved
-            style = (dict(c="k", ls="--") if (a, b) == CONTROL
-                     else dict(c=COLOURS[domain], ls="-" if a == "base" else "-."))
-            label = "control: same model" if (a, b) == CONTROL else edge_label(a, b).split(",")[0]
-            ax.plot(grid, vals.mean(0), label=label, **style)
-            ax.fill_between(grid, vals.min(0), vals.max(0), color=style["c"], alpha=0.12, lw=0)
-        ax.axvline(MATCH, c="0.4", lw=1, ls=":")
-        ax.set(xlabel="correlation threshold", title=title, ylim=(0, 1))
-    axes[0].set_ylabel("persisting share of parent features")
-    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
-    return _done(fig)
 
 
 def persistence_text(comps: list[dict]) -> page.Markdown:
@@ -274,3 +218,221 @@ def write_results(claims_: list, ms: dict, saes: dict, cfg) -> dict:
              for name, m in ms.items()}
     return results.write("05_horn", PAPER, cfg.profile, sizes, claims_, rules={r.id: r.text() for r in RULES},
                          n_seeds=cfg.n_seeds, precision=cfg.precision)
+
+
+# --------------------------------------------------------------------------- SAE quality as a precondition
+def sae_quality_table(quality: pd.DataFrame) -> pd.DataFrame:
+    """Per model, over seeds: FVE, loss recovered, dead share and L0, and whether the worst seed meets each floor."""
+    rows = []
+    for name, g in quality.groupby("model", sort=False):
+        rows.append({"model": name, "FVE": stats.describe(g["fve"]),
+                     f"FVE ≥ {FVE_MIN}": "yes" if g["fve"].min() >= FVE_MIN else "no",
+                     "loss recovered": stats.describe(g["loss_recovered"]),
+                     f"loss recovered ≥ {LOSS_RECOVERED_MIN}": "yes" if g["loss_recovered"].min() >= LOSS_RECOVERED_MIN
+                     else "no",
+                     "dead (%)": stats.describe(100 * g["dead_share"], "{:.1f}"),
+                     f"dead ≤ {DEAD_MAX:.0%}": "yes" if g["dead_share"].max() <= DEAD_MAX else "no",
+                     "L0 (features/token)": stats.describe(g["l0"], "{:.1f}")})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def sae_quality_text(quality: pd.DataFrame) -> page.Markdown:
+    m = sae_gates(quality)
+    failed = [r.text() for r in SAE_QUALITY if not r.met(m[r.key])]
+    verdict = ("Every SAE meets the three floors, so SAE quality gates no claim here."
+               if not failed else "Missed: " + "; ".join(failed) + ". Every feature claim is therefore not testable "
+               "at this scale.")
+    return page.md(f"The floors (constants of `claims.py`): FVE ≥ {FVE_MIN}, loss recovered ≥ {LOSS_RECOVERED_MIN}, "
+                   f"dead share ≤ {DEAD_MAX:.0%}, each read at the worst SAE of the chapter (measured: FVE "
+                   f"{m['sae_fve_min']:.2f}, loss recovered {m['sae_loss_recovered_min']:.2f}, dead share "
+                   f"{m['sae_dead_max']:.1%}). " + verdict)
+
+
+# --------------------------------------------------------------------------- the three matchers
+MATCHER_NAMES = {"position": f"position-level Pearson r ≥ {MATCH} (this page's verdicts)",
+                 "profile": f"token-profile Pearson r ≥ {PROFILE_MATCH} (paper's correlation.py)",
+                 "flow": f"flow: L1 similarity {FLOW_SIMILARITY}, consistency {FLOW_CONSISTENCY} (paper's flow data)"}
+
+
+def matcher_table(comps: list[dict]) -> pd.DataFrame:
+    """Persisting / disappearing / emerging shares under each matcher, per edge group, mean ± sd over seeds."""
+    df, rows = measure.matcher_shares(comps, THRESHOLDS, FLOW_CONSISTENCY), []
+    for (matcher, group), g in df.groupby(["matcher", "edges"], sort=False):
+        rows.append({"matcher": MATCHER_NAMES[matcher], "edges": group,
+                     **{f"{k} (%)": stats.describe(100 * g[k], "{:.1f}")
+                        for k in ("persisting", "disappearing", "emerging")}})
+    return pd.DataFrame(rows).set_index(["matcher", "edges"])
+
+
+def families_table(comps: list[dict]) -> pd.DataFrame:
+    """The paper's released flow-data counts beside ours (flow matcher, base into stories, lua and merged)."""
+    df = measure.paper_families(comps, FLOW_SIMILARITY, FLOW_CONSISTENCY)
+    rows = []
+    for k in ("families", "with stories partner", "with merge partner", "whole chains"):
+        rows.append({"base features": k, "paper (count)": PAPER_FAMILIES[k],
+                     "paper (% of features)": round(100 * PAPER_FAMILIES[k] / PAPER_FAMILIES["features"], 2),
+                     "ours (count)": stats.describe(df[k], "{:.0f}"),
+                     "ours (% of features)": stats.describe(100 * df[k] / df["features"], "{:.2f}")})
+    return pd.DataFrame(rows).set_index("base features")
+
+
+def families_text(comps: list[dict]) -> page.Markdown:
+    df = measure.paper_families(comps, FLOW_SIMILARITY, FLOW_CONSISTENCY)
+    ctrl = measure.persistence(comps, FLOW_SIMILARITY, [CONTROL], "flow", FLOW_CONSISTENCY)
+    paper = measure.persistence(comps, FLOW_SIMILARITY, EDGES, "flow", FLOW_CONSISTENCY)
+    floor = min(float(np.min(c["base__stories__flow_dist0"], initial=np.inf)) for c in comps)
+    return page.md(
+        f"Under the flow matcher {100 * np.mean(df['families'] / df['features']):.1f} % of our base features are in "
+        f"a family ({PAPER_FAMILIES['families']} of {PAPER_FAMILIES['features']:,}, "
+        f"{100 * PAPER_FAMILIES['families'] / PAPER_FAMILIES['features']:.1f} %, in the paper's released data). The "
+        f"same matcher finds a partner for {100 * np.mean(ctrl):.1f} % of base features in a second SAE of the *same* "
+        f"model and {100 * np.mean(paper):.1f} % along the four edges. By its definition a feature can only join a "
+        f"family if it is a candidate in the first {measure_ctx(comps)}-token sample, that is if it fires there with a "
+        f"total activation below about the similarity {FLOW_SIMILARITY}. The averaged distance has a floor besides: "
+        f"the child's normalised code summed over the sample's tokens, divided by the dictionary size, which shrinks "
+        f"with the paper's 16,384 features. Here the smallest first-sample distance of any base feature is "
+        f"{floor:.3f} (base → stories, lowest seed), so the count depends on the units of the activations, the "
+        f"dictionary size and that one sample as much as on shared features.")
+
+
+def measure_ctx(comps: list[dict]) -> int:
+    return int(comps[0]["ids"].shape[1])
+
+
+GRIDS = {"position": np.round(np.arange(0.3, 0.96, 0.05), 2), "profile": np.round(np.arange(0.3, 0.96, 0.05), 2),
+         "flow": np.round(np.geomspace(0.005, measure.FLOW_MAX_SIMILARITY, 14), 4)}
+
+
+def plot_matchers(comps: list[dict]) -> Figure:
+    """Persisting share against each matcher's threshold: the paper's protocol, independent SAE seeds and the
+    same-model control (mean over seeds, band: min to max)."""
+    df = measure.matcher_sweep(comps, GRIDS, FLOW_CONSISTENCY)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
+    styles = {"paper protocol": dict(c=COLOURS["stories"], ls="-"),
+              "independent seeds": dict(c=COLOURS["lua"], ls="-."),
+              "control: same model": dict(c="k", ls="--")}
+    for ax, matcher in zip(axes, measure.MATCHERS):
+        for group, style in styles.items():
+            g = df[(df["matcher"] == matcher) & (df["edges"] == group)]
+            vals = g.pivot(index="seed", columns="threshold", values="persisting")
+            ax.plot(vals.columns, vals.mean(0), label=group, **style)
+            ax.fill_between(vals.columns, vals.min(0), vals.max(0), color=style["c"], alpha=0.12, lw=0)
+        ax.axvline(THRESHOLDS[matcher], c="0.4", lw=1, ls=":")
+        title = {"position": "position-level Pearson r", "profile": "token-profile Pearson r (paper's code)",
+                 "flow": f"flow matcher, consistency {FLOW_CONSISTENCY} (paper's code)"}[matcher]
+        ax.set(title=title, ylim=(0, 1),
+               xlabel="similarity (L1, log scale)" if matcher == "flow" else "correlation threshold")
+        if matcher == "flow":
+            ax.set_xscale("log")
+    axes[0].set_ylabel("persisting share of parent features")
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+    return _done(fig)
+
+
+# --------------------------------------------------------------------------- the multi-stage Sankey
+def _split(hit_1: np.ndarray, hit_2: np.ndarray) -> list[int]:
+    """Sizes of the four segments of a column, top to bottom: only 1, both, only 2, neither (boolean masks)."""
+    return [int((hit_1 & ~hit_2).sum()), int((hit_1 & hit_2).sum()), int((~hit_1 & hit_2).sum()),
+            int((~hit_1 & ~hit_2).sum())]
+
+
+def plot_sankey(comp: dict) -> Figure:
+    """Features from base through the two fine-tunes to the merge (position matcher at r ≥ MATCH, one seed), as the
+    paper's Figure 2: each column stacks a model's alive features, ribbons carry matched features along the four
+    edges; base and merged columns are split by which of the two fine-tunes they match (grey: neither, i.e. base
+    features that disappear in both, merged features that emerge)."""
+    alive = {m: comp[f"{m}__alive"].astype(bool) for m in MODELS}
+    n = {m: int(alive[m].sum()) for m in MODELS}
+    x = {"base": 0.0, "stories": 1.0, "lua": 1.0, "merged": 2.0}
+    gap = 0.04 * max(n.values())
+    sc = 0.9 / max(n["base"], n["stories"] + n["lua"] + gap, n["merged"])
+    top = {"base": 1.0, "stories": 1.0, "lua": 1.0 - (n["stories"] + gap) * sc, "merged": 1.0}
+    w = 0.05
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fl = {e: measure.flow(comp, *e, MATCH) for e in EDGES}
+
+    def hit(idx, size):
+        out = np.zeros(size, bool)
+        out[idx] = True
+        return out
+
+    # base: split by persisting into stories / lua; merged: by being matched from stories / lua
+    base_seg = _split(hit(fl["base", "stories"].persisting, len(alive["base"]))[alive["base"]],
+                      hit(fl["base", "lua"].persisting, len(alive["base"]))[alive["base"]])
+    merged_seg = _split(hit(fl["stories", "merged"].matched, len(alive["merged"]))[alive["merged"]],
+                        hit(fl["lua", "merged"].matched, len(alive["merged"]))[alive["merged"]])
+    for m, seg, colours in (("base", base_seg, (COLOURS["stories"], "#6a8f9a", COLOURS["lua"], "0.7")),
+                            ("merged", merged_seg, (COLOURS["stories"], "#6a8f9a", COLOURS["lua"], "0.7"))):
+        y = top[m]
+        for size, c in zip(seg, colours):
+            ax.add_patch(Rectangle((x[m] - w / 2, y - size * sc), w, size * sc, color=c))
+            y -= size * sc
+    for m in ("stories", "lua"):
+        ax.add_patch(Rectangle((x[m] - w / 2, top[m] - n[m] * sc), w, n[m] * sc, color=COLOURS[m]))
+    for m in MODELS:
+        ax.text(x[m], top[m] + 0.015, f"{m} ({n[m]})", ha="center", fontsize=9)
+
+    def span(column_top, seg, first, last):  # vertical span of segments first..last of a split column
+        hi = column_top - sum(seg[:first]) * sc
+        return hi - sum(seg[first:last + 1]) * sc, hi
+
+    ribbons = {("base", "stories"): (span(1.0, base_seg, 0, 1), None),
+               ("base", "lua"): (span(1.0, base_seg, 1, 2), None),
+               ("stories", "merged"): (None, span(1.0, merged_seg, 0, 1)),
+               ("lua", "merged"): (None, span(1.0, merged_seg, 1, 2))}
+    for (a, b), (src, dst) in ribbons.items():
+        f = fl[a, b]
+        src = src or (top[a] - len(f.persisting) * sc, top[a])  # fine-tune side: its persisting features, on top
+        dst = dst or (top[b] - len(f.matched) * sc, top[b])  # fine-tune side: the features base features match
+        _band(ax, x[a] + w / 2, x[b] - w / 2, src, dst, COLOURS[b if a == "base" else a], 0.4)
+        ax.text((x[a] + x[b]) / 2, (src[0] + src[1] + dst[0] + dst[1]) / 4,
+                f"{len(f.persisting)} persist ({f.shares()['persisting']:.0%})", ha="center", va="center", fontsize=7)
+    ax.text(x["base"] - w, top["base"] - (sum(base_seg[:3]) + base_seg[3] / 2) * sc,
+            f"{base_seg[3]} match\nneither fine-tune", ha="right", va="center", fontsize=8)
+    ax.text(x["merged"] + w, top["merged"] - (sum(merged_seg[:3]) + merged_seg[3] / 2) * sc,
+            f"{merged_seg[3]} emerge\nin the merge", ha="left", va="center", fontsize=8)
+    ax.set(xlim=(-0.5, 2.5), ylim=(min(top[m] - n[m] * sc for m in MODELS) - 0.05, 1.08))
+    ax.axis("off")
+    return _done(fig)
+
+
+# --------------------------------------------------------------------------- the assignment feature
+def plot_assign_pairwise(comps: list[dict]) -> Figure:
+    """Pairwise Pearson r of the assignment feature and its best partner in each model (one panel per seed)."""
+    fig, axes = plt.subplots(1, len(comps), figsize=(3.4 * len(comps), 3.2), squeeze=False)
+    for ax, (i, c) in zip(axes[0], enumerate(comps)):
+        r = c["case__assign__pairwise"]
+        ax.imshow(r, vmin=0, vmax=1, cmap="viridis")
+        labels = [f"{m}\n#{j}" for m, j in zip(MODELS, c["case__assign__match"])]
+        ax.set_xticks(range(len(MODELS)), labels, fontsize=7)
+        ax.set_yticks(range(len(MODELS)), labels, fontsize=7)
+        for (u, v), val in np.ndenumerate(r):
+            ax.text(v, u, f"{val:.2f}", ha="center", va="center", fontsize=7, c="w" if val < 0.6 else "k")
+        ax.set_title(f"SAE seed {i}", fontsize=9)
+    return _done(fig)
+
+
+# --------------------------------------------------------------------------- SLERP against the straight line
+def shape_table(acc: dict) -> pd.DataFrame:
+    """Per domain and path (SLERP, linear): end points and the curve's distance above its chord."""
+    rows = []
+    for path, key in (("SLERP", "sweep"), ("linear", "sweep_linear")):
+        df = pd.DataFrame(acc[key]).sort_values("t")
+        for d in ("stories", "lua", "base"):
+            shape = measure.curve_shape(acc[key], d)
+            rows.append({"domain": d, "path": path, "t = 0": df[d].iloc[0], "t = 1": df[d].iloc[-1],
+                         "mean above chord": shape["mean_above_chord"], "max above chord": shape["max_above_chord"]})
+    out = pd.DataFrame(rows).set_index(["domain", "path"]).round(4)
+    gap = [abs(a[d] - b[d]) for a, b in zip(acc["sweep"], acc["sweep_linear"]) for d in ("stories", "lua", "base")]
+    out.attrs["largest SLERP - linear gap"] = max(gap)
+    return out
+
+
+def shape_text(acc: dict) -> page.Markdown:
+    table = shape_table(acc)
+    bows = table["mean above chord"]
+    return page.md(
+        f"SLERP and the straight line differ by at most {table.attrs['largest SLERP - linear gap']:.4f} in accuracy at "
+        f"any t and domain. Above the chord, SLERP's curves sit on average {bows.loc[('stories', 'SLERP')]:+.4f} "
+        f"(stories) and {bows.loc[('lua', 'SLERP')]:+.4f} (Lua); a concave curve like the paper's would be clearly "
+        f"positive, a near-linear one near 0.")

@@ -2,11 +2,14 @@
 trained from scratch (after Lin 2024, "Fine-tuned network relies on generic representation to solve unseen
 cognitive task", arXiv 2406.18926).
 
-Three models per seed: `base` (the pretrained LM), `tuned` (base fine-tuned on the task, loss on the answer token
-only) and `scratch` (the same architecture, randomly initialised, trained on the same data); both trainings stop at
-the first evaluation whose validation accuracy reaches `criterion` (or at a step cap). The analyses, mostly at the
-last prompt token where the answer is read out: learning curves, psychometric curves by context, per-layer linear
-CKA, per-layer weight change, restoring one block at a time to its base weights, and linear probes.
+Per seed, on the same data and the same step budget: `tuned` (the pretrained `base` fine-tuned on the task, loss on
+the answer token only), `scratch` (the same architecture from a random start), and three controls: `shuffled` (the
+base with its weights permuted within each tensor, then fine-tuned: the null for "pretrained features matter") and
+`frozen_early` / `frozen_late` (fine-tunes with half the blocks frozen). The analyses, mostly at the last prompt
+token where the answer is read out: learning curves, psychometric curves by context, retention of each run's
+starting point per block (linear predictivity and debiased CKA) and tuned-tuned' / scratch-scratch' references,
+weight change, restoring a block's attention or MLP to base, probes with random-init baselines, and a linear readout
+of the answer from the frozen base.
 
     config   the notebook's validated parameters (no verdict thresholds)
     build    the base, the task data and the trained runs, through the cache; `synthesis_pairs`

@@ -1,7 +1,16 @@
-"""What chapter 01_lin trains or loads, through the cache: the pretrained base, the task's splits, and per seed a
-`tuned` (base fine-tuned on the task) and a `scratch` model (same architecture, random start, same data).
+"""What chapter 01_lin trains or loads, through the cache: the pretrained base, the task's splits, and per seed
+five runs on the same data:
 
-Both trainings stop at the first validation check that reaches `cfg.criterion` (or at their step cap). Each run is
+    tuned         the base fine-tuned on the task
+    scratch       the same architecture from a fresh random start (its `init`, rebuilt from the seed)
+    shuffled      the base with every weight tensor's entries permuted (norms kept, features destroyed), then
+                  fine-tuned like tuned: the null for "the pretrained features matter"
+    frozen_early  the base fine-tuned with the earlier half of its blocks frozen
+    frozen_late   the base fine-tuned with the later half of its blocks frozen
+
+Every run trains its whole step budget (no early stop, so runs are compared after the same number of updates);
+`steps_to_criterion` is the first validation check that reaches `cfg.criterion`. The fine-tunes share `tuned_lr`
+and `tuned_max_steps`, scratch has its own (the tiny profile sets them equal). Each run is
 an artifact `lin_<kind>` keyed by its training settings, the base's key, the task data's fingerprint and the
 source of the code that trains it (`CODE`). `synthesis_pairs` hands the synthesis chapter its base -> tuned pairs,
 from the cache only.
@@ -9,6 +18,7 @@ from the cache only.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import time
@@ -22,6 +32,7 @@ import torch
 from lib import bases, evals, models, train
 from lib.artifacts import Artifact, load_or_compute
 from lib.config import ConfigError
+from lib.hooks import model_spec
 from lib.lenses import seed_at
 from lib.tasks import cdm
 
@@ -29,7 +40,9 @@ from .config import Config
 
 PAPER = ("Lin 2024, Fine-tuned network relies on generic representation to solve unseen cognitive task "
          "(arXiv 2406.18926)")
-KINDS = ("tuned", "scratch")
+KINDS = ("tuned", "scratch", "shuffled", "frozen_early", "frozen_late")
+STARTS = {"tuned": "base", "scratch": "init", "shuffled": "shuffled base", "frozen_early": "base",
+          "frozen_late": "base"}  # where each kind starts from
 # The modules whose source trains a run: part of every run's cache key, so an edit to any of them retrains.
 CODE = (__name__, "lib.train", "lib.models", "lib.tasks.cdm", "lib.evals")
 
@@ -116,12 +129,8 @@ def label_accuracy(model, inputs: dict, answer_ids: tuple[int, int]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ training
-class CriterionReached(Exception):
-    """Raised by the evaluation callback to end a run at the accuracy criterion (lib.train has no early stop)."""
-
-
 def train_config(cfg: Config, kind: str, seed: int) -> train.TrainConfig:
-    tuned = kind == "tuned"
+    tuned = kind != "scratch"
     return train.TrainConfig(
         objective="causal_lm", n_steps=cfg.tuned_max_steps if tuned else cfg.scratch_max_steps,
         batch_size=cfg.batch_size, lr=cfg.tuned_lr if tuned else cfg.scratch_lr, weight_decay=cfg.weight_decay,
@@ -139,31 +148,55 @@ def scratch_init(base_model, seed: int):
     return model.to(torch.float32).to(base_model.device).eval()
 
 
-def fit(model, data: TaskData, tcfg: train.TrainConfig, criterion: float) -> tuple[list[dict], int | None]:
-    """Train until the validation accuracy reaches `criterion` or the step cap; returns (evals, steps to criterion).
+def shuffled_init(base_model, seed: int):
+    """A copy of the base whose every parameter tensor has its entries permuted at random (seeded): each tensor
+    keeps its norm and distribution of values, the learned features are gone."""
+    model = copy.deepcopy(base_model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():  # a tied LM head is the same tensor as the embedding: permuted once
+            flat = p.detach().flatten()
+            p.copy_(flat[torch.randperm(flat.numel(), generator=gen).to(flat.device)].view_as(p))
+    return model.eval()
 
-    evals: [{"step", "val_acc"}], the first at step 0 (before training)."""
+
+def frozen_blocks(n_layers: int, kind: str) -> list[int]:
+    """The blocks a run keeps fixed: the earlier half (frozen_early), the later half (frozen_late), else none.
+    With an odd count the middle block trains in both."""
+    early, late = list(range(n_layers // 2)), list(range((n_layers + 1) // 2, n_layers))
+    return {"frozen_early": early, "frozen_late": late}.get(kind, [])
+
+
+def start_model(base_model, kind: str, seed: int):
+    """The model a run of `kind` starts from, with the blocks it must not train set to requires_grad=False."""
+    if kind == "scratch":
+        return scratch_init(base_model, seed)
+    model = shuffled_init(base_model, seed) if kind == "shuffled" else copy.deepcopy(base_model)
+    blocks = model_spec(model).blocks
+    for layer in frozen_blocks(len(blocks), kind):
+        blocks[layer].requires_grad_(False)
+    return model
+
+
+def fit(model, data: TaskData, tcfg: train.TrainConfig, criterion: float) -> tuple[list[dict], int | None]:
+    """Train the whole step budget; returns (evals, the first checked step whose validation accuracy reaches
+    `criterion`, or None). evals: [{"step", "val_acc"}], the first at step 0 (before training)."""
     history = [{"step": 0, "val_acc": accuracy(model, data.enc["val"])}]
 
     def check(m) -> dict:
         step = min(len(history) * tcfg.eval_every, tcfg.n_steps)  # called every eval_every steps and at the end
         history.append({"step": step, "val_acc": accuracy(m, data.enc["val"])})
-        if history[-1]["val_acc"] >= criterion:
-            raise CriterionReached
         return {}
 
-    reached = None
-    try:
-        train.train(model, cdm.train_tensors(data.enc["train"]), tcfg, eval_fn=check)
-    except CriterionReached:
-        reached = history[-1]["step"]
+    train.train(model, cdm.train_tensors(data.enc["train"]), tcfg, eval_fn=check)
+    reached = next((e["step"] for e in history if e["val_acc"] >= criterion), None)
     if tcfg.lora_rank:
         train.merge_lora(model)
     return history, reached
 
 
 def _compute_run(cfg: Config, base: bases.Base, data: TaskData, kind: str, seed: int, out: Path) -> dict:
-    model = copy.deepcopy(base.model) if kind == "tuned" else scratch_init(base.model, seed)
+    model = start_model(base.model, kind, seed)
     tcfg = train_config(cfg, kind, seed)
     start = time.perf_counter()
     history, reached = fit(model, data, tcfg, cfg.criterion)
@@ -214,6 +247,30 @@ def train_all(cfg: Config, base: bases.Base, data: TaskData) -> dict[str, list[R
     return {kind: [get_run(cfg, base, data, kind, s) for s in cfg.seeds] for kind in KINDS}
 
 
+def words_runs(cfg: Config, base: bases.Base, runs: dict[str, list[Run]]) -> tuple[dict[str, list[Run]], str]:
+    """tuned and scratch on the wordier `words` prompt: the page's own runs when that is already its prompt, else
+    `cfg.words_seeds` seeds trained now (through the cache). Returns (runs, why there are none: "" if there are)."""
+    if cfg.prompt_format == "words":
+        return {k: runs[k] for k in ("tuned", "scratch")}, ""
+    if not cfg.words_seeds:
+        return {}, "words_seeds is 0 in this profile"
+    wcfg = dataclasses.replace(cfg, prompt_format="words")
+    try:
+        data = task_data(wcfg, base.tokenizer, n_positions(base.model))
+    except ConfigError as err:
+        return {}, str(err)
+    seeds = wcfg.seeds[:cfg.words_seeds]
+    return {k: [get_run(wcfg, base, data, k, s) for s in seeds] for k in ("tuned", "scratch")}, ""
+
+
+def starts(base: bases.Base, seeds) -> dict:
+    """The untrained starting points other than the base, rebuilt from their seeds (cheap, not cached):
+    {("init", seed): scratch's random start, ("shuffled base", seed): the shuffled run's start}."""
+    out = {("init", s): scratch_init(base.model, s) for s in seeds}
+    out.update({("shuffled base", s): shuffled_init(base.model, s) for s in seeds})
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ synthesis
 def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_index: int = 0) -> list[dict]:
     """base -> tuned pairs of this chapter for its `seed_index`-th seed, from the cache only: the pretrained base and
@@ -222,7 +279,7 @@ def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_inde
     seed = seed_at(cfg.seeds, seed_index)
     base = get_base(cfg)
     data = task_data(cfg, base.tokenizer)
-    tuned, scratch = (get_run(cfg, base, data, k, seed, cached_only=True) for k in KINDS)
+    tuned, scratch = (get_run(cfg, base, data, k, seed, cached_only=True) for k in ("tuned", "scratch"))
     test = data.enc["test"]
     inputs = {k: test[k][:256] for k in ("input_ids", "attention_mask", "labels")}
     metric = functools.partial(label_accuracy, answer_ids=tuple(int(i) for i in test["answer_ids"]))

@@ -1,73 +1,107 @@
 """Lin (2024)'s claims as rules, each decided over seeds (lib.claims, lib.stats).
 
-The abstract's four claims are qualitative (no numbers could be retrieved, no code was published), so the margins
-below are ours, stated once: the page renders each rule's text from the same constants the test reads.
+The abstract's claims are qualitative (no numbers could be retrieved, no code was published), so the margins below
+are ours, stated once: the page renders each rule's text from the same constants the test reads. Every indicator
+is a per-seed effect; it holds when the t-interval of its mean lies wholly beyond its margin (consistent across
+seeds), fails when it lies wholly on the other side, and is undecided otherwise (`claims.by_interval`). Several
+indicators combine by majority (`claims.by_indicators`): "partly" needs a strict majority of indicators that each
+hold across seeds. Each claim about what a model does with its representations has a control that lets it fail:
 
-- `both_solve`: every run (kind, seed) is an indicator that holds if it reaches the accuracy criterion.
-- `tuned_reuses_base`: per seed, CKA(tuned, base) - CKA(scratch, base) averaged over blocks, at each readout.
-- `later_layers`: per seed, the later half of the blocks minus the earlier half, on four indicators.
-- `scratch_differs`: per seed, scratch-scratch' CKA above tuned-scratch CKA, and the irrelevant stream less
-  decodable in scratch than in tuned.
-
-An indicator over seeds holds when the t-interval of its per-seed effect lies wholly beyond its margin and fails
-when it lies wholly on the other side (`claims.by_interval`); several indicators combine by majority
-(`claims.by_indicators`). The claims about representations are tested only where both kinds solve the task.
+- `both_solve`: per kind (tuned, scratch): every seed reaches the criterion; incongruent-trial and held-out-pair
+  accuracy above chance.
+- `both_solve_words`: the same on the wordier `words` prompt (its own row: at this scale it is the prompt where
+  pretraining and training from scratch differed most in our trial runs).
+- `generic_base`: the base, untrained on the task, exposes each stream's sign (context-free) better than an
+  untrained random network of the same architecture.
+- `tuned_reuses_base`: tuned keeps more of base (linear predictivity, debiased CKA) than scratch keeps of its own
+  random start, and more than a fine-tuned weight-shuffled base keeps of its start.
+- `tuned_depends_on_base`: functional: the pretrained weights make learning faster and better than the shuffled
+  base (same norms, same learning rate and steps), and a frozen base's states carry the answer linearly better
+  than a random network's.
+- `later_layers`: late minus early half of the blocks on five indicators (retention by R^2 and by CKA, the cost of
+  restoring attention and MLP to base, the cost of freezing each half).
+- `scratch_differs`: tuned and scratch are less alike than two scratch seeds and than two tuned seeds; scratch
+  keeps less of the irrelevant stream.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from lib import stats
-from lib.claims import NOT_REPRODUCED, REPRODUCED, Claim, Requirement, Rule, by_indicators, by_interval, from_bool
+from lib.claims import Claim, Requirement, Rule, by_indicators, by_interval, REPRODUCED, NOT_REPRODUCED
 
-from .measure import READOUTS, SCRATCH_REF, Measured, layer_means
+from .measure import READOUTS, Measured, layer_means
 
 PAPER_CLAIM = "qualitative (abstract)"
-CKA_MARGIN = 0.1  # a CKA gap counts when its interval lies above this
-PROBE_MARGIN = 0.05  # a probe-accuracy gap counts when its interval lies above this
+CKA_MARGIN = 0.1  # a similarity gap (debiased CKA or R^2) counts when its interval lies above this
+PROBE_MARGIN = 0.05  # a probe- or readout-accuracy gap counts when its interval lies above this
+CHANCE = 0.5  # the two-way task's chance accuracy
 SOLVED_SHARE = 0.5  # a kind solves the task when at least this share of its seeds reaches the criterion
 LEVEL = stats.LEVEL
 
-SOLVED = Requirement("the share of seeds reaching the criterion, for the kind with fewer", "solved",
-                     at_least=SOLVED_SHARE)
+SOLVED = Requirement("the share of seeds reaching the criterion, for tuned or scratch, whichever is fewer",
+                     "solved", at_least=SOLVED_SHARE)
 TWO_BLOCKS = Requirement("the number of blocks", "blocks", at_least=2)
+_EACH = ("an indicator holds if the {level:.0%} t-interval of its per-seed mean lies above its margin and fails if "
+         "it lies at or below it; ")
+_VOTE = "reproduced if every indicator holds, partly if a strict majority do, not reproduced if half or more fail"
 
 BOTH_SOLVE = Rule(
     "both_solve", claim="Both the fine-tuned and the from-scratch model solve the task.", paper=PAPER_CLAIM,
-    test="each run (tuned and scratch, every seed) is an indicator that holds if its validation accuracy reaches "
-         "the criterion; reproduced if every run does, partly if a strict majority does, else not reproduced")
+    test="six indicators, three per kind (tuned, scratch): every seed reaches the criterion; the incongruent-trial "
+         "accuracy and the held-out-pair accuracy each above chance ({chance}); " + _EACH + _VOTE,
+    constants={"chance": CHANCE, "level": LEVEL})
+
+WORDS = Rule(
+    "both_solve_words", claim="Both models solve the task (the wordier `words` prompt).", paper=PAPER_CLAIM,
+    test="as both_solve, on tuned and scratch trained on the `words` prompt (the prompt closest to the paper's); "
+         "the per-seed test-accuracy gap tuned - scratch is reported beside it",
+    requires=(Requirement("seeds trained on the words prompt", "words_seeds", at_least=2),))
+
+GENERIC = Rule(
+    "generic_base", claim="The pretrained model holds a generic representation the task can use (the title).",
+    paper=PAPER_CLAIM,
+    test="per random-init seed, the base's cross-validated probe accuracy for the sign of the motion stream, and "
+         "for that of the colour stream (context-free), averaged over the blocks, minus the same for an untrained "
+         "random network of the same architecture, above {margin}; " + _EACH + _VOTE,
+    constants={"margin": PROBE_MARGIN, "level": LEVEL})
 
 REUSE = Rule(
-    "tuned_reuses_base", claim="The fine-tuned model depends heavily on pretrained representations.",
-    paper=PAPER_CLAIM,
-    test="at each readout (the last prompt token; all prompt tokens) the per-seed CKA(tuned, base) - "
-         "CKA(scratch, base), averaged over blocks, is an indicator that holds if the {level:.0%} t-interval of "
-         "its mean lies above {margin} and fails if it lies at or below it; reproduced if both readouts hold, not "
-         "reproduced if one fails, else inconclusive",
+    "tuned_reuses_base", claim="The fine-tuned model keeps the pretrained representations.", paper=PAPER_CLAIM,
+    test="at the last prompt token, per seed and averaged over the blocks: (a) the linear predictivity R^2 of "
+         "base's states from tuned's minus that of scratch's random start from scratch's; (b) the same with "
+         "debiased CKA; (c) R^2 of base from tuned minus R^2 of the shuffled base from its fine-tuned copy; each "
+         "above {margin}; " + _EACH + _VOTE,
     constants={"margin": CKA_MARGIN, "level": LEVEL}, requires=(SOLVED,))
+
+DEPENDS = Rule(
+    "tuned_depends_on_base", claim="The fine-tuned model depends heavily on pretrained representations.",
+    paper=PAPER_CLAIM,
+    test="per seed: (a) mean validation accuracy over the learning curve, tuned minus a fine-tuned weight-shuffled "
+         "base (same norms, learning rate and steps), above 0; (b) final test accuracy, tuned minus shuffled, "
+         "above 0; (c) a linear readout of the answer trained on the frozen base's last-token states minus one "
+         "on an untrained random network's, best block of each, test accuracy above {margin}; " + _EACH + _VOTE,
+    constants={"margin": PROBE_MARGIN, "level": LEVEL}, requires=(SOLVED,))
 
 LATER = Rule(
     "later_layers", claim="Reliance on pretrained representations is strongest in later layers.",
     paper=PAPER_CLAIM,
-    test="per seed, the later half of the blocks minus the earlier half on four indicators: CKA(tuned, base) at "
-         "the last prompt token and over all prompt tokens (higher later), the relative weight change (lower "
-         "later), the accuracy drop when one block is restored to base (lower later); an indicator holds if the "
-         "{level:.0%} t-interval of its per-seed effect lies wholly on the later side of 0 and fails if wholly on "
-         "the other; reproduced if all four hold, partly if three do, not reproduced if two or more fail, else "
-         "inconclusive",
+    test="per seed, the later half of the blocks minus the earlier half (blocks read before the final norm) on five "
+         "indicators, signed so that > 0 favours the later half: retention of base in tuned by R^2 and by "
+         "debiased CKA at the last prompt token (higher later); the accuracy drop when a block's attention, and "
+         "when its MLP, is restored to base (lower later); test accuracy with the later half frozen minus with "
+         "the earlier half frozen (higher); each above 0; " + _EACH + _VOTE,
     constants={"level": LEVEL}, requires=(SOLVED, TWO_BLOCKS))
 
 SCRATCH = Rule(
     "scratch_differs", claim="The from-scratch model develops different, more task-specific mechanisms.",
     paper=PAPER_CLAIM,
-    test="two indicators over seeds: (a) at the last prompt token, CKA(scratch, scratch') - CKA(tuned, scratch) "
-         "averaged over blocks, above {cka_margin}; (b) at the last block, the irrelevant-evidence probe accuracy "
-         "of tuned minus that of scratch, above {probe_margin}; each holds if the {level:.0%} t-interval of its "
-         "per-seed mean lies above its margin and fails if at or below it; reproduced if both hold, not "
-         "reproduced if one fails, else inconclusive",
+    test="per seed, at the last prompt token and averaged over the blocks: (a) debiased CKA(scratch, scratch') - "
+         "CKA(tuned, scratch) and (b) CKA(tuned, tuned') - CKA(tuned, scratch), each above {cka_margin}; (c) the "
+         "irrelevant-stream probe accuracy, tuned minus scratch, above {probe_margin}; " + _EACH + _VOTE,
     constants={"cka_margin": CKA_MARGIN, "probe_margin": PROBE_MARGIN, "level": LEVEL}, requires=(SOLVED,))
 
-RULES = (BOTH_SOLVE, REUSE, LATER, SCRATCH)
+RULES = (BOTH_SOLVE, WORDS, GENERIC, REUSE, DEPENDS, LATER, SCRATCH)
 
 
 # ------------------------------------------------------------------------------------------------ per-seed effects
@@ -83,62 +117,142 @@ def per_seed(df: pd.DataFrame, value: str, where: dict | None = None) -> pd.Data
     return df.pivot_table(index="seed", columns="layer", values=value, aggfunc="mean")
 
 
+def blocks_only(table: pd.DataFrame, n_blocks: int) -> pd.DataFrame:
+    """The block columns 0..n_blocks-1 of a (seed x layer) table: no embeddings (-1), no final norm (n_blocks)."""
+    return table[[c for c in table.columns if 0 <= c < n_blocks]]
+
+
 def late_minus_early(table: pd.DataFrame) -> pd.Series:
     """Per seed: mean over the later half of the blocks minus mean over the earlier half (columns are blocks)."""
-    table = table[[c for c in table.columns if c >= 0]]  # the embeddings (layer -1) are no block
     early, late = halves(table.shape[1])
     cols = list(table.columns)
     return table[[cols[i] for i in late]].mean(axis=1) - table[[cols[i] for i in early]].mean(axis=1)
 
 
-def reuse_gaps(cka: pd.DataFrame, tokens: str) -> pd.Series:
-    """Per seed: CKA(tuned, base) - CKA(scratch, base), averaged over blocks, at one readout."""
-    where = {"tokens": tokens}
-    return (per_seed(cka, "cka", {**where, "pair": "tuned vs base"}).mean(axis=1)
-            - per_seed(cka, "cka", {**where, "pair": "scratch vs base"}).mean(axis=1))
+def n_blocks(m: Measured) -> int:
+    return int(m.restore["layer"].max()) + 1 if len(m.restore) else 0
+
+
+def block_mean(m: Measured, pair: str, value: str = "cka", tokens: str = "last") -> pd.Series:
+    """Per seed: `value` of `pair` averaged over the blocks."""
+    return blocks_only(per_seed(m.sim, value, {"tokens": tokens, "pair": pair}), n_blocks(m)).mean(axis=1)
 
 
 def preconditions(m: Measured) -> dict:
     """What the rules' requirements read: the solved share of the weaker kind, the number of blocks."""
-    share = m.learn.groupby("kind")["reached"].mean()
-    return {"solved": float(share.min()), "blocks": int(m.restore["layer"].max()) + 1 if len(m.restore) else 0}
-
-
-def _verdict(eff: stats.Effect, margin: float = 0.0, greater: bool = True) -> str:
-    return by_interval(eff.lo, eff.hi, margin, greater)
+    learn = m.learn[m.learn["kind"].isin(("tuned", "scratch"))]
+    share = learn.groupby("kind")["reached"].mean()
+    return {"solved": float(share.min()) if len(share) == 2 else 0.0, "blocks": n_blocks(m)}
 
 
 def _said(indicator: str) -> str:
-    """An indicator's verdict as the `ours` text states it."""
     return {REPRODUCED: "holds", NOT_REPRODUCED: "fails"}.get(indicator, "undecided")
 
 
+def decide(rule: Rule, m: Measured | None, effects: dict[str, pd.Series], margins: dict[str, float],
+           pre: dict | None = None) -> Claim:
+    """The common end of every claim: per-seed effects -> intervals -> indicators -> one verdict by majority."""
+    eff = {k: stats.effect(v) for k, v in effects.items()}
+    indicators = {k: by_interval(e.lo, e.hi, margins.get(k, 0.0)) for k, e in eff.items()}
+    ours = "; ".join(f"{k}: {e.text()} ({_said(indicators[k])})" for k, e in eff.items())
+    head = next(iter(eff.values()))
+    fields = dict(value=head.mean, spread=head.sd, n=head.n, interval=(head.lo, head.hi),
+                  extra={"effects": {k: e.to_dict() for k, e in eff.items()}, "indicators": indicators})
+    gated = rule.gate(pre, ours, **fields) if pre is not None else None
+    return gated or rule.decide(by_indicators(indicators), ours, **fields)
+
+
 # ------------------------------------------------------------------------------------------------ the claims
-def claim_solve(learn: pd.DataFrame) -> Claim:
-    runs = {f"{r.kind} seed {r.seed}": from_bool(bool(r.reached)) for r in learn.itertuples()}
-    ours = "; ".join(f"{k}: {int(g['reached'].sum())}/{len(g)} seeds reach the criterion, test accuracy "
-                     f"{stats.describe(g['test_acc'])}" for k, g in learn.groupby("kind", sort=False))
-    return BOTH_SOLVE.decide(by_indicators(runs), ours, value=float(learn["reached"].mean()),
-                             n=int(learn["seed"].nunique()), extra={"runs": runs})
+def solve_effects(learn: pd.DataFrame) -> dict[str, pd.Series]:
+    out = {}
+    for kind in ("tuned", "scratch"):
+        g = learn[learn["kind"] == kind].set_index("seed")
+        out[f"{kind}: every seed reaches the criterion"] = g["reached"].astype(float)
+        out[f"{kind}: incongruent accuracy - chance"] = g["incongruent_acc"] - CHANCE
+        out[f"{kind}: held-out accuracy - chance"] = g["heldout_acc"] - CHANCE
+    return out
+
+
+def claim_solve(learn: pd.DataFrame, rule: Rule = BOTH_SOLVE) -> Claim:
+    eff = solve_effects(learn)
+    reach = {k: v for k, v in eff.items() if "criterion" in k}
+    # "every seed": the mean of the 0/1 flags must be 1, which an interval cannot show; decided directly
+    effects = {k: v for k, v in eff.items() if k not in reach}
+    claim = decide(BOTH_SOLVE, None, effects, {})
+    indicators = {**{k: REPRODUCED if v.all() else NOT_REPRODUCED for k, v in reach.items()},
+                  **claim.extra["indicators"]}
+    ours = "; ".join(f"{k}: {int(v.sum())}/{len(v)}" for k, v in reach.items()) + "; " + claim.ours
+    return rule.decide(by_indicators(indicators), ours, value=float(learn["reached"].mean()),
+                       n=int(learn["seed"].nunique()), extra={**claim.extra, "indicators": indicators})
+
+
+def claim_words(words: pd.DataFrame, why: str = "") -> Claim:
+    """both_solve on the words-prompt runs, with the tuned - scratch accuracy gap per seed."""
+    n = int(words["seed"].nunique()) if len(words) else 0
+    gated = WORDS.gate({"words_seeds": n}, f"not run: {why}" if why else "")
+    if gated:
+        return gated
+    claim = claim_solve(words, WORDS)
+    acc = words.set_index(["kind", "seed"])["test_acc"]
+    gap = stats.effect(acc["tuned"] - acc["scratch"])
+    claim.ours += f"; test accuracy tuned - scratch: {gap.text()}"
+    claim.extra["gap"] = gap.to_dict()
+    return claim
+
+
+def generic_effects(probes: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per init seed: base minus random-init probe accuracy for each stream's sign, averaged over the points."""
+    out = {}
+    for stream in ("motion", "color"):
+        d = probes[(probes["target"] == stream) & (probes["layer"] < probes["layer"].max())]  # blocks only
+        base = d[d["model"] == "base"]["accuracy"].mean()
+        init = d[d["model"] == "init"].groupby("seed")["accuracy"].mean()
+        out[f"{stream} sign, base - random init"] = base - init
+    return out
+
+
+def claim_generic(m: Measured) -> Claim:
+    return decide(GENERIC, m, generic_effects(m.probes), dict.fromkeys(generic_effects(m.probes), PROBE_MARGIN))
+
+
+def reuse_effects(m: Measured) -> dict[str, pd.Series]:
+    return {"R^2 retention, tuned - scratch": block_mean(m, "tuned vs base", "r2")
+            - block_mean(m, "scratch vs init", "r2"),
+            "CKA retention, tuned - scratch": block_mean(m, "tuned vs base") - block_mean(m, "scratch vs init"),
+            "R^2 retention, tuned - shuffled": block_mean(m, "tuned vs base", "r2")
+            - block_mean(m, "shuffled vs its start", "r2")}
 
 
 def claim_reuse(m: Measured) -> Claim:
-    effects = {t: stats.effect(reuse_gaps(m.cka, t)) for t in dict.fromkeys(m.cka["tokens"])}
-    indicators = {t: _verdict(e, REUSE["margin"]) for t, e in effects.items()}
-    ours = "; ".join(f"{READOUTS[t]}: {e.text()} ({_said(indicators[t])})" for t, e in effects.items())
-    head = effects["last"]  # the headline: the readout where the answer is produced
-    fields = dict(value=head.mean, spread=head.sd, n=head.n, interval=(head.lo, head.hi),
-                  extra={"effects": {t: e.to_dict() for t, e in effects.items()}, "indicators": indicators})
-    return REUSE.gate(preconditions(m), ours, **fields) or REUSE.decide(by_indicators(indicators), ours, **fields)
+    eff = reuse_effects(m)
+    return decide(REUSE, m, eff, dict.fromkeys(eff, CKA_MARGIN), preconditions(m))
+
+
+def depends_effects(m: Measured) -> dict[str, pd.Series]:
+    curve = m.curves.groupby(["kind", "seed"])["val_acc"].mean()
+    final = m.learn.set_index(["kind", "seed"])["test_acc"]
+    r = m.readout[(m.readout["split"] == "test") & (m.readout["layer"] < n_blocks(m))]
+    best = r.groupby(["model", "seed"])["accuracy"].max()
+    return {"learning-curve accuracy, tuned - shuffled": curve["tuned"] - curve["shuffled"],
+            "test accuracy, tuned - shuffled": final["tuned"] - final["shuffled"],
+            "frozen readout, base - random init": float(best["base"].iloc[0]) - best["init"]}
+
+
+def claim_depends(m: Measured) -> Claim:
+    return decide(DEPENDS, m, depends_effects(m), {"frozen readout, base - random init": PROBE_MARGIN},
+                  preconditions(m))
 
 
 def later_effects(m: Measured) -> dict[str, pd.Series]:
     """Per-seed late-minus-early effects, signed so that > 0 favours reliance in the later half."""
-    out = {f"CKA(tuned, base) {READOUTS[t]} higher":
-           late_minus_early(per_seed(m.cka, "cka", {"tokens": t, "pair": "tuned vs base"}))
-           for t in dict.fromkeys(m.cka["tokens"])}
-    out["weights changed less"] = -late_minus_early(per_seed(m.wchange, "change"))
-    out["restoring base weights hurts less"] = -late_minus_early(per_seed(m.restore, "drop"))
+    nb = n_blocks(m)
+    last = {"tokens": "last", "pair": "tuned vs base"}
+    out = {"R^2 retention higher later": late_minus_early(blocks_only(per_seed(m.sim, "r2", last), nb)),
+           "CKA retention higher later": late_minus_early(blocks_only(per_seed(m.sim, "cka", last), nb))}
+    for part, name in (("attn", "attention"), ("mlp", "MLP")):
+        out[f"restoring {name} hurts less later"] = -late_minus_early(per_seed(m.restore, "drop", {"part": part}))
+    acc = m.learn.set_index(["kind", "seed"])["test_acc"]
+    out["freezing the later half costs less"] = acc["frozen_late"] - acc["frozen_early"]
     return out
 
 
@@ -146,43 +260,25 @@ def claim_later_layers(m: Measured) -> Claim:
     pre = preconditions(m)
     if pre["blocks"] < TWO_BLOCKS.at_least:
         return LATER.gate(pre, f"{pre['blocks']} block(s)")
-    effects = {k: stats.effect(v) for k, v in later_effects(m).items()}
-    indicators = {k: _verdict(e) for k, e in effects.items()}
-    favour = sum(e.mean > 0 for e in effects.values())  # on average over seeds, before any interval
-    ours = (f"{favour}/{len(effects)} indicators favour the later half on average; per seed: "
-            + "; ".join(f"{k}: {e.text()} ({_said(indicators[k])})" for k, e in effects.items()))
-    fields = dict(value=float(favour), n=int(m.restore["seed"].nunique()),
-                  extra={"effects": {k: e.to_dict() for k, e in effects.items()}, "indicators": indicators})
-    return LATER.gate(pre, ours, **fields) or LATER.decide(by_indicators(indicators), ours, **fields)
+    return decide(LATER, m, later_effects(m), {}, pre)
 
 
 def scratch_effects(m: Measured) -> dict[str, pd.Series]:
-    """Per seed: (a) CKA(scratch, scratch') - CKA(tuned, scratch) over blocks at the last prompt token;
-    (b) irrelevant-evidence probe accuracy at the last block, tuned minus scratch."""
-    last = {"tokens": "last"}
-    different = (per_seed(m.cka, "cka", {**last, "pair": SCRATCH_REF}).mean(axis=1)
-                 - per_seed(m.cka, "cka", {**last, "pair": "tuned vs scratch"}).mean(axis=1))
-    p = m.probes[(m.probes["layer"] == m.probes["layer"].max()) & (m.probes["target"] == "irrelevant")
-                 & m.probes["model"].isin(("tuned", "scratch"))]  # base (seed -1) has no pair
-    acc = p.pivot_table(index="seed", columns="model", values="accuracy")
-    return {"different": different, "task_specific": acc["tuned"] - acc["scratch"]}
+    ts = block_mean(m, "tuned vs scratch")
+    p = m.probes[(m.probes["target"] == "irrelevant") & (m.probes["layer"] < n_blocks(m))]
+    acc = p[p["model"].isin(("tuned", "scratch"))].groupby(["model", "seed"])["accuracy"].mean()
+    return {"CKA(scratch, scratch') - CKA(tuned, scratch)": block_mean(m, "scratch vs scratch'") - ts,
+            "CKA(tuned, tuned') - CKA(tuned, scratch)": block_mean(m, "tuned vs tuned'") - ts,
+            "irrelevant-stream probe, tuned - scratch": acc["tuned"] - acc["scratch"]}
 
 
 def claim_scratch_differs(m: Measured) -> Claim:
-    effects = {k: stats.effect(v) for k, v in scratch_effects(m).items()}
-    margins = {"different": SCRATCH["cka_margin"], "task_specific": SCRATCH["probe_margin"]}
-    indicators = {k: _verdict(e, margins[k]) for k, e in effects.items()}
-    ts = layer_means(m.cka, "cka", {"tokens": "last", "pair": "tuned vs scratch"}).mean()
-    said = {k: f"{e.text()} ({_said(indicators[k])})" for k, e in effects.items()}
-    ours = (f"(a) CKA(scratch, scratch') - CKA(tuned, scratch) at the last prompt token: {said['different']}; "
-            f"(b) irrelevant-evidence probe at the last block, tuned - scratch: {said['task_specific']}")
-    fields = dict(value=float(ts), n=effects["different"].n,
-                  extra={"effects": {k: e.to_dict() for k, e in effects.items()}, "indicators": indicators})
-    return (SCRATCH.gate(preconditions(m), ours, **fields)
-            or SCRATCH.decide(by_indicators(indicators), ours, **fields))
+    eff = scratch_effects(m)
+    margins = {k: SCRATCH["probe_margin"] if "probe" in k else SCRATCH["cka_margin"] for k in eff}
+    return decide(SCRATCH, m, eff, margins, preconditions(m))
 
 
 def claims(m: Measured) -> list[Claim]:
-    """The chapter's four claims, in the order of RULES."""
-    return [claim_solve(m.learn), claim_reuse(m), claim_later_layers(m), claim_scratch_differs(m)]
-
+    """The chapter's claims, in the order of RULES."""
+    return [claim_solve(m.learn), claim_words(m.words, m.words_why), claim_generic(m), claim_reuse(m), claim_depends(m), claim_later_layers(m),
+            claim_scratch_differs(m)]

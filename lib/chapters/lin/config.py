@@ -29,7 +29,7 @@ class Config(_Config):
     local_model: str = param("smollm2-135m-instruct", choices=LOCAL_MODELS,
                              doc="local profile: the packaged pretrained model")
     device: str = param("cpu", choices=("cpu", "cuda", "auto"), doc="where models train ('auto': cuda if present)")
-    n_seeds: int = param(5, lo=2, hi=20, doc="independent tuned and scratch runs (seeds seed, seed+1, ...)")
+    n_seeds: int = param(5, lo=2, hi=20, doc="independent runs of each kind (seeds seed, seed+1, ...)")
     prompt_format: str = param("compact", choices=PROMPT_FORMATS, doc="prompt template (lib.tasks.cdm.FORMATS)")
     answers: tuple[str, ...] = param((" left", " right"), doc="the two answer strings; each must be one token")
     num_lo: int = param(0, lo=0, hi=10**6, doc="smallest number shown")
@@ -41,7 +41,7 @@ class Config(_Config):
     test_size: int = param(512, lo=16, hi=10**6, doc="test prompts (CKA, probes, ablations)")
     heldout_size: int = param(256, lo=8, hi=10**6, doc="prompts asking for held-out comparisons")
     psych_reps: int = param(1, lo=1, hi=100, doc="repetitions of the psychometric grid")
-    criterion: float = param(0.9, lo=0.5, hi=1.0, doc="validation accuracy that ends training")
+    criterion: float = param(0.9, lo=0.5, hi=1.0, doc="validation accuracy that counts as solving the task")
     batch_size: int = param(32, lo=1, hi=4096)
     eval_every: int = param(25, lo=1, hi=10**6, doc="steps between validation checks")
     warmup_steps: int = param(25, lo=0, hi=10**6, doc="linear learning-rate warm-up")
@@ -49,12 +49,15 @@ class Config(_Config):
                           doc="learning-rate decay after warm-up, over the step cap")
     weight_decay: float = param(0.01, lo=0.0, hi=1.0)
     bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC)
-    tuned_lr: float = param(3e-4, lo=1e-7, hi=1.0, doc="AdamW learning rate of fine-tuning")
-    tuned_max_steps: int = param(800, lo=1, hi=10**6, doc="step cap of fine-tuning")
+    tuned_lr: float = param(3e-4, lo=1e-7, hi=1.0, doc="AdamW learning rate of the fine-tunes (tuned, shuffled, frozen halves)")
+    tuned_max_steps: int = param(800, lo=1, hi=10**6, doc="steps of every fine-tune")
     scratch_lr: float = param(2e-3, lo=1e-7, hi=1.0, doc="AdamW learning rate from scratch")
-    scratch_max_steps: int = param(1000, lo=1, hi=10**6, doc="step cap from scratch")
+    scratch_max_steps: int = param(1000, lo=1, hi=10**6, doc="steps of the scratch runs")
     lora_rank: int = param(0, lo=0, hi=1024, doc="fine-tune LoRA adapters of this rank (0: full fine-tuning)")
     freeze_embeddings: bool = param(False, doc="keep the embeddings fixed while fine-tuning")
+    words_seeds: int = param(0, lo=0, hi=20,
+                             doc="tuned and scratch seeds also trained on the 'words' prompt, for its own verdict row "
+                                 "(0: not run; ignored when prompt_format is already 'words')")
     probe_folds: int = param(5, lo=2, hi=20, doc="cross-validation folds of the linear probes")
     probe_C: float = param(1.0, lo=1e-6, hi=1e6, doc="inverse L2 strength of the probes")
 

@@ -1,11 +1,15 @@
 """The measurements of chapter 01_lin, one function per page section: models in, DataFrames out.
 
-0. the task as this base tokenizes it;  1. learning (steps to criterion, accuracies);  2. psychometric curves;
-3. per-layer linear CKA between the models (Kornblith et al. 2019, `lib.similarity.linear_cka`), at the last prompt
-token and over all prompt tokens;  4. per-layer relative weight change of tuned from base;  5. restoring one block
-at a time to its base weights inside tuned;  6. linear probes (`lib.probing`) for the context and both streams.
+0. the task as this base tokenizes it;  1. learning (steps to criterion, accuracies, for every kind of run);
+2. psychometric curves;  3. per block, how much of its starting point a trained model keeps (debiased linear CKA,
+Kornblith et al. 2019, and linear predictivity: the share of the start's states a ridge map recovers from the
+trained model's, out of sample), and how alike two trained models are;  4. per-block relative weight change of
+tuned from base;  5. restoring one block's attention or MLP to its base weights inside tuned;  6. linear probes
+(`lib.probing`) for the context, both streams and, context-free, each stream's sign, with random-init baselines;
+7. a linear readout of the answer trained on the frozen base's (and a random init's) states.
 
-Rows carry `seed` wherever a quantity is measured per run, so `claims.py` decides over seeds.
+Every block is read at its output, before the final norm; the final norm's output is one more point (layer
+`n_layers`). Rows carry `seed` wherever a quantity is measured per run, so `claims.py` decides over seeds.
 """
 from __future__ import annotations
 
@@ -17,28 +21,41 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import evals, models, probing
-from lib.hooks import model_spec
+from lib import evals, hooks, models, probing
+from lib.hooks import FAMILIES, model_spec
 from lib.similarity import grouped_weight_change, linear_cka
 from lib.tasks import cdm
 
 from .build import KINDS, Run, TaskData, accuracy, choice_logit
 from .config import Config
 
-SCRATCH_REF = "scratch vs scratch'"  # two scratch seeds: how far independent solutions from random starts agree
-PAIRS = ("tuned vs base", "scratch vs base", "tuned vs scratch", SCRATCH_REF)
+# A trained model against its own starting point: how much of the start it keeps.
+RETAIN = {"tuned vs base": ("tuned", "base"), "scratch vs init": ("scratch", "init"),
+          "shuffled vs its start": ("shuffled", "shuffled base")}
+# Two trained models: the primed pairs take seed s with the next seed (the last with the first).
+COMPARE = {"tuned vs scratch": ("tuned", "scratch"), "tuned vs tuned'": ("tuned", "tuned'"),
+           "scratch vs scratch'": ("scratch", "scratch'")}
+PAIRS = (*RETAIN, *COMPARE)
 READOUTS = {"last": "at the last prompt token", "prompt": "over all prompt tokens"}
+PROMPT_READOUT_PROMPTS = 128  # the all-tokens readout uses the first test prompts (about 2,000 token rows)
 TARGETS = ("context", "relevant", "irrelevant")
+STREAMS = ("motion", "color")  # the context-free targets: each stream's own sign, whatever the context
+PARTS = ("attn", "mlp")
+RIDGE = 1e-2  # ridge strength of the linear predictivity map, relative to the mean eigenvalue of X^T X
 
 
 @dataclass
 class Measured:
     """Everything the claims read: one table per section (see the functions below for their columns)."""
     learn: pd.DataFrame  # learning_table
-    cka: pd.DataFrame  # cka_table
+    curves: pd.DataFrame  # learning_curves
+    sim: pd.DataFrame  # similarity_table
     wchange: pd.DataFrame  # weight_change_table
     restore: pd.DataFrame  # restore_table
     probes: pd.DataFrame  # probe_table
+    readout: pd.DataFrame  # readout_table
+    words: pd.DataFrame  # learning_table of the words-prompt runs (empty if none)
+    words_why: str = ""  # why there are no words-prompt runs
 
 
 def layer_means(df: pd.DataFrame, value: str, where: dict | None = None) -> pd.Series:
@@ -73,11 +90,12 @@ def task_facts(cfg: Config, base, data: TaskData) -> dict:
 
 # ------------------------------------------------------------------------------------------------ 1. learning
 def learning_table(runs: dict[str, list[Run]]) -> pd.DataFrame:
-    """One row per run: steps to criterion (NaN if not reached) and accuracies on test, held-out and by congruence."""
+    """One row per run (every kind): steps to criterion (NaN if not reached) and accuracies on test, held-out and by
+    congruence."""
     cols = ("kind", "seed", "reached", "steps_to_criterion", "steps_trained", "test_acc", "congruent_acc",
             "incongruent_acc", "heldout_acc", "train_seconds")
     rows = [{c: r.metrics[c] for c in cols} for rs in runs.values() for r in rs]
-    return pd.DataFrame(rows).astype({"steps_to_criterion": float})
+    return pd.DataFrame(rows, columns=list(cols)).astype({"steps_to_criterion": float})
 
 
 def learning_curves(runs: dict[str, list[Run]]) -> pd.DataFrame:
@@ -88,9 +106,10 @@ def learning_curves(runs: dict[str, list[Run]]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ 2. psychometric
 def psychometric(base, runs: dict[str, list[Run]], data: TaskData) -> pd.DataFrame:
-    """P(answers[0]) on every psychometric trial, for base and every run: columns model, seed + the trial columns."""
+    """P(answers[0]) on every psychometric trial, for base, tuned and scratch: columns model, seed + the trial
+    columns."""
     trials, frames = data.trials["psych"], []
-    every = [("base", -1, base.model)] + [(r.kind, r.seed, r.model) for rs in runs.values() for r in rs]
+    every = [("base", -1, base.model)] + [(r.kind, r.seed, r.model) for k in ("tuned", "scratch") for r in runs[k]]
     for name, seed, model in every:
         p = 1 / (1 + np.exp(-choice_logit(model, data.enc["psych"])))
         frames.append(trials.assign(model=name, seed=seed, p_first=p))
@@ -110,19 +129,22 @@ def psych_effects(psych: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ------------------------------------------------------------------------------------------------ 3. CKA
+# ------------------------------------------------------------------------------------------------ 3. similarity
 def layer_states(model, enc: dict, batch_size: int = 256, tokens: str = "last") -> list[np.ndarray]:
-    """Residual stream after each block: n_layers arrays (rows, d_model).
+    """Residual stream at every block's output (before the final norm) and after the final norm: n_layers + 1
+    arrays (rows, d_model).
 
     tokens="last": one row per prompt, at the last prompt token (where the answer is read out); "prompt": one row
-    per prompt token (the answer token and padding left out), prompts in order. From ``output_hidden_states``:
-    entry L + 1 is the output of block L; the last one is after the final norm. The embedding entry is left out.
-    """
-    device = model.device
+    per prompt token (the answer token and padding left out), prompts in order."""
+    device, n = model.device, model_spec(model).n_layers
 
     def states(b: dict) -> tuple[torch.Tensor, ...]:
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
-        hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:]
+        seen = {}
+        save = [(f"blocks.{L}.hook_resid_post", lambda act, name: seen.__setitem__(name, act)) for L in range(n)]
+        with hooks.hooks(model, save):
+            final = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        hs = [seen[f"blocks.{L}.hook_resid_post"] for L in range(n)] + [final]  # (B, T, d_model) each
         last = b["last"].to(device)  # (B,)
         if tokens == "last":
             return tuple(h[torch.arange(len(ids), device=device), last].float().cpu() for h in hs)
@@ -134,26 +156,67 @@ def layer_states(model, enc: dict, batch_size: int = 256, tokens: str = "last") 
     return [layer.numpy() for layer in out]
 
 
-def all_states(base, runs: dict[str, list[Run]], enc: dict, tokens: str = "last") -> dict:
-    """States per layer (see layer_states): {"base": [...], ("tuned", seed): [...], ("scratch", seed): [...]}."""
-    st = {"base": layer_states(base.model, enc, tokens=tokens)}
-    st.update({(r.kind, r.seed): layer_states(r.model, enc, tokens=tokens) for rs in runs.values() for r in rs})
-    return st
+def readout_enc(enc: dict, tokens: str) -> dict:
+    """The prompts a readout uses: all test prompts for "last", the first PROMPT_READOUT_PROMPTS for "prompt"."""
+    if tokens == "last":
+        return enc
+    return {k: v[:PROMPT_READOUT_PROMPTS] if k != "answer_ids" else v for k, v in enc.items()}
 
 
-def cka_table(states: dict[str, dict], seeds: list[int]) -> pd.DataFrame:
-    """Linear CKA per readout (key of `states`: "last" / "prompt"), model pair, seed and layer.
+def all_states(models_by_key: dict, enc: dict, tokens: str = "last") -> dict:
+    """States per point (see layer_states) of every model in {key: model}, e.g. "base", ("tuned", seed)."""
+    enc = readout_enc(enc, tokens)
+    return {key: layer_states(m, enc, tokens=tokens) for key, m in models_by_key.items()}
 
-    scratch vs scratch' pairs seed s with the next seed (the last with the first)."""
+
+def trained_models(base, runs: dict[str, list[Run]], starts: dict, kinds=("tuned", "scratch", "shuffled")) -> dict:
+    """{"base": base, (kind, seed): trained model, ("init" | "shuffled base", seed): starting point}."""
+    out = {"base": base.model, **starts}
+    out.update({(r.kind, r.seed): r.model for k in kinds for r in runs[k]})
+    return out
+
+
+def linear_predictivity(X, Y, folds: int = 2, seed: int = 0) -> float:
+    """Share of the variance of Y (n, q) that a ridge map from X (n, p) recovers on held-out rows (cross-validated
+    R^2, pooled over Y's columns): 1 when Y is a linear function of X, about 0 when X carries nothing of Y."""
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(X)), folds)
+    sse = sst = 0.0
+    for k, test in enumerate(parts):
+        train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        mx, my = X[train].mean(0), Y[train].mean(0)
+        Xt = X[train] - mx
+        G = Xt.T @ Xt  # (p, p)
+        W = np.linalg.solve(G + RIDGE * np.trace(G) / len(G) * np.eye(len(G)), Xt.T @ (Y[train] - my))
+        sse += float(((Y[test] - (X[test] - mx) @ W - my) ** 2).sum())
+        sst += float(((Y[test] - my) ** 2).sum())
+    return 1.0 - sse / sst if sst > 0 else 0.0
+
+
+def _pair_keys(seeds: list[int], i: int) -> dict[str, tuple]:
+    s, other = seeds[i], seeds[(i + 1) % len(seeds)]
+
+    def key(name):
+        if name == "base":
+            return "base"
+        return (name[:-1], other) if name.endswith("'") else (name, s)
+
+    return {p: (key(a), key(b)) for p, (a, b) in {**RETAIN, **COMPARE}.items()}
+
+
+def similarity_table(states: dict[str, dict], seeds: list[int]) -> pd.DataFrame:
+    """Debiased linear CKA per readout (key of `states`: "last" / "prompt"), pair, seed and point; for the RETAIN
+    pairs also `r2`, the linear predictivity of the starting point's states from the trained model's."""
     rows = []
     for tokens, st in states.items():
         for i, s in enumerate(seeds):
-            other = seeds[(i + 1) % len(seeds)]
-            pairs = dict(zip(PAIRS, ((("tuned", s), "base"), (("scratch", s), "base"),
-                                     (("tuned", s), ("scratch", s)), (("scratch", s), ("scratch", other)))))
-            for pair, (a, b) in pairs.items():
+            for pair, (a, b) in _pair_keys(seeds, i).items():
                 for layer, (X, Y) in enumerate(zip(st[a], st[b])):
-                    rows.append({"tokens": tokens, "pair": pair, "seed": s, "layer": layer, "cka": linear_cka(X, Y)})
+                    row = {"tokens": tokens, "pair": pair, "seed": s, "layer": layer,
+                           "cka": linear_cka(X, Y, debiased=True)}
+                    if pair in RETAIN:
+                        row["r2"] = linear_predictivity(X, Y)
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -181,10 +244,21 @@ def weight_change_table(base, tuned: list[Run]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ 5. restore
+def part_module(model, layer: int, part: str) -> torch.nn.Module:
+    """Block `layer` ("block"), or its attention ("attn") or MLP ("mlp") sub-module."""
+    spec = model_spec(model)
+    block, fam = spec.blocks[layer], FAMILIES[spec.family]
+    if part == "block":
+        return block
+    path = {"attn": fam.o_proj, "mlp": fam.down_proj}[part].rsplit(".", 1)[0]  # "attn.c_proj" -> "attn"
+    return block.get_submodule(path)
+
+
 @contextlib.contextmanager
-def restored_block(tuned, base, layer: int):
-    """Inside the block, `tuned` runs with block `layer` set back to the base's weights; restored on exit."""
-    target, source = model_spec(tuned).blocks[layer], model_spec(base).blocks[layer]
+def restored_block(tuned, base, layer: int, part: str = "block"):
+    """Inside the block, `tuned` runs with block `layer` (or only its "attn" / "mlp") set back to the base's
+    weights; restored on exit."""
+    target, source = part_module(tuned, layer, part), part_module(base, layer, part)
     saved = {k: v.detach().clone() for k, v in target.state_dict().items()}
     target.load_state_dict(source.state_dict())
     try:
@@ -194,33 +268,66 @@ def restored_block(tuned, base, layer: int):
 
 
 def restore_table(base, tuned: list[Run], enc: dict) -> pd.DataFrame:
-    """Test accuracy of tuned with one block restored to base, per seed and block; drop = tuned - restored."""
+    """Test accuracy of tuned with one block's attention or MLP restored to base, per seed, block and part;
+    drop = tuned - restored."""
     rows = []
     for r in tuned:
         full = accuracy(r.model, enc)
         for layer in range(model_spec(r.model).n_layers):
-            with restored_block(r.model, base.model, layer):
-                acc = accuracy(r.model, enc)
-            rows.append({"seed": r.seed, "layer": layer, "tuned_acc": full, "restored_acc": acc, "drop": full - acc})
+            for part in PARTS:
+                with restored_block(r.model, base.model, layer, part):
+                    acc = accuracy(r.model, enc)
+                rows.append({"seed": r.seed, "layer": layer, "part": part, "tuned_acc": full, "restored_acc": acc,
+                             "drop": full - acc})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------ 6. probes
 def probe_targets(trials: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Binary labels: the context, and the sign of the relevant and of the irrelevant evidence."""
+    """Binary labels: the context, the sign of the relevant and of the irrelevant evidence, and (context-free)
+    the sign of the motion and of the colour evidence."""
     return {"context": (trials["context"] == "motion").to_numpy().astype(int),
             "relevant": (trials["rel_ev"] > 0).to_numpy().astype(int),
-            "irrelevant": (trials["irr_ev"] > 0).to_numpy().astype(int)}
+            "irrelevant": (trials["irr_ev"] > 0).to_numpy().astype(int),
+            "motion": (trials["motion_ev"] > 0).to_numpy().astype(int),
+            "color": (trials["color_ev"] > 0).to_numpy().astype(int)}
 
 
 def probe_table(states: dict, trials: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Probe accuracy per model, seed, layer and target (a shuffled-label control for base)."""
+    """Probe accuracy per model (base, init: untrained baselines; tuned, scratch), seed, point and target (a
+    shuffled-label control for base). Trained models are probed for TARGETS, the untrained ones also for STREAMS."""
     targets, frames = probe_targets(trials), []
     for key, acts in states.items():
         name, seed = ("base", -1) if key == "base" else key
-        df = probing.probe_layers(acts, targets, cfg.probe_folds, cfg.probe_C, cfg.seed, control=key == "base")
+        if name not in ("base", "init", "tuned", "scratch"):
+            continue
+        wanted = {t: y for t, y in targets.items() if t in TARGETS or name in ("base", "init")}
+        df = probing.probe_layers(acts, wanted, cfg.probe_folds, cfg.probe_C, cfg.seed, control=key == "base")
         frames.append(df.assign(model=name, seed=seed))
     return pd.concat(frames, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------------ 7. readout
+def readout_table(models_by_key: dict, data: TaskData, cfg: Config, n_train: int = 1024) -> pd.DataFrame:
+    """A linear readout of the answer trained on a frozen model's last-token states (the first `n_train` training
+    prompts), scored on the test and held-out prompts: model, seed, layer, split, accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train = {k: v[:n_train] if k != "answer_ids" else v for k, v in data.enc["train"].items()}
+    rows = []
+    for key, model in models_by_key.items():
+        name, seed = ("base", -1) if key == "base" else key
+        fit_on = layer_states(model, train)
+        scored = {split: layer_states(model, data.enc[split]) for split in ("test", "heldout")}
+        for layer, X in enumerate(fit_on):
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.probe_C, max_iter=2000))
+            clf.fit(X, train["choice"].numpy())
+            for split, st in scored.items():
+                acc = float((clf.predict(st[layer]) == data.enc[split]["choice"].numpy()).mean())
+                rows.append({"model": name, "seed": seed, "layer": layer, "split": split, "accuracy": acc})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------ the record

@@ -11,17 +11,27 @@ from lib.claims import Claim
 
 from .build import PAPER
 from .config import Config
-from .measure import READOUTS, SCRATCH_REF, TARGETS, layer_means, model_sizes
+from .measure import COMPARE, READOUTS, RETAIN, STREAMS, TARGETS, layer_means, model_sizes
 
-CKA_COLOURS = {"tuned vs base": plotting.PALETTE["tuned"], "scratch vs base": plotting.PALETTE["scratch"],
-               "tuned vs scratch": plotting.PALETTE["control"], SCRATCH_REF: "#937860"}
+COLOURS = {**plotting.PALETTE, "shuffled": "#c44e52", "frozen_early": "#937860", "frozen_late": "#da8bc3",
+           "init": "#8c8c8c", "shuffled base": "#c44e52",
+           "tuned vs base": plotting.PALETTE["tuned"], "scratch vs init": plotting.PALETTE["scratch"],
+           "shuffled vs its start": "#c44e52", "tuned vs scratch": plotting.PALETTE["control"],
+           "tuned vs tuned'": plotting.PALETTE["tuned"], "scratch vs scratch'": plotting.PALETTE["scratch"]}
 
 
 def _done(fig) -> plt.Figure:
-    """Lay out and detach from pyplot, so the notebook shows the returned figure exactly once."""
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return plotting.finish(fig)
+
+
+def point_label(n_blocks: int):
+    """Tick labels of the read points: blocks 0..n-1 (before the final norm), then the final norm."""
+    return lambda v: "final norm" if v == n_blocks else ("embed" if v < 0 else str(int(v)))
+
+
+def _ticks(ax, layers, n_blocks: int):
+    layers = sorted(set(int(v) for v in layers))
+    ax.set_xticks(layers, [point_label(n_blocks)(v) for v in layers], fontsize=8)
 
 
 # ------------------------------------------------------------------------------------------------ 0. the task
@@ -61,24 +71,26 @@ def learning_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_learning(curves: pd.DataFrame, table: pd.DataFrame, criterion: float) -> plt.Figure:
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
     for kind, g in curves.groupby("kind", sort=False):
         for i, (_, ev) in enumerate(g.groupby("seed")):
-            ax0.plot(ev["step"], ev["val_acc"], color=plotting.PALETTE[kind], alpha=0.8, label=kind if i == 0 else None)
+            ax0.plot(ev["step"], ev["val_acc"], color=COLOURS[kind], alpha=0.7, lw=1, label=kind if i == 0 else None)
     ax0.axhline(criterion, ls="--", c="k", lw=1, label="criterion")
     ax0.set(xlabel="training step", ylabel="validation accuracy", title="Learning curves (one line per seed)")
-    ax0.legend()
+    ax0.legend(fontsize=7)
     cols = {"test": "test_acc", "incongruent": "incongruent_acc", "held-out pairs": "heldout_acc"}
-    x = np.arange(len(cols))
-    for j, (kind, g) in enumerate(table.groupby("kind", sort=False)):
-        ax1.bar(x + 0.38 * (j - 0.5), [g[c].mean() for c in cols.values()], 0.38, color=plotting.PALETTE[kind],
-                yerr=[g[c].std() for c in cols.values()], label=kind, capsize=3)
+    kinds = list(dict.fromkeys(table["kind"]))
+    x, w = np.arange(len(cols)), 0.8 / len(kinds)
+    for j, kind in enumerate(kinds):
+        g = table[table["kind"] == kind]
+        ax1.bar(x + w * (j - (len(kinds) - 1) / 2), [g[c].mean() for c in cols.values()], w, color=COLOURS[kind],
+                yerr=[g[c].std() for c in cols.values()], label=kind, capsize=2)
     ax1.axhline(0.5, ls=":", c="k", lw=1)
     ax1.set(xticks=x, xticklabels=list(cols), ylim=(0, 1), ylabel="accuracy", title="After training")
     return _done(fig)
 
 
-def learning_text(table: pd.DataFrame, criterion: float):
+def learning_text(table: pd.DataFrame, criterion: float, cfg: Config):
     parts = []
     for kind, g in table.groupby("kind", sort=False):
         steps = g["steps_to_criterion"].dropna()
@@ -87,7 +99,11 @@ def learning_text(table: pd.DataFrame, criterion: float):
         parts.append(f"**{kind}** {reach}; test accuracy {stats.describe(g['test_acc'])} "
                      f"(incongruent trials {stats.describe(g['incongruent_acc'])}), "
                      f"held-out comparisons {stats.describe(g['heldout_acc'])}")
-    return page.md("; ".join(parts) + " (chance is 0.5).")
+    matched = (cfg.tuned_lr == cfg.scratch_lr and cfg.tuned_max_steps == cfg.scratch_max_steps)
+    budget = (f"Every run trained the same {cfg.tuned_max_steps} steps at learning rate {cfg.tuned_lr:g}" if matched
+              else f"Fine-tunes trained {cfg.tuned_max_steps} steps at {cfg.tuned_lr:g}, scratch "
+                   f"{cfg.scratch_max_steps} steps at {cfg.scratch_lr:g} (budgets NOT matched in this profile)")
+    return page.md(budget + ". " + "; ".join(parts) + " (chance is 0.5).")
 
 
 # ------------------------------------------------------------------------------------------------ 2. psychometric
@@ -118,49 +134,62 @@ def psych_text(effects: pd.DataFrame):
     return page.md("How far each stream moves the choice (1: fully, 0: not at all): " + "; ".join(parts) + ".")
 
 
-# ------------------------------------------------------------------------------------------------ 3. CKA
-def plot_cka(cka: pd.DataFrame) -> plt.Figure:
-    readouts = list(dict.fromkeys(cka["tokens"]))
-    fig, axes = plt.subplots(1, len(readouts), figsize=(5 * len(readouts), 3.4), sharey=True, squeeze=False)
-    for ax, tokens in zip(axes[0], readouts):
-        for pair, g in cka[cka["tokens"] == tokens].groupby("pair", sort=False):
-            st = g.groupby("layer")["cka"].agg(["mean", "std"])
-            ax.errorbar(st.index, st["mean"], yerr=st["std"], marker="o", capsize=3, label=pair,
-                        c=CKA_COLOURS[pair], ls="--" if "'" in pair else "-")
-        ax.set(title=READOUTS[tokens].capitalize(), xlabel="block", ylim=(0, 1.02),
-               xticks=sorted(cka["layer"].unique()))
-    axes[0, 0].set_ylabel("linear CKA")
-    axes[0, -1].legend(fontsize=8)
+# ------------------------------------------------------------------------------------------------ 3. similarity
+def _curves(ax, df: pd.DataFrame, value: str, pairs, n_blocks: int):
+    for pair in pairs:
+        g = df[df["pair"] == pair]
+        st = g.groupby("layer")[value].agg(["mean", "std"])
+        ax.errorbar(st.index, st["mean"], yerr=st["std"].fillna(0), marker="o", ms=3, capsize=3, label=pair,
+                    c=COLOURS[pair], ls="--" if "'" in pair else "-")
+    _ticks(ax, df["layer"], n_blocks)
+
+
+def plot_similarity(sim: pd.DataFrame, n_blocks: int) -> plt.Figure:
+    """Top: retention of the starting point (R^2, debiased CKA) per readout; bottom: CKA between trained models."""
+    readouts = list(dict.fromkeys(sim["tokens"]))
+    fig, axes = plt.subplots(3, len(readouts), figsize=(5 * len(readouts), 8.4), sharey="row", squeeze=False)
+    for j, tokens in enumerate(readouts):
+        d = sim[sim["tokens"] == tokens]
+        for i, (value, pairs, what) in enumerate((("r2", RETAIN, "R² of the start from the trained model"),
+                                                  ("cka", RETAIN, "debiased CKA with the start"),
+                                                  ("cka", COMPARE, "debiased CKA between trained models"))):
+            _curves(axes[i, j], d, value, pairs, n_blocks)
+            axes[i, j].set(title=f"{READOUTS[tokens]}", ylabel=what if j == 0 else None, ylim=(-0.1, 1.02))
+        axes[2, j].set_xlabel("block (then the final norm)")
+    axes[0, -1].legend(fontsize=7)
+    axes[2, -1].legend(fontsize=7)
     return _done(fig)
 
 
-def cka_text(cka: pd.DataFrame):
-    parts = []
-    for tokens in dict.fromkeys(cka["tokens"]):
-        m = {p: layer_means(cka, "cka", {"tokens": tokens, "pair": p}) for p in cka["pair"].unique()}
-        parts.append(f"{READOUTS[tokens]}, CKA(tuned, base) averages {m['tuned vs base'].mean():.2f} over "
-                     f"blocks (block by block {', '.join(f'{v:.2f}' for v in m['tuned vs base'])}) against "
-                     f"{m['scratch vs base'].mean():.2f} for CKA(scratch, base); CKA(tuned, scratch) is "
-                     f"{m['tuned vs scratch'].mean():.2f}, and two scratch seeds reach {m[SCRATCH_REF].mean():.2f}")
-    return page.md("Mean over seeds: " + "; ".join(parts) + ".")
+def similarity_text(sim: pd.DataFrame, n_blocks: int):
+    d = sim[(sim["tokens"] == "last") & (sim["layer"] < n_blocks)]
+    parts = [f"{pair}: R² {layer_means(d, 'r2', {'pair': pair}).mean():.2f}, CKA "
+             f"{layer_means(d, 'cka', {'pair': pair}).mean():.2f}" for pair in RETAIN]
+    parts += [f"{pair}: CKA {layer_means(d, 'cka', {'pair': pair}).mean():.2f}" for pair in COMPARE]
+    return page.md("At the last prompt token, mean over seeds and blocks: " + "; ".join(parts) + ".")
 
 
 # ------------------------------------------------------------------------------------------------ 4-5. per block
-def _bars_by_layer(df: pd.DataFrame, value: str, ylabel: str, label_fn=str) -> plt.Figure:
-    st = df.groupby("layer")[value].agg(["mean", "std"])
+def plot_weight_change(df: pd.DataFrame) -> plt.Figure:
+    st = df.groupby("layer")["change"].agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.bar(st.index, st["mean"], yerr=st["std"].fillna(0), color=plotting.PALETTE["tuned"], capsize=3)
-    ax.plot(df["layer"], df[value], "k.", ms=3)  # one dot per seed
-    ax.set(xticks=st.index, xticklabels=[label_fn(v) for v in st.index], ylabel=ylabel)
+    ax.bar(st.index, st["mean"], yerr=st["std"].fillna(0), color=COLOURS["tuned"], capsize=3)
+    ax.plot(df["layer"], df["change"], "k.", ms=3)  # one dot per seed
+    ax.set(xticks=st.index, xticklabels=["embed" if v < 0 else f"block {v}" for v in st.index],
+           ylabel="‖ΔW‖ / ‖W_base‖")
     return _done(fig)
 
 
-def plot_weight_change(df: pd.DataFrame) -> plt.Figure:
-    return _bars_by_layer(df, "change", "‖ΔW‖ / ‖W_base‖", lambda v: "embed" if v < 0 else f"block {v}")
-
-
 def plot_restore(df: pd.DataFrame) -> plt.Figure:
-    return _bars_by_layer(df, "drop", "accuracy drop", lambda v: f"block {v}")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    layers = sorted(df["layer"].unique())
+    for j, part in enumerate(dict.fromkeys(df["part"])):
+        st = df[df["part"] == part].groupby("layer")["drop"].agg(["mean", "std"])
+        ax.bar(np.array(layers) + 0.4 * (j - 0.5), st["mean"], 0.4, yerr=st["std"].fillna(0), capsize=3,
+               label={"attn": "attention", "mlp": "MLP"}[part], color=("#4c72b0", "#dd8452")[j])
+    ax.set(xticks=layers, xticklabels=[f"block {v}" for v in layers], ylabel="accuracy drop")
+    ax.legend(fontsize=8)
+    return _done(fig)
 
 
 def layer_text(df: pd.DataFrame, value: str, what: str):
@@ -169,29 +198,66 @@ def layer_text(df: pd.DataFrame, value: str, what: str):
                    f"{int(m.idxmin())} ({m.min():.3f}); mean over seeds, {df['seed'].nunique()} seeds.")
 
 
+def restore_text(df: pd.DataFrame):
+    parts = []
+    for part, g in df.groupby("part", sort=False):
+        m = g.groupby("layer")["drop"].mean()
+        parts.append(f"restoring the {'attention' if part == 'attn' else 'MLP'} costs "
+                     + ", ".join(f"{v:.3f}" for v in m) + " (blocks in order)")
+    return page.md("Mean accuracy drop over seeds: " + "; ".join(parts) + ".")
+
+
 # ------------------------------------------------------------------------------------------------ 6. probes
-def plot_probes(probes: pd.DataFrame) -> plt.Figure:
-    fig, axes = plt.subplots(1, len(TARGETS), figsize=(10, 3.2), sharey=True)
-    for ax, target in zip(axes, TARGETS):
+def plot_probes(probes: pd.DataFrame, n_blocks: int) -> plt.Figure:
+    targets = [t for t in (*TARGETS, *STREAMS) if t in set(probes["target"])]
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets), 3.3), sharey=True, squeeze=False)
+    for ax, target in zip(axes[0], targets):
         d = probes[probes["target"] == target]
         for name, g in d.groupby("model", sort=False):
             st = g.groupby("layer")["accuracy"].agg(["mean", "std"])
-            ax.errorbar(st.index, st["mean"], yerr=st["std"].fillna(0), marker="o", capsize=3, label=name,
-                        c=plotting.PALETTE[name])
+            ax.errorbar(st.index, st["mean"], yerr=st["std"].fillna(0), marker="o", ms=3, capsize=3, label=name,
+                        c=COLOURS[name], ls="--" if name == "init" else "-")
         ax.axhline(d["chance"].mean(), ls=":", c="k", lw=1, label="chance")
         ax.plot(*layer_means(d, "control", {"model": "base"}).reset_index().to_numpy().T, "k--", lw=0.8,
-                label="shuffled labels")
-        ax.set(title=f"{target}", xlabel="block", xticks=sorted(d["layer"].unique()), ylim=(0.3, 1.02))
-    axes[0].set_ylabel("probe accuracy (cross-validated)")
+                label="base, shuffled labels")
+        ax.set(title=target if target in TARGETS else f"{target} sign (context-free)", ylim=(0.3, 1.02))
+        _ticks(ax, d["layer"], n_blocks)
+    axes[0, 0].set_ylabel("probe accuracy (cross-validated)")
+    axes[0, -1].legend(fontsize=7)
+    return _done(fig)
+
+
+def probe_text(probes: pd.DataFrame, n_blocks: int):
+    d = probes[probes["layer"] < n_blocks].groupby(["target", "model"], sort=False)["accuracy"].mean().unstack()
+    parts = [f"{t}: " + ", ".join(f"{m} {d.loc[t, m]:.2f}" for m in d.columns if pd.notna(d.loc[t, m]))
+             for t in d.index]
+    return page.md("Probe accuracy averaged over the blocks (mean over seeds; init is the untrained random network "
+                   "of each seed): " + "; ".join(parts) + ".")
+
+
+# ------------------------------------------------------------------------------------------------ 7. readout
+def plot_readout(readout: pd.DataFrame, n_blocks: int) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, split in zip(axes, ("test", "heldout")):
+        d = readout[readout["split"] == split]
+        for name, g in d.groupby("model", sort=False):
+            st = g.groupby("layer")["accuracy"].agg(["mean", "std"])
+            ax.errorbar(st.index, st["mean"], yerr=st["std"].fillna(0), marker="o", ms=3, capsize=3, label=name,
+                        c=COLOURS[name])
+        ax.axhline(0.5, ls=":", c="k", lw=1)
+        ax.set(title={"test": "test prompts", "heldout": "held-out comparisons"}[split], ylim=(0.3, 1.02))
+        _ticks(ax, d["layer"], n_blocks)
+    axes[0].set_ylabel("readout accuracy")
     axes[-1].legend(fontsize=7)
     return _done(fig)
 
 
-def probe_text(probes: pd.DataFrame):
-    last = probes["layer"].max()
-    d = probes[probes["layer"] == last].groupby(["target", "model"], sort=False)["accuracy"].mean().unstack()
-    parts = [f"{t}: " + ", ".join(f"{m} {d.loc[t, m]:.2f}" for m in d.columns) for t in TARGETS]
-    return page.md("Probe accuracy at the last block (mean over seeds): " + "; ".join(parts) + ".")
+def readout_text(readout: pd.DataFrame, n_blocks: int):
+    d = readout[(readout["layer"] < n_blocks)]
+    best = d.groupby(["split", "model", "seed"])["accuracy"].max().groupby(["split", "model"]).mean().unstack()
+    parts = [f"{split}: " + ", ".join(f"{m} {best.loc[split, m]:.2f}" for m in best.columns) for split in best.index]
+    return page.md("Best-block accuracy of a linear readout of the answer on frozen states (mean over seeds): "
+                   + "; ".join(parts) + ".")
 
 
 # ------------------------------------------------------------------------------------------------ verdict

@@ -9,7 +9,10 @@ layer L), E carries the task-specific information that C_t learned. Two experime
 
 The representation is the hidden state of the last prompt token at every layer (Hugging Face ``hidden_states[1:]``,
 the paper's choice); similarity is ``lib.similarity.linear_cka``, both the biased estimator of the paper's code and
-the debiased one (the verdicts read the debiased one unless there are many more prompts than dimensions).
+the debiased one (the verdicts read the debiased one unless there are many more prompts than dimensions). Two
+controls the design needs are added: the cross-task baseline, CKA(C_s, C_t) for s != t (every tuned model learns the
+same template, so part of any move towards C_t is shared format adaptation), and linear probes that measure directly
+what E0's states encode of each task's answer.
 
 The package, imported one way: ``config`` (parameters) < ``build`` (base, task data, C_t and E1 through the cache;
 the synthesis pairs) < ``measure`` (states, CKA, accuracy; one function per page section) < ``claims`` (the paper's

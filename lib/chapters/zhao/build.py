@@ -45,11 +45,15 @@ def base_info(base: bases.Base) -> dict:
             "parameters (M)": models.n_params(base.model) / 1e6, "vocabulary": len(base.tokenizer)}
 
 
+SOURCES = {"wordnet-base": {"topic", "pos", "isa", "antonym", "synonym", "reverse", "count"},
+           "dict-gcide": {"gloss_match"}}  # the Debian packages each task is built from
+
+
 def _source_stamps(names) -> list[str]:
-    from lib import corpora
-    needs = {"wordnet-base": {"topic", "pos", "isa", "antonym", "synonym", "reverse", "count"},
-             "dict-gcide": {"gloss_match"}}
-    stamps = [(corpora.package_dir(p) / ".complete").read_text().strip() for p, ts in needs.items() if ts & set(names)]
+    """The digests of the packages the tasks are built from (versions and checked file sums, lib.sources.digest:
+    a changed or repaired file changes the key) and the Python version (its standard library feeds `code_type`)."""
+    from lib import sources
+    stamps = [f"{p} {sources.digest(p)}" for p, ts in SOURCES.items() if ts & set(names)]
     return stamps + ["python " + sysconfig.get_python_version()]
 
 
@@ -148,8 +152,9 @@ def tuned(cfg: Config, base: bases.Base, data: dict, data_art: Artifact, which: 
 # --------------------------------------------------------------------------- synthesis chapter
 def _metric(model, inputs: dict) -> float:
     """Exact-match accuracy: every answer token is the model's argmax (greedy decoding reproduces the answer)."""
+    answer = inputs["labels"].ne(-100)
     enc = tasks_mod.Encoded(inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
-                            inputs["attention_mask"].sum(1) - 1)
+                            answer.int().argmax(1) - 1)  # the last prompt token: just before the first answer token
     return float(tasks_mod.forward_rows(model, enc)["exact"].mean())
 
 

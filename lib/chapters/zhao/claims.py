@@ -34,7 +34,7 @@ PAPER_TRANSITION = ((PAPER_GROUPS["transition"][0] - 1) / PAPER_LAYERS, PAPER_GR
 LEVEL = stats.LEVEL
 LEARNED_MARGIN = 0.05  # a control learned its task: its accuracy beats the base's by more than this
 MIN_LEARNED = 3  # learned tasks a claim over the seen tasks needs
-MIN_PER_KIND = 2  # learned tasks of each kind the semantic-vs-structured claim needs
+MIN_PER_KIND = 1  # learned tasks of each kind, within one answer type, the semantic-vs-structured claims need
 MIN_UNSEEN = 1  # learned held-out tasks the unseen-task claim needs
 BIASED_MIN_RATIO = 10  # verdicts read the biased CKA only when n_test >= this x d_model
 SHARED_BELOW, REFINE_FROM = 0.33, 0.67  # layer groups: gain share (of the maximum) that ends shared / starts refinement
@@ -45,7 +45,9 @@ E1_LEARNED = Requirement("E1's accuracy gain over E0 on the seen tasks", "e1_gai
 
 FALLS = Rule(
     "pretrained_similarity_falls_with_depth",
-    claim="The pre-trained model's similarity to single-task controls is high in early layers and falls in later ones.",
+    claim="Sanity check: the pre-trained model's similarity to single-task controls is high in early layers and "
+          "falls in later ones (any fine-tune changes later layers more, so this says little about multi-task "
+          "learning).",
     paper="qualitative (CKA high early, decreasing with depth)",
     test="per seed, E0-C_t CKA at the first layer minus at the last, averaged over tasks (" + _LEARNED + "; at least "
          "{min_tasks}): reproduced when the {level:.0%} interval of its mean lies above {margin}",
@@ -61,16 +63,44 @@ CLOSER = Rule(
     constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_tasks": MIN_LEARNED},
     requires=(E1_LEARNED,))
 
+BEYOND = Rule(
+    "closer_than_other_tasks_controls",
+    claim="The instruction-tuned model's similarity to a task's control is task-specific: it exceeds what controls "
+          "of other tasks, tuned in the same format, share with that control.",
+    paper="not tested in the paper (MOSSA's cross-task baseline)",
+    test="per seed, CKA(E1, C_t) minus the cross-task baseline (the mean over s != t of CKA(C_s, C_t) on t's "
+         "prompts), averaged over layers and seen tasks (" + _LEARNED + "; at least {min_tasks}): reproduced when "
+         "the {level:.0%} interval of its mean lies above {margin}",
+    constants={"margin": 0.0, "level": LEVEL, "learned": LEARNED_MARGIN, "min_tasks": MIN_LEARNED},
+    requires=(E1_LEARNED,))
+
 KINDS = Rule(
     "semantic_tasks_already_encoded",
     claim="Semantic tasks (sentiment, paraphrase) are already encoded by pre-training; structured-output tasks "
           "(translation, summarisation) need instruction tuning.",
     paper="qualitative (high vs low E0-C_t CKA)",
-    test="per seed, E0-C_t CKA over layers of the semantic tasks minus the structured ones (" + _LEARNED + "; at "
-         "least {min_kind} of each kind): reproduced when the {level:.0%} interval of its mean lies above {margin}",
+    test="per seed, E0-C_t CKA over layers of the semantic tasks minus the structured ones, within one answer "
+         "type (label or generation; averaged over the types holding both kinds) (" + _LEARNED + "; at least "
+         "{min_kind} of each kind in a type): reproduced when the {level:.0%} interval of its mean lies above "
+         "{margin}",
     constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_kind": MIN_PER_KIND},
-    requires=(Requirement("semantic tasks chosen", "n_semantic", at_least=MIN_PER_KIND),
-              Requirement("structured tasks chosen", "n_structured", at_least=MIN_PER_KIND)))
+    requires=(Requirement("answer types holding both kinds among the chosen tasks", "n_comparable_types",
+                          at_least=1),))
+
+ENCODED = Rule(
+    "semantic_tasks_decodable_from_the_base",
+    claim="Measured directly: a linear probe reads semantic tasks' answers off the pre-trained model's states about "
+          "as well as off their controls', structured tasks' answers much less well.",
+    paper="qualitative (the paper infers encoding from CKA; this probes it)",
+    test="per task, the encoding deficit = best-layer accuracy of a linear probe ({folds}-fold cross-validated, "
+         "the label or the first answer token read at the last prompt token) on C_t's states minus on E0's; per "
+         "seed, the structured tasks' deficit minus the semantic tasks', within one answer type (" + _LEARNED +
+         "; at least {min_kind} of each kind in a type): reproduced when the {level:.0%} interval of its mean lies "
+         "above {margin}",
+    constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_kind": MIN_PER_KIND,
+               "folds": measure.PROBE_FOLDS},
+    requires=(Requirement("answer types holding both kinds among the chosen tasks", "n_comparable_types",
+                          at_least=1),))
 
 GROUPS = Rule(
     "layer_groups",
@@ -91,16 +121,19 @@ GROUPS = Rule(
 
 UNSEEN = Rule(
     "unseen_tasks",
-    claim="The tuned model's move towards the controls extends to tasks it never saw.",
-    paper="qualitative (asked in the paper; exact split not retrieved)",
+    claim="The paper's question: does the tuned model's move towards the controls extend to tasks it never saw? "
+          "Here a whole task cluster is held out (no task of its cluster is seen).",
+    paper="asked in the paper (its answer and split were not retrieved)",
     test="per seed, E1's CKA gain over E0 (mean over layers) on the held-out tasks minus {share} x its gain on the "
          "seen tasks (its positive part) (" + _LEARNED + "; at least {min_unseen} held-out and {min_tasks} seen): "
          "reproduced when the {level:.0%} interval of its mean lies above {margin}",
     constants={"share": UNSEEN_SHARE, "margin": 0.0, "level": LEVEL, "learned": LEARNED_MARGIN,
                "min_unseen": MIN_UNSEEN, "min_tasks": MIN_LEARNED},
-    requires=(Requirement("held-out tasks", "n_held_out", at_least=1), E1_LEARNED))
+    requires=(Requirement("held-out tasks", "n_held_out", at_least=1),
+              Requirement("held-out tasks with a seen task of their cluster", "n_held_out_with_sibling", at_most=0),
+              E1_LEARNED))
 
-RULES = (FALLS, CLOSER, KINDS, GROUPS, UNSEEN)
+RULES = (FALLS, CLOSER, BEYOND, KINDS, ENCODED, GROUPS, UNSEEN)
 
 
 def estimator_for(res: Results) -> str:
@@ -110,10 +143,11 @@ def estimator_for(res: Results) -> str:
 
 def facts(res: Results) -> dict:
     """The measured values the preconditions read."""
-    kinds = [tasks_mod.SPECS[t].kind for t in res.tasks]
+    seen_clusters = {tasks_mod.SPECS[t].cluster for t in res.seen}
     return {"n_layers": res.n_layers, "n_held_out": len(res.held_out),
+            "n_held_out_with_sibling": sum(tasks_mod.SPECS[t].cluster in seen_clusters for t in res.held_out),
             "e1_gain": measure.mean_accuracy(res, "E1", res.seen) - measure.mean_accuracy(res, "E0", res.seen),
-            "n_semantic": kinds.count("semantic"), "n_structured": kinds.count("structured")}
+            "n_comparable_types": len(measure.comparable_types(res.tasks, MIN_PER_KIND))}
 
 
 @dataclass
@@ -159,13 +193,47 @@ def read_closer(res: Results, est: str) -> Reading:
     return _by_effect(measure.mean_gain(res, est, tasks), CLOSER["margin"], "E1 minus E0")
 
 
-def read_kinds(res: Results, est: str) -> Reading:
+def read_beyond(res: Results, est: str) -> Reading:
+    tasks = _learned(res, res.seen)
+    if few := _too_few("seen tasks", tasks, MIN_LEARNED):
+        return few
+    r = _by_effect(measure.net_gain_curve(res, est, tasks).mean(1), BEYOND["margin"], "E1 minus cross-task baseline")
+    gained, survived = measure.surviving_gains(res, est, tasks)
+    r.extra.update(tasks=tasks, gains_per_seed=gained.tolist(), surviving_per_seed=survived.tolist())
+    return r
+
+
+def _too_few_kinds(res: Results) -> tuple[list[str], Reading | None]:
     tasks = _learned(res, res.tasks)
-    for kind in ("semantic", "structured"):
-        if few := _too_few(f"{kind} tasks", [t for t in tasks if tasks_mod.SPECS[t].kind == kind], MIN_PER_KIND):
-            return few
-    r = _by_effect(measure.kind_gap(res, est, tasks), KINDS["margin"], "semantic minus structured")
-    r.extra["gap_over_all_tasks"] = float(np.mean(measure.kind_gap(res, est, res.tasks)))
+    if measure.comparable_types(tasks, MIN_PER_KIND):
+        return tasks, None
+    by = ", ".join(f"{a}: " + "/".join(str(sum(1 for t in tasks if (tasks_mod.SPECS[t].answer,
+                                                                    tasks_mod.SPECS[t].kind) == (a, k)))
+                                       for k in tasks_mod.KINDS) for a in tasks_mod.ANSWER_TYPES)
+    return tasks, Reading(INCONCLUSIVE, None, f"no answer type holds {MIN_PER_KIND} semantic and {MIN_PER_KIND} "
+                          f"structured tasks whose control learned its task (semantic/structured learned: {by})")
+
+
+def read_kinds(res: Results, est: str) -> Reading:
+    tasks, few = _too_few_kinds(res)
+    if few:
+        return few
+    r = _by_effect(measure.kind_gap(res, est, tasks, MIN_PER_KIND), KINDS["margin"],
+                   "semantic minus structured, within an answer type")
+    r.extra["answer_types"] = measure.comparable_types(tasks, MIN_PER_KIND)
+    return r
+
+
+def read_encoded(res: Results, est: str) -> Reading:
+    """The probe rule reads no CKA: both estimators give the same reading."""
+    tasks, few = _too_few_kinds(res)
+    if few:
+        return few
+    gap = measure.deficit_gap(res, tasks, MIN_PER_KIND)
+    if not np.isfinite(gap).all():
+        return Reading(INCONCLUSIVE, None, "a probe is undefined (fewer than two classes with enough examples)")
+    r = _by_effect(gap, ENCODED["margin"], "structured minus semantic encoding deficit, within an answer type")
+    r.extra["answer_types"] = measure.comparable_types(tasks, MIN_PER_KIND)
     return r
 
 
@@ -205,12 +273,14 @@ def read_unseen(res: Results, est: str) -> Reading:
     unseen_gain, seen_gain = measure.mean_gain(res, est, held), measure.mean_gain(res, est, seen)
     r = _by_effect(unseen_gain - UNSEEN_SHARE * np.clip(seen_gain, 0, None), UNSEEN["margin"],
                    f"unseen gain minus {UNSEEN_SHARE:g} x seen gain")
-    r.extra.update(unseen_gain=stats.describe(unseen_gain), seen_gain=stats.describe(seen_gain))
+    net = measure.net_gain_curve(res, est, held).mean(1)
+    r.extra.update(unseen_gain=stats.describe(unseen_gain), seen_gain=stats.describe(seen_gain),
+                   unseen_net_of_cross_task=stats.describe(net), held_out_learned=held)
     return r
 
 
-READERS = {FALLS.id: read_falls, CLOSER.id: read_closer, KINDS.id: read_kinds, GROUPS.id: read_groups,
-           UNSEEN.id: read_unseen}
+READERS = {FALLS.id: read_falls, CLOSER.id: read_closer, BEYOND.id: read_beyond, KINDS.id: read_kinds,
+           ENCODED.id: read_encoded, GROUPS.id: read_groups, UNSEEN.id: read_unseen}
 
 
 def _excluded(res: Results) -> dict:
@@ -229,7 +299,8 @@ def decide(rule: Rule, res: Results, measured: dict | None = None) -> Claim:
     main, alt = READERS[rule.id](res, est), READERS[rule.id](res, other)
     flips = main.verdict != alt.verdict
     eff = main.effect
-    ours = main.extra.pop("ours", None) or (f"{eff.text()} ({est} CKA)" if eff else "not decided")
+    unit = "probe accuracy" if rule is ENCODED else f"{est} CKA"
+    ours = main.extra.pop("ours", None) or (f"{eff.text()} ({unit})" if eff else "not decided")
     if flips:
         ours += f"; with {other} CKA: {alt.verdict}"
     extra = {**main.extra, **_excluded(res), "estimator": est, "flips_between_estimators": flips,

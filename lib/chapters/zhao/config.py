@@ -20,8 +20,9 @@ LOCAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")  # lib.models.LOCAL_MOD
 class Config(_Config):
     notebook = "02_zhao"
     tasks: tuple[str, ...] = param(TASKS, choices=TASKS, doc="instruction tasks (lib.tasks.instructions)")
-    held_out: tuple[str, ...] = param(("gloss_match", "words2num"), choices=TASKS,
-                                      doc="tasks left out of E1's mixture (the unseen-task question)")
+    held_out: tuple[str, ...] = param(("code_type", "py_eval"), choices=TASKS,
+                                      doc="tasks left out of E1's mixture (the unseen-task question): a whole "
+                                          "cluster, so that no held-out task has a seen sibling")
     n_train: int = param(800, lo=4, hi=10**6, doc="training examples per task")
     n_test: int = param(300, lo=4, hi=10**5, doc="test examples per task (CKA and accuracy)")
     n_seeds: int = param(3, lo=1, hi=10, doc="seeds of every tuned model (C_t and E1)")

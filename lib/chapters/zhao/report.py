@@ -133,6 +133,48 @@ def curves_text(res: Results):
         f"at layer {res.n_layers}; CKA(E1, C_t) from {e1[0]:.2f} to {e1[-1]:.2f}.{ceiling}")
 
 
+# --------------------------------------------------------------------------- 1b. the cross-task baseline
+def _claim_tasks(res: Results, names) -> list[str]:
+    """The tasks among `names` whose control learned its task (all of `names` when none did)."""
+    return measure.learned_tasks(res, claims.LEARNED_MARGIN, names) or list(names)
+
+
+def baseline_figure(res: Results):
+    """Per layer, over the seen tasks whose control learned: CKA(E0, C_t), CKA(E1, C_t) and the cross-task
+    baseline (mean over s != t of CKA(C_s, C_t)), mean ± sd over seeds."""
+    est, idx = claims.estimator_for(res), measure.task_index(res, _claim_tasks(res, res.seen))
+    layers = np.arange(1, res.n_layers + 1)
+    curves = {"E0–C_t": (res.cka[(est, "E0")][:, idx].mean(1), plotting.PALETTE["base"], "o-"),
+              "E1–C_t": (res.cka[(est, "E1")][:, idx].mean(1), plotting.PALETTE["tuned"], "o-"),
+              "C_s–C_t, s ≠ t (cross-task baseline)": (measure.cross_baseline(res, est)[:, idx].mean(1),
+                                                        plotting.PALETTE["control"], "s--")}
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    for label, (x, color, style) in curves.items():
+        m, sd = _mean_sd(x)
+        ax.plot(layers, m, style, color=color, ms=4, label=label)
+        ax.fill_between(layers, m - sd, m + sd, color=color, alpha=0.2)
+    ax.set(xlabel="layer", ylabel=f"linear CKA ({est})", xticks=layers, ylim=(0, 1.02))
+    ax.legend(fontsize=7, loc="lower left")
+    return _done(fig)
+
+
+def baseline_text(res: Results):
+    est, tasks = claims.estimator_for(res), _claim_tasks(res, res.seen)
+    which = ("the seen tasks whose control learned" if measure.learned_tasks(res, claims.LEARNED_MARGIN, res.seen)
+             else "the seen tasks (no control learned its task)")
+    base = measure.cross_baseline(res, est)[:, measure.task_index(res, tasks)].mean(axis=(0, 1))
+    net = measure.net_gain_curve(res, est, tasks).mean(1)
+    gained, survived = measure.surviving_gains(res, est, tasks)
+    per_seed = "; ".join(f"seed {i + 1}: {s} of {g}" for i, (g, s) in enumerate(zip(gained, survived)))
+    return page.md(
+        f"Every control learns the same template, loss and read-out position, so two controls of *different* tasks "
+        f"already agree: on {which} ({', '.join(tasks)}), the cross-task baseline is "
+        f"{base[0]:.2f} at layer 1 and {base[-1]:.2f} at layer {res.n_layers} ({est} CKA). Net of it, E1's "
+        f"similarity to C_t (mean over layers) is {stats.describe(net)} over seeds. Of the tasks where E1 is closer "
+        f"to C_t than E0 is, those where E1 is also closer than the other tasks' controls are, per seed: "
+        f"{per_seed}.")
+
+
 # --------------------------------------------------------------------------- 2. layer groups
 def _group_tasks(res: Results) -> list[str]:
     """The seen tasks the layer-group rule reads (those whose control learned; all seen ones if none did)."""
@@ -218,6 +260,34 @@ def encoded_text(table: pd.DataFrame):
         f"that the control learned little, not only that pre-training already had the task.")
 
 
+def probe_figure(res: Results):
+    """Best-layer probe accuracy on E0's and on C_t's states per task, with the probe's chance rate."""
+    table = measure.probe_table(res)
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    ax.bar(x - 0.2, table["probe on E0"], 0.4, color=plotting.PALETTE["base"], label="probe on E0")
+    ax.bar(x + 0.2, table["probe on C_t"], 0.4, color=plotting.PALETTE["tuned"], label="probe on C_t")
+    ax.scatter(x, table["probe chance"], marker="_", s=200, color="k", zorder=3, label="chance (majority)")
+    labels = [f"{t}{'*' if t in res.held_out else ''} ({k[:3]}, {a[:3]})"
+              for t, k, a in zip(table.index, table["kind"], table["answer"])]
+    ax.set(xticks=x, ylabel="probe accuracy (best layer)", ylim=(0, 1.02))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax.legend(fontsize=7)
+    return _done(fig)
+
+
+def probe_text(res: Results):
+    learned = measure.learned_tasks(res, claims.LEARNED_MARGIN)
+    table = measure.probe_table(res).loc[learned] if learned else measure.probe_table(res).iloc[:0]
+    parts = []
+    for (a, k), g in table.groupby(["answer", "kind"]):
+        parts.append(f"{k} {a} tasks ({', '.join(g.index)}): {g['deficit (C_t - E0)'].mean():.3f}")
+    return page.md(
+        "Mean encoding deficit (probe accuracy on C_t minus on E0, best layer of each) of the tasks whose control "
+        f"learned: {'; '.join(parts) or 'none'}. A deficit near 0 means the base's states already lay the answer "
+        "out linearly; the claim compares kinds within one answer type only.")
+
+
 # --------------------------------------------------------------------------- 4. unseen tasks
 def unseen_figure(res: Results):
     """CKA with each held-out task's control, E0 and E1, beside the seen-task mean; None without held-out tasks."""
@@ -244,9 +314,13 @@ def unseen_text(res: Results):
         return page.md("*No task is held out in this configuration.*")
     est = claims.estimator_for(res)
     unseen, seen = measure.mean_gain(res, est, res.held_out), measure.mean_gain(res, est, res.seen)
+    net_u, net_s = (measure.net_gain_curve(res, est, ts).mean(1) for ts in (res.held_out, res.seen))
+    clusters = sorted({tasks_mod.SPECS[t].cluster for t in res.held_out})
     return page.md(
-        f"Mean gain over layers of E1 over E0 in CKA with the controls ({est}, every task): "
-        f"{stats.describe(unseen)} on the held-out tasks against {stats.describe(seen)} on the seen ones.")
+        f"Held out: the {', '.join(clusters)} cluster(s) ({', '.join(res.held_out)}). Mean gain over layers of E1 "
+        f"over E0 in CKA with the controls ({est}, every task): {stats.describe(unseen)} on the held-out tasks "
+        f"against {stats.describe(seen)} on the seen ones; net of the cross-task baseline: {stats.describe(net_u)} "
+        f"against {stats.describe(net_s)}.")
 
 
 # --------------------------------------------------------------------------- estimators and the verdict
