@@ -254,6 +254,29 @@ def load_model(directory: str | Path, task: str = "auto", attn_implementation: s
                  num_labels=num_labels, seed=seed)
 
 
+# The hub models of the `paper` profile: the commit each loads (a pin makes a rerun load the same weights) and
+# whether the repository is gated (an access token from an account that accepted the model's licence:
+# `huggingface-cli login` or HF_TOKEN). `None`: no commit recorded here; the repository's current main branch
+# loads, and the page states it. Commits are recorded only where they could be checked.
+HUB_MODELS = {
+    "gpt2": {"revision": "607a30d783dfa663caf39e06633721c8d4cfcd7e", "gated": False},
+    "meta-llama/Llama-2-7b-hf": {"revision": None, "gated": True},
+    "meta-llama/Llama-2-7b-chat-hf": {"revision": None, "gated": True},
+    "huggyllama/llama-7b": {"revision": None, "gated": False},
+    "lmsys/vicuna-7b-v1.3": {"revision": None, "gated": False},
+    "nikhil07prakash/float-7b": {"revision": None, "gated": False},
+    "gaunernst/bert-L6-H768-uncased": {"revision": None, "gated": False},
+    "nilq/baby-python-mistral-1L-tiny-base": {"revision": None, "gated": False},
+    "nilq/baby-python-mistral-1L-tiny-lua-ft": {"revision": None, "gated": False},
+    "nilq/baby-python-mistral-1L-tiny-TinyStories-ft": {"revision": None, "gated": False},
+}
+
+
+def hub_revision(name_or_dir: str) -> str | None:
+    """The pinned commit of a hub id (None for a folder or an id without a recorded pin)."""
+    return HUB_MODELS.get(name_or_dir, {}).get("revision")
+
+
 def load_hub(name_or_dir: str, task: str = "causal", allow_network: bool = False, dtype=torch.float32,
              device_map=None, attn_implementation: str = DEFAULT_ATTN, **kwargs):
     """The ``paper`` profile's loader: a hub id (e.g. "gpt2", "meta-llama/Llama-2-7b-hf") or a local folder.
@@ -264,6 +287,8 @@ def load_hub(name_or_dir: str, task: str = "causal", allow_network: bool = False
     ``device_map="auto"`` (needs accelerate) spreads a large model over the available GPUs; ``kwargs`` go to
     ``from_pretrained``. Returns (model in eval mode, tokenizer).
     """
+    if hub_revision(name_or_dir) and "revision" not in kwargs:
+        kwargs["revision"] = hub_revision(name_or_dir)  # the pinned commit (HUB_MODELS)
     with _network(allow_network):
         return _load(name_or_dir, task, local_files_only=not allow_network, dtype=dtype, device_map=device_map,
                      attn_implementation=attn_implementation, **kwargs)
@@ -281,7 +306,8 @@ def _load(source, task, local_files_only, num_labels=None, seed=0, dtype=torch.f
         model = _AUTO[task].from_pretrained(source, local_files_only=local_files_only, dtype=dtype, **kwargs)
     tokenizer = None
     if not Path(source).is_dir() or any(Path(source).glob("tokenizer*")):
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        revision = {"revision": kwargs["revision"]} if "revision" in kwargs else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only, **revision)
     return model.eval(), tokenizer
 
 

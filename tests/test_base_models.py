@@ -49,3 +49,26 @@ def test_local_profile_loads_the_packaged_models_instead_of_training(monkeypatch
     assert loaded == list(core.LOCAL_MODELS) and set(out) == set(core.LOCAL_MODELS)
     monkeypatch.setattr(core, "get_all", lambda cfg: {"gpt": "trained"})
     assert page.build(study.Spec.load("smoke")) == {"gpt": "trained"}
+
+
+def test_mlm_loss_is_token_weighted_over_selected_positions():
+    """Batching does not change the loss: it equals one pass's summed cross-entropy over the labelled positions."""
+    import torch
+
+    from lib.bases import core
+    from tests._tiny import tiny_model
+
+    model = tiny_model("bert").train()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 97, (7, 12), generator=g)
+    labels = torch.full_like(ids, -100)
+    labels[:, ::3] = ids[:, ::3]
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        model.eval()
+        logits = model(ids, attention_mask=mask).logits
+        want = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100).item()
+        model.train()
+    for bs in (1, 3, 16):
+        assert abs(core.mlm_loss(model, {"input_ids": ids, "labels": labels}, mask, bs) - want) < 1e-5
+    assert model.training  # its mode is kept

@@ -227,3 +227,18 @@ def test_rebuild_copies_weights_into_a_fresh_model():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         tiny_cfg().d_model = 64
+
+
+def test_hub_models_load_their_pinned_commit(monkeypatch):
+    """A pinned hub id passes its commit to from_pretrained and is keyed with it; a folder or an unpinned id is not."""
+    from lib import bases, models
+
+    seen = {}
+    monkeypatch.setattr(models, "_load", lambda source, task, **kw: seen.update(kw) or ("model", "tok"))
+    models.load_hub("gpt2")
+    assert seen["revision"] == models.HUB_MODELS["gpt2"]["revision"]
+    seen.clear()
+    models.load_hub("huggyllama/llama-7b")
+    assert "revision" not in seen
+    assert bases.source_key("gpt2") == "hub:gpt2@" + models.HUB_MODELS["gpt2"]["revision"]
+    assert all(set(v) == {"revision", "gated"} for v in models.HUB_MODELS.values())

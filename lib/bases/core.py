@@ -115,29 +115,25 @@ def _mlm_eval_batch(val: dict, mask_id: int, vocab: int, seed: int) -> dict:
     return {"input_ids": masked, "labels": labels}
 
 
-@torch.no_grad()
 def mlm_loss(model, batch: dict, attention_mask: torch.Tensor, batch_size: int = 16) -> float:
     """Mean cross-entropy (nats) of a masked LM over the selected positions (token-weighted)."""
-    total, count = 0.0, 0
-    for i in range(0, len(attention_mask), batch_size):
-        logits = model(batch["input_ids"][i:i + batch_size], attention_mask=attention_mask[i:i + batch_size]).logits
-        labels = batch["labels"][i:i + batch_size]
-        total += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
-                                                   reduction="sum").item()
-        count += int(labels.ne(-100).sum())
+    def summed(b: dict) -> torch.Tensor:
+        logits = model(b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100,
+                                                 reduction="sum")
+        return torch.stack([loss, b["labels"].ne(-100).sum().float()])[None]
+
+    with evals.eval_mode(model):
+        total, count = evals.batched(summed, {**batch, "attention_mask": attention_mask}, batch_size).sum(0).tolist()
     return total / max(count, 1)
 
 
 def heldout_loss(model, val: dict, name: str, mask_id, vocab: int, seed: int) -> float:
-    """Mean cross-entropy (nats per predicted token) on the held-out rows."""
-    was_training = model.training
-    model.eval()
+    """Mean cross-entropy (nats per predicted token) on the held-out rows (the model's mode is kept)."""
     if name == "bert":
-        loss = mlm_loss(model, _mlm_eval_batch(val, mask_id, vocab, seed), val["attention_mask"])
-    else:
-        loss = train.lm_loss(model, val["input_ids"])
-    model.train(was_training)
-    return loss
+        with evals.eval_mode(model):
+            return mlm_loss(model, _mlm_eval_batch(val, mask_id, vocab, seed), val["attention_mask"])
+    return train.lm_loss(model, val["input_ids"])  # restores the model's mode itself
 
 
 def unigram_loss(data: dict, val: dict, name: str, mask_id, vocab: int, seed: int) -> float:
@@ -234,7 +230,8 @@ def source_key(source: str) -> str:
     folder gives a new key in every chapter)."""
     folder = Path(source)
     if not folder.is_dir():
-        return f"hub:{source}"
+        pin = models.hub_revision(source)
+        return f"hub:{source}" + (f"@{pin}" if pin else "")
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json", ".model", ".txt"))
     return "dir:" + "".join(file_sha256(p)[:8] for p in files)
 
