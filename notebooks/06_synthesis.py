@@ -25,7 +25,7 @@
 # | Horn & Elliott (2024) | one-layer Mistral → two domain fine-tunes → their SLERP merge | very few SAE features persist from parent to child; a few generic or universal ones do |
 #
 # Their methods differ (CKA, circuits, accuracy per token, SAE features), so their conclusions cannot be set side by
-# side: compare the per-block CKA of chapter 1 ({numref}`fig-lin-cka`), the per-cluster CKA of chapter 2
+# side: compare the per-block CKA of chapter 1 ({numref}`fig-lin-similarity`), the per-cluster CKA of chapter 2
 # ({numref}`fig-zhao-clusters`), the head scores of chapter 3 ({numref}`fig-prakash-scores`), the accuracy by block
 # of chapter 4 ({numref}`fig-tzach-finetune`) and the feature flows of chapter 5 ({numref}`fig-horn-flow`). This page applies **the same three lenses to every base → tuned pair the chapters of this book produce**,
 # on the same kind of scale (depth from the embeddings to the last block): how similar the tuned model's residual

@@ -91,3 +91,16 @@ def test_help_notebook_lists_every_parameter(notebook, tmp_path):
                          text=True, timeout=120).stdout
     for name in config_class(notebook).field_names():
         assert f"  {name}:" in out, name
+
+
+def test_every_figure_reference_names_a_figure_of_the_book():
+    """A {numref} to a figure label no notebook defines breaks the book build (-W): catch it before the build."""
+    import re
+
+    from lib.paths import NOTEBOOKS_DIR, ROOT
+
+    texts = [p.read_text() for p in sorted(NOTEBOOKS_DIR.glob("*.py"))] + \
+            [p.read_text() for p in sorted((ROOT / "book").glob("*.md"))]
+    labels = {m for t in texts for m in re.findall(r'"name": "(fig-[\w-]+)"', t)}
+    refs = {m for t in texts for m in re.findall(r"\{numref\}`(fig-[\w-]+)`", t)}
+    assert refs <= labels, f"references to undefined figures: {sorted(refs - labels)}"
