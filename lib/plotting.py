@@ -24,3 +24,25 @@ def finish(fig):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def seed_curve(ax, df, x: str, y: str, label: str | None = None, color=None, ls: str = "-", **kw):
+    """One curve of `y` against `x` over seeds (seaborn): the mean at each `x` with a ±1 sd error bar across the
+    rows that share it (one row per seed). A single seed draws the line without bars."""
+    import seaborn as sns
+
+    sns.lineplot(data=df, x=x, y=y, errorbar="sd", err_style="bars", marker="o", markersize=4, label=label,
+                 color=color, linestyle=ls, ax=ax, err_kws={"capsize": 3}, **kw)
+    ax.set(xlabel=None, ylabel=None)
+    return ax
+
+
+def heatmap(ax, matrix, labels=None, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "viridis",
+            annotate: bool = True, fmt: str = ".2f", **kw):
+    """A matrix as a seaborn heatmap, each cell annotated with its value, `labels` on both axes."""
+    import seaborn as sns
+
+    sns.heatmap(matrix, vmin=vmin, vmax=vmax, cmap=cmap, annot=annotate, fmt=fmt, ax=ax, square=True,
+                xticklabels=labels if labels is not None else "auto",
+                yticklabels=labels if labels is not None else "auto", annot_kws={"fontsize": 7}, **kw)
+    return ax
