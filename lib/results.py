@@ -26,11 +26,16 @@ def write(chapter: str, paper: str, profile: str, models: dict, claims: list[Cla
     """Write results/<chapter>.json: {chapter, paper, profile, models (name -> size info), claims, ...}."""
     record = {"chapter": chapter, "paper": paper, "profile": profile, "models": models,
               "claims": [dataclasses.asdict(c) for c in claims], **extra}
-    path = results_dir() / f"{chapter}.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never half a record
+    write_json(f"{chapter}.json", record)
+    return record
+
+
+def write_json(name: str, record: dict) -> None:
+    """results/<name>, written whole and then renamed into place: never half a record."""
+    path = results_dir() / name
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1, default=float))
     os.replace(tmp, path)
-    return record
 
 
 def read_all(folder=None) -> list[dict]:

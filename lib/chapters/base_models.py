@@ -118,16 +118,11 @@ def samples(models: dict, n_tokens: int = 24):
 
 
 def write_results(table, cfg: Config) -> None:
-    import os
-
     import numpy as np
 
-    from lib.paths import results_dir
+    from lib import results as _results
 
     rows = {n: {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in r.items()}
             for n, r in table.iterrows()}
     record = {"profile": cfg.profile, "precision": cfg.precision, "models": rows}
-    path = results_dir() / "base_models.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    _results.write_json("base_models.json", record)

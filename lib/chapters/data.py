@@ -88,14 +88,8 @@ def overview_text(built: dict, table: pd.DataFrame, cfg: Config):
 
 
 def write_results(built: dict, cfg: Config) -> None:
-    import json
-    import os
+    from lib import results as _results
 
-    from lib.paths import results_dir
-
-    path = results_dir() / "data.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"profile": cfg.profile, "corpora": {
+    _results.write_json("data.json", {"profile": cfg.profile, "corpora": {
         n: {"fingerprint": c.fingerprint, "documents": len(c.docs), "characters": c.n_chars}
-        for n, c in built.items()}}, indent=1))
-    os.replace(tmp, path)
+        for n, c in built.items()}})
