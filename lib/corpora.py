@@ -1,11 +1,11 @@
-"""Offline text corpora, built deterministically from Debian packages and the Python standard library.
+"""Offline text corpora, built deterministically from Debian packages.
 
 No machine of the study reaches the internet, so every corpus comes from text that a package ships:
 
 | corpus    | sources | license |
 |-----------|---------|---------|
 | `english` | GCIDE dictionary entries, WordNet 3.0 glosses, the Python 3.11 documentation's prose | GPL-3+ / WordNet 3.0 / PSF-2.0 |
-| `python`  | the interpreter's own standard library (`.py`, tests excluded) | PSF-2.0 |
+| `python`  | the CPython 3.11.2 standard library as Debian packages it (`libpython3.11-minimal`, `libpython3.11-stdlib`; `.py`) | PSF-2.0 |
 | `lua`     | `.lua` files of lua-penlight, luarocks, lua-busted, lua-ldoc, prosody (MIT/Expat) and lmod (LGPL) | Expat / LGPL-2.1+ |
 | `stories` | literary fortune cookies (`fortunes`, `fortunes-min`): short anecdotes, jokes and quotations | BSD-like (fortune-mod) |
 
@@ -13,7 +13,9 @@ Debian packages are fetched with `apt-get download` and unpacked with `dpkg-deb 
 without installing anything, and checked against the md5sums they ship before any corpus is read (`lib.sources`).
 A corpus is a list of documents; its fingerprint is the SHA-256 of their text and is part of the cache key of
 everything trained on it. The corpus's own cache key covers the content it is read from (the packages' checksums,
-the standard library's file hashes) and the code that reads it, so a changed source is never served under an old key.
+and the code that reads it, so a changed source is never served under an old key. The Python corpus is read from
+Debian's packages of the standard library, never from the interpreter that runs the build (a pyenv 3.11.7 and
+Debian's 3.11.2 ship different files, so two machines would train different models).
 """
 from __future__ import annotations
 
@@ -23,13 +25,12 @@ import json
 import random
 import re
 import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.config import Config as _Config, ConfigError, param
-from lib.sources import (DEBIAN_PACKAGES, MissingSourceError, digest as source_digest, fetch as fetch_sources,  # noqa: F401
-                         have_package, package_dir, require)
+from lib.sources import (DEBIAN_PACKAGES, REPAIR, MissingSourceError, digest as source_digest,  # noqa: F401
+                         fetch as fetch_sources, have_package, package_dir, require, version)
 
 LUA_PACKAGES = ("lua-penlight", "luarocks", "lua-busted", "lua-ldoc", "prosody", "lmod")
 STORY_FILES = ("literature", "fortunes", "riddles", "people", "humorists", "wisdom", "kids", "pets", "food",
@@ -116,29 +117,48 @@ def python_doc_prose() -> list[str]:
     return docs
 
 
-def stdlib_files(include_tests: bool = False) -> list[Path]:
-    """The `.py` files of the running interpreter's standard library that the python corpus reads (sorted)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo", "__pycache__", "ensurepip"}
-    if not include_tests:
-        skip |= {"test", "tests", "idle_test"}
-    return [p for p in sorted(root.rglob("*.py")) if not skip & set(p.relative_to(root).parts)]
+STDLIB_PACKAGES = ("libpython3.11-minimal", "libpython3.11-stdlib")  # Debian's CPython standard library
+STDLIB_VERSION = "3.11.2"  # the upstream release the python corpus is pinned to (any Debian revision of it)
+STDLIB_ROOT = "usr/lib/python3.11"
+STDLIB_SKIP = {"site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo", "__pycache__", "ensurepip"}
 
 
-def stdlib_digest() -> str:
-    """SHA-256 (16 hex digits) of the standard library files' paths and bytes: the python corpus's content."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    h = hashlib.sha256()
-    for path in stdlib_files():
-        h.update(path.relative_to(root).as_posix().encode() + b"\x00")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
+def stdlib_version() -> str:
+    """The Debian version of the standard-library packages; MissingSourceError unless they are CPython 3.11.2."""
+    require(*STDLIB_PACKAGES)
+    found = {pkg: version(pkg) for pkg in STDLIB_PACKAGES}
+    wrong = {p: v for p, v in found.items() if not (v or "").startswith(STDLIB_VERSION + "-")}
+    if wrong:
+        raise MissingSourceError(
+            "the python corpus is pinned to CPython " + STDLIB_VERSION + " but the unpacked package(s) are "
+            + ", ".join(f"{p} {v}" for p, v in wrong.items()) + f": delete {package_dir(STDLIB_PACKAGES[0]).parent}"
+            "/libpython3.11-* and run `make data` on Debian 12 (bookworm), whose archive has this release")
+    return found[STDLIB_PACKAGES[-1]]
+
+
+def stdlib_files(include_tests: bool = False) -> list[tuple[str, Path]]:
+    """(path inside the standard library, file) of every `.py` file the python corpus reads, sorted by path.
+
+    The two packages split one tree (`usr/lib/python3.11`) between them; a path in both is an error."""
+    stdlib_version()
+    skip = STDLIB_SKIP | (set() if include_tests else {"test", "tests", "idle_test"})
+    out: dict[str, Path] = {}
+    for pkg in STDLIB_PACKAGES:
+        root = package_dir(pkg) / STDLIB_ROOT
+        for path in root.rglob("*.py"):
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink() or skip & set(rel.split("/")):
+                continue
+            if rel in out:
+                raise MissingSourceError(f"{rel} is in both {STDLIB_PACKAGES}: unexpected packaging; {REPAIR}")
+            out[rel] = path
+    return sorted(out.items())
 
 
 def python_stdlib(include_tests: bool = False) -> list[str]:
-    """Source files of the running interpreter's standard library (sorted by path)."""
+    """Source files of Debian's CPython 3.11.2 standard library (sorted by path), one document each."""
     docs = []
-    for path in stdlib_files(include_tests):
+    for _, path in stdlib_files(include_tests):
         text = path.read_text(encoding="utf-8", errors="replace")
         if 200 < len(text) < 400_000:
             docs.append(text)
@@ -174,7 +194,7 @@ def fortune_stories() -> list[str]:
 SOURCES = {  # corpus -> (readers, Debian packages, license)
     "english": ((gcide_entries, wordnet_glosses, python_doc_prose), ("dict-gcide", "wordnet-base", "python3.11-doc"),
                 "GPL-3+ (GCIDE), WordNet 3.0, PSF-2.0"),
-    "python": ((python_stdlib,), (), "PSF-2.0"),
+    "python": ((python_stdlib,), STDLIB_PACKAGES, "PSF-2.0"),
     "lua": ((lua_sources,), LUA_PACKAGES, "Expat (5 packages), LGPL-2.1+ (lmod)"),
     "stories": ((fortune_stories,), ("fortunes", "fortunes-min"), "BSD-like"),
 }
@@ -239,8 +259,7 @@ def build_corpus(name: str, max_chars: int | None = None, seed: int = 0) -> Corp
             keep.append(i)
             total += len(docs[i])
         docs = [docs[i] for i in sorted(keep)]
-    sources = tuple(packages) or ("python stdlib " + sysconfig.get_python_version(),)
-    return Corpus(name, docs, sources, license_)
+    return Corpus(name, docs, tuple(packages), license_)
 
 
 def save_corpus(corpus: Corpus, folder: Path) -> None:
@@ -255,14 +274,11 @@ def read_docs(folder: Path) -> list[str]:
 
 
 def content_fingerprints(name: str) -> list[str]:
-    """What a corpus is read from, as digests: the packages' versions and checksums (checked now; a missing or
-    damaged file raises MissingSourceError naming it and `make data`), or the standard library's file hashes."""
+    """What a corpus is read from, as a digest of its packages' versions and checksums (checked now; a missing or
+    damaged file raises MissingSourceError naming it and `make data`)."""
     if name not in SOURCES:
         raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
-    packages = SOURCES[name][1]
-    if packages:
-        return [source_digest(*packages)]
-    return [sysconfig.get_python_version(), stdlib_digest()]
+    return [source_digest(*SOURCES[name][1])]
 
 
 def _key_parts(name: str, max_chars: int | None, seed: int) -> dict:
@@ -291,7 +307,7 @@ def load_corpus(name: str, max_chars: int | None = None, seed: int = 0, recomput
     art = load_or_compute(parts["kind"], parts["cfg"], compute, fingerprints=parts["fingerprints"],
                           code=parts["code"], recompute=recompute)
     _, packages, license_ = SOURCES[name]
-    corpus = Corpus(name, read_docs(art.path), tuple(packages) or ("python stdlib",), license_)
+    corpus = Corpus(name, read_docs(art.path), tuple(packages), license_)
     if corpus.fingerprint != art.metrics["fingerprint"]:
         raise RuntimeError(f"corpus {name} at {art.path} does not match its recorded fingerprint")
     return corpus

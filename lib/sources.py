@@ -43,6 +43,8 @@ DEBIAN_PACKAGES = {
     "lua-ldoc": "Expat",
     "prosody": "Expat",
     "lmod": "LGPL-2.1+",
+    "libpython3.11-minimal": "PSF-2.0",
+    "libpython3.11-stdlib": "PSF-2.0",
 }
 SUMS, UNLISTED, COMPLETE = ".md5sums", ".md5sums-unlisted", ".complete"
 OWN_FILES = (SUMS, UNLISTED, COMPLETE)

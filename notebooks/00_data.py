@@ -58,7 +58,8 @@ study.source_table()
 # - **english**: definitional and technical English: the GCIDE dictionary (Webster 1913 and additions), the
 #   glosses of WordNet 3.0, and the prose of the Python 3.11 documentation. Narrative English is scarce offline;
 #   this is the study's stand-in for BabyLM-style generic text.
-# - **python**: the standard library of the interpreter that runs the book (tests excluded).
+# - **python**: the CPython 3.11.2 standard library as Debian 12 packages it (`libpython3.11-minimal` and
+#   `libpython3.11-stdlib`, tests excluded), whatever interpreter runs the book: the version is in the table above.
 # - **lua**: the Lua sources of six Debian packages (Penlight, LuaRocks, busted, LDoc, Prosody, Lmod): the new
 #   code domain of chapter 5.
 # - **stories**: short literary fortune cookies (anecdotes, jokes, quotations): the study's story-like English

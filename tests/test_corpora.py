@@ -22,7 +22,7 @@ def test_fingerprint_is_content_hash():
 def test_build_is_deterministic_and_capped(name):
     a = corpora.build_corpus(name, max_chars=100_000, seed=0)
     b = corpora.build_corpus(name, max_chars=100_000, seed=0)
-    assert a.fingerprint == b.fingerprint and len(a.docs) > 3
+    assert a.fingerprint == b.fingerprint and len(a.docs) >= 2
     assert a.n_chars >= 100_000 and a.n_chars - max(map(len, a.docs)) < 100_000  # stops at the first doc past the cap
     assert len(set(a.docs)) == len(a.docs)  # deduplicated
     c = corpora.build_corpus(name, max_chars=100_000, seed=1)
@@ -229,15 +229,49 @@ def test_changed_source_content_changes_the_corpus_key(tmp_path, monkeypatch):
     assert corpora.corpus_key("stories", 50_000) != before
 
 
-def test_changed_stdlib_changes_the_python_corpus_key(tmp_path, monkeypatch):
-    lib = tmp_path / "python3.11"
-    (lib / "json").mkdir(parents=True)
-    (lib / "json/encoder.py").write_text("x = 1\n" * 100)
-    (lib / "test").mkdir()
-    (lib / "test/test_x.py").write_text("y = 1\n" * 100)
-    monkeypatch.setattr(corpora.sysconfig, "get_paths", lambda: {"stdlib": str(lib)})
+def _fake_stdlib(root: Path, version: str = "3.11.2-6+deb12u8") -> Path:
+    """Two tiny stand-ins for Debian's stdlib packages, with checksums, in a temporary SOURCES dir."""
+    files = {"libpython3.11-minimal": {"os.py": "x = 1\n" * 100, "test/test_os.py": "t = 1\n" * 100},
+             "libpython3.11-stdlib": {"json/encoder.py": "y = 1\n" * 100, "idlelib/run.py": "z = 1\n" * 100}}
+    for pkg, tree in files.items():
+        folder = root / pkg
+        for rel, text in tree.items():
+            path = folder / corpora.STDLIB_ROOT / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        sums = "".join(f"{_md5(t)}  {corpora.STDLIB_ROOT}/{r}\n" for r, t in tree.items())
+        (folder / sources.SUMS).write_text(sums)
+        (folder / sources.UNLISTED).write_text("")
+        (folder / sources.COMPLETE).write_text(f"{pkg}_{version.replace(':', '%3a')}_amd64.deb\n")
+    return root
+
+
+def test_python_corpus_comes_from_the_packages_not_the_interpreter(tmp_path, monkeypatch):
+    root = _fake_stdlib(tmp_path / "sources")
+    monkeypatch.setattr(sources, "SOURCES_DIR", root)
+    assert [rel for rel, _ in corpora.stdlib_files()] == ["json/encoder.py", "os.py"]  # no tests, no idlelib
+    assert corpora.python_stdlib() == ["y = 1\n" * 100, "x = 1\n" * 100]
+    assert corpora.build_corpus("python").sources == corpora.STDLIB_PACKAGES
     before = corpora.corpus_key("python")
-    (lib / "test/test_x.py").write_text("y = 2\n" * 100)  # tests are not read: same key
-    assert corpora.corpus_key("python") == before
-    (lib / "json/encoder.py").write_text("x = 2\n" * 100)
+    (root / "libpython3.11-stdlib" / corpora.STDLIB_ROOT / "json/encoder.py").write_text("y = 2\n" * 100)
+    with pytest.raises(sources.MissingSourceError, match=r"(?s)json/encoder\.py fails its checksum.*make data"):
+        corpora.corpus_key("python")  # a changed stdlib file is damage, named before anything is read
+    sums = root / "libpython3.11-stdlib" / sources.SUMS  # a new package revision: new content, its own sums
+    sums.write_text(sums.read_text().replace(_md5("y = 1\n" * 100), _md5("y = 2\n" * 100)))
     assert corpora.corpus_key("python") != before
+
+
+def test_python_corpus_refuses_another_python_release(tmp_path, monkeypatch):
+    root = _fake_stdlib(tmp_path / "sources", version="3.11.9-1")
+    monkeypatch.setattr(sources, "SOURCES_DIR", root)
+    with pytest.raises(sources.MissingSourceError, match=r"pinned to CPython 3\.11\.2.*3\.11\.9-1"):
+        corpora.python_stdlib()
+
+
+def test_live_python_corpus_is_the_packaged_stdlib():
+    if any(sources.problems(p) for p in corpora.STDLIB_PACKAGES):
+        pytest.skip("the stdlib packages are not in data/sources (make data)")
+    files = dict(corpora.stdlib_files())
+    assert {"os.py", "json/encoder.py", "collections/__init__.py"} <= set(files)
+    assert all(str(LIVE_SOURCES) in str(p) for p in files.values())  # never the interpreter's own stdlib
+    assert not any(rel.split("/")[0] in ("test", "idlelib", "lib2to3") for rel in files)

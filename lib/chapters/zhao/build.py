@@ -8,7 +8,6 @@ fine-tune of every weight (``lora_rank=0``, the tiny profile), cached with ``lib
 from __future__ import annotations
 
 import copy
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +45,15 @@ def base_info(base: bases.Base) -> dict:
 
 
 SOURCES = {"wordnet-base": {"topic", "pos", "isa", "antonym", "synonym", "reverse", "count"},
-           "dict-gcide": {"gloss_match"}}  # the Debian packages each task is built from
+           "dict-gcide": {"gloss_match"}, "libpython3.11-minimal": {"code_type"},
+           "libpython3.11-stdlib": {"code_type"}}  # the Debian packages each task is built from
 
 
 def _source_stamps(names) -> list[str]:
     """The digests of the packages the tasks are built from (versions and checked file sums, lib.sources.digest:
-    a changed or repaired file changes the key) and the Python version (its standard library feeds `code_type`)."""
+    a changed or repaired file changes the key)."""
     from lib import sources
-    stamps = [f"{p} {sources.digest(p)}" for p, ts in SOURCES.items() if ts & set(names)]
-    return stamps + ["python " + sysconfig.get_python_version()]
+    return [f"{p} {sources.digest(p)}" for p, ts in SOURCES.items() if ts & set(names)]
 
 
 def task_data(cfg: Config) -> tuple[dict[str, tasks_mod.TaskData], Artifact]:
