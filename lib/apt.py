@@ -85,6 +85,19 @@ def mean_apt(true_or_apt, pred_ids=None) -> float:
     return mean_apt_from(accuracy_per_token(true_or_apt, pred_ids))
 
 
+def mean_apt_frequent(true_ids, pred_ids, min_count: int = 20) -> tuple[float, int]:
+    """⟨APT⟩ over the token types selected at least `min_count` times: (mean, number of such types); NaN when
+    none is. A type seen once or twice has APT 0 or 1, so the unweighted mean over every type seen depends on the
+    evaluation set's size; restricted to well-estimated types it does not."""
+    t, p = _pair(true_ids, pred_ids)
+    if t.size == 0:
+        return float("nan"), 0
+    totals = np.bincount(t)
+    hits = np.bincount(t[t == p], minlength=totals.size)
+    ok = np.flatnonzero(totals >= min_count)
+    return (float((hits[ok] / totals[ok]).mean()) if ok.size else float("nan")), int(ok.size)
+
+
 def _count_of(counts, ids: np.ndarray) -> np.ndarray:
     """Frequencies of token ids from a {id: count} mapping or an array indexed by id (missing -> 0)."""
     if isinstance(counts, Mapping):

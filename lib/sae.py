@@ -16,6 +16,19 @@ a normalised MSE (the share of batch variance left unexplained, 1 - FVE) plus th
 penalty; Horn & Elliott 2024 train with this form, following SAELens. Note the L1 term is in the
 units of the activations, so l1_coefficient must be tuned per model and layer.
 
+A TopK SAE (Makhzani & Frey 2013; Gao et al. 2024, "Scaling and evaluating sparse autoencoders"), kind="topk",
+keeps only the k largest pre-activations of each token and needs no L1 penalty:
+
+    f = ReLU(TopK_k((x - b_dec) @ W_enc + b_enc))      exactly k non-zero features a token (fewer only where
+                                                      fewer than k pre-activations are positive)
+
+Its sparsity is set, not tuned through a penalty in the activations' units, and it does not shrink the codes.
+Its encoder starts as the decoder's transpose (tied initialisation), and dead features are revived by the
+auxiliary AuxK loss instead of resampling: the aux_k largest pre-activations among the features that have not
+fired for `dead_window` steps reconstruct the residual x - x_hat (normalised MSE against its own variance,
+weighted by aux_coefficient), so dead features get a gradient towards what the live ones miss. Gao et al. find
+that across seeds TopK SAEs with small dictionaries learn largely the same features.
+
 Training details (Bricken et al. 2023): b_dec starts at the geometric median of the activations
 (Weiszfeld's algorithm); the decoder-gradient component parallel to each unit row is removed
 before the Adam step and rows are renormalised after it. Features that have not fired for
@@ -40,6 +53,7 @@ from tqdm.auto import tqdm
 from lib.progress import Ticker
 
 Tensor = torch.Tensor
+KINDS = ("relu", "topk")
 
 
 @dataclass
@@ -58,6 +72,10 @@ class SAEConfig:
     dead_window: int | None = 1000  # steps without firing before a feature is resampled; None: never
     resample_until: float = 0.75  # no resampling in the last quarter: new features need time to train
     median_sample: int = 4096  # activations used for the geometric-median init of b_dec
+    kind: str = "relu"  # "relu": L1-penalised ReLU codes; "topk": the k largest per token, no L1 (module doc)
+    k: int | None = None  # kind="topk": active features a token
+    aux_k: int | None = None  # kind="topk": dead features in the AuxK loss (None: 2k, capped at d_sae)
+    aux_coefficient: float = 1 / 32  # kind="topk": weight of the AuxK loss (Gao et al. 2024); 0: none
     device: str = "cpu"
 
     def __post_init__(self):
@@ -76,11 +94,16 @@ class SAEConfig:
             "l1_coefficient": self.l1_coefficient >= 0, "resample_until": 0 <= self.resample_until <= 1,
             "dead_window": self.dead_window is None or self.dead_window > 0,
             "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "kind": self.kind in KINDS,
+            "k": (self.k is None) if self.kind == "relu" else (self.k is not None and 1 <= self.k <= self.d_sae),
+            "aux_k": self.aux_k is None or 1 <= self.aux_k <= self.d_sae, "aux_coefficient": self.aux_coefficient >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
         self.betas = tuple(float(b) for b in self.betas)
+        if self.kind == "topk" and self.aux_k is None:
+            self.aux_k = min(2 * self.k, self.d_sae)
 
 
 def geometric_median(X: Tensor, n_iter: int = 100, tol: float = 1e-7, eps: float = 1e-12) -> Tensor:
@@ -103,14 +126,19 @@ def geometric_median(X: Tensor, n_iter: int = 100, tol: float = 1e-7, eps: float
 
 
 class SparseAutoencoder(nn.Module):
-    """ReLU SAE. Shapes: W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_enc (d_sae,), b_dec (d_in,)."""
+    """ReLU SAE, or TopK SAE when k is given. Shapes: W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_enc (d_sae,),
+    b_dec (d_in,). A TopK SAE's encoder starts as the decoder's transpose (unit-norm columns)."""
 
-    def __init__(self, d_in: int, d_sae: int, generator: torch.Generator | None = None):
+    def __init__(self, d_in: int, d_sae: int, generator: torch.Generator | None = None, k: int | None = None):
         super().__init__()
+        if k is not None and not 1 <= k <= d_sae:
+            raise ValueError(f"k must be in [1, d_sae={d_sae}], got {k}")
+        self.k = k
         W = torch.empty(d_sae, d_in)
         nn.init.kaiming_uniform_(W, nonlinearity="relu", generator=generator)  # fan_in = d_in
-        self.W_enc = nn.Parameter(W.T.contiguous())
-        self.W_dec = nn.Parameter(W / torch.linalg.vector_norm(W, dim=1, keepdim=True))
+        unit = W / torch.linalg.vector_norm(W, dim=1, keepdim=True)
+        self.W_enc = nn.Parameter((W if k is None else unit).T.contiguous())
+        self.W_dec = nn.Parameter(unit)
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
@@ -118,9 +146,23 @@ class SparseAutoencoder(nn.Module):
     def d_sae(self) -> int:
         return self.W_enc.shape[1]
 
+    @property
+    def kind(self) -> str:
+        return "relu" if self.k is None else "topk"
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """x (n, d_in) -> (x - b_dec) @ W_enc + b_enc (n, d_sae)."""
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """Pre-activations (n, d_sae) -> codes f (n, d_sae): ReLU, or ReLU of the k largest per row (rest 0)."""
+        if self.k is None:
+            return F.relu(pre)
+        return topk_relu(pre, self.k)
+
     def encode(self, x: Tensor) -> Tensor:
-        """x (n, d_in) -> f (n, d_sae), non-negative."""
-        return F.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+        """x (n, d_in) -> f (n, d_sae), non-negative; at most k non-zero per row for a TopK SAE."""
+        return self.activate(self.pre_activations(x))
 
     def decode(self, f: Tensor) -> Tensor:
         """f (n, d_sae) -> x_hat (n, d_in)."""
@@ -141,6 +183,26 @@ class SparseAutoencoder(nn.Module):
         g = self.W_dec.grad
         if g is not None:
             g -= (g * self.W_dec).sum(dim=1, keepdim=True) * self.W_dec
+
+
+def topk_relu(pre: Tensor, k: int) -> Tensor:
+    """ReLU of the k largest entries of each row of pre (n, d), zeros elsewhere (n, d); ties go to lower indices."""
+    vals, idx = pre.topk(k, dim=1, sorted=False)
+    return torch.zeros_like(pre).scatter_(1, idx, F.relu(vals))
+
+
+def auxk_loss(sae: SparseAutoencoder, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor, aux_k: int) -> Tensor:
+    """Gao et al.'s AuxK loss: the aux_k largest pre-activations (n, d_sae) among the dead features (d_sae,) bool
+    reconstruct the residual x - x_hat (n, d_in), detached; normalised MSE against the residual's own variance.
+    0 when no feature is dead."""
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return pre.new_zeros(())
+    masked = pre.masked_fill(~dead, float("-inf"))
+    e_hat = topk_relu(masked, min(aux_k, n_dead)).nan_to_num(0.0) @ sae.W_dec
+    e = (x - x_hat).detach()
+    sst = ((e - e.mean(dim=0)) ** 2).sum().clamp_min(1e-12)
+    return ((e_hat - e) ** 2).sum() / sst
 
 
 def sae_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coefficient: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -188,7 +250,8 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
 
     Deterministic on CPU for a given cfg.seed. Returns (sae on cfg.device, history) where history
     holds per-step lists: loss, mse (normalised), l1, l0 (mean active features per token), n_dead
-    (features silent for >= dead_window steps before resampling) and n_resampled.
+    (features silent for >= dead_window steps before resampling), n_resampled and aux (the AuxK
+    loss; 0 for kind="relu", which resamples dead features instead).
     """
     acts = torch.as_tensor(acts)
     if acts.ndim != 2 or acts.shape[1] != cfg.d_in:
@@ -196,7 +259,8 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
     n = acts.shape[0]
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    sae = SparseAutoencoder(cfg.d_in, cfg.d_sae, generator=gen)
+    topk = cfg.kind == "topk"
+    sae = SparseAutoencoder(cfg.d_in, cfg.d_sae, generator=gen, k=cfg.k if topk else None)
     sample = acts[torch.randperm(n, generator=gen)[: cfg.median_sample]]
     with torch.no_grad():
         sae.b_dec.copy_(geometric_median(sample.float()).float())
@@ -206,7 +270,7 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
     bs = min(cfg.batch_size, n)
     perm, pos = torch.randperm(n, generator=gen), 0
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
-    history = {k: [] for k in ("loss", "mse", "l1", "l0", "n_dead", "n_resampled")}
+    history = {k: [] for k in ("loss", "mse", "l1", "l0", "n_dead", "n_resampled", "aux")}
     bar = tqdm(range(cfg.n_steps), disable=not progress, desc="SAE")
     tick = Ticker(f"training SAE d_sae={cfg.d_sae}", cfg.n_steps)
     for step in bar:
@@ -215,8 +279,14 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
         x = acts[perm[pos : pos + bs]].to(device, torch.float32)
         pos += bs
 
-        x_hat, f = sae(x)
-        loss, mse, l1 = sae_loss(x, x_hat, f, cfg.l1_coefficient)
+        pre = sae.pre_activations(x)
+        f = sae.activate(pre)
+        x_hat = sae.decode(f)
+        loss, mse, l1 = sae_loss(x, x_hat, f, 0.0 if topk else cfg.l1_coefficient)
+        aux = loss.new_zeros(())
+        if topk and cfg.aux_coefficient > 0 and cfg.dead_window is not None:
+            aux = auxk_loss(sae, x, x_hat, pre, since_fired >= cfg.dead_window, cfg.aux_k)
+            loss = loss + cfg.aux_coefficient * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         sae.remove_parallel_grad_()
@@ -231,11 +301,11 @@ def train_sae(acts: Tensor, cfg: SAEConfig, progress: bool = True) -> tuple[Spar
             if cfg.dead_window is not None:
                 dead = since_fired >= cfg.dead_window
                 n_dead = int(dead.sum())
-                if n_dead and step < cfg.resample_until * cfg.n_steps:
+                if n_dead and not topk and step < cfg.resample_until * cfg.n_steps:
                     pool = acts[torch.randint(n, (4 * bs,), generator=gen)].to(device, torch.float32)
                     n_res = resample_dead_(sae, opt, dead, pool, gen)
                     since_fired[dead] = 0
-        for k, v in (("loss", loss), ("mse", mse), ("l1", l1), ("l0", active.sum(1).float().mean())):
+        for k, v in (("loss", loss), ("mse", mse), ("l1", l1), ("l0", active.sum(1).float().mean()), ("aux", aux)):
             history[k].append(v.item())
         history["n_dead"].append(n_dead)
         history["n_resampled"].append(n_res)

@@ -56,6 +56,9 @@ merge_t = None  # float, in [0.0, 1.0]: SLERP t from lua (0) towards stories (1)
 sweep_ts = None  # list, in [0.0, 1.0]: t values of the interpolation sweep (merge_t is added)
 eval_blocks = None  # int, in [1, 100000]: validation blocks per domain for next-token accuracy
 sae_expansion = None  # int, in [1, 64]: SAE dictionary size / d_mlp (paper 16)
+sae_features = None  # int, in [0, 10000000]: SAE dictionary size; 0: sae_expansion x d_mlp
+sae_kind = None  # str, one of 'relu', 'topk': relu: L1-penalised ReLU SAE (the paper's); topk: the sae_k largest features a token
+sae_k = None  # int, in [0, 100000]: active features a token of a TopK SAE (sae_kind topk; 0 with relu)
 sae_l1 = None  # float, in [0.0, 100.0]: L1 coefficient (lib.sae units: normalised MSE + l1 * |f|_1)
 sae_l1_stories = None  # float, in [-1.0, 100.0]: L1 of the stories SAE (-1: sae_l1; paper 10x)
 sae_lr = None  # float, in [1e-08, 1.0]: SAE Adam lr (paper 1e-4)
@@ -125,13 +128,16 @@ report.shape_text(acc)
 # %% [markdown]
 # ## One sparse autoencoder per model
 #
-# Each SAE (`lib.sae`: ReLU, L1 penalty, unit-norm decoder rows, decoder bias started at the geometric median,
-# dead features resampled) reads `blocks.0.mlp.hook_post`, the input of the MLP's down projection, and trains on
+# Each SAE (`lib.sae`: unit-norm decoder rows, decoder bias started at the geometric median) reads `blocks.0.mlp.hook_post`, the input of the MLP's down projection, and trains on
 # the model's own data: base data for `base`, base data plus stories or Lua for the fine-tunes, all three for
 # the merge. Quality is measured on held-out tokens: the fraction of variance explained (FVE), the fraction of
 # the next-token loss recovered when the reconstruction replaces the activation (0 = no better than zeroing it,
 # 1 = perfect), the mean number of active features per token (L0), and the share of features that never fire.
-# Feature-level claims mean little with weak dictionaries, so SAE quality is a precondition: a claim whose SAEs miss
+# The paper's SAEs are ReLU with an L1 penalty (`sae_kind = relu`: dead features resampled); the tiny and smoke
+# profiles use TopK SAEs (Gao et al. 2024; `sae_kind = topk`: each token keeps its `sae_k` largest features, the
+# encoder starts as the decoder's transpose, dead features are revived by the AuxK loss), whose features recur
+# across SAE seeds far more often at this small scale, so the same-model control below can pass; their L0 is at
+# most k by construction. Feature-level claims mean little with weak dictionaries, so SAE quality is a precondition: a claim whose SAEs miss
 # one of the floors in the table's headers is *not testable at this scale*.
 
 # %%
@@ -259,7 +265,10 @@ page.verdict_table(found)
 #   library; TinyStories becomes fortune cookies; The Stack's Lua becomes the Lua of six Debian packages.
 # - **Training.** The paper fine-tunes for one epoch at lr 2e-5; the tiny profile fine-tunes for a few hundred
 #   steps at a larger rate (see the parameters), so the fine-tunes move further per step.
-# - **Dead features.** The paper uses ghost grads; `lib.sae` resamples dead features (Bricken et al. 2023). In the
+# - **SAE kind.** The tiny and smoke profiles train TopK SAEs, not the paper's L1 ReLU SAEs: two L1 SAEs of the
+#   same model that differ only in their seed shared too few features here for any match to mean anything.
+# - **Dead features.** The paper uses ghost grads; `lib.sae` resamples dead features of a ReLU SAE (Bricken et al.
+#   2023) and trains a TopK SAE's with the AuxK loss (Gao et al. 2024). In the
 #   paper's released SAE code the ghost-gradient branch reads the reconstruction loss before assigning it (and takes
 #   the truth value of a many-element mask), so it would raise an error if it ran: SAEs whose training finished
 #   cannot have used it, and their dead-feature remedy was in effect none.

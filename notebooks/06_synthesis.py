@@ -27,14 +27,14 @@
 # Their methods differ (CKA, circuits, accuracy per token, SAE features), so their conclusions cannot be set side by
 # side: compare the per-block CKA of chapter 1 ({numref}`fig-lin-similarity`), the per-cluster CKA of chapter 2
 # ({numref}`fig-zhao-clusters`), the head scores of chapter 3 ({numref}`fig-prakash-scores`), the accuracy by block
-# of chapter 4 ({numref}`fig-tzach-finetune`) and the feature flows of chapter 5 ({numref}`fig-horn-flow`). This page applies **the same three lenses to every base → tuned pair the chapters of this book produce**,
+# of chapter 4 ({numref}`fig-tzach-finetune`) and the feature flows of chapter 5 ({numref}`fig-horn-flow`). This page applies **the same lenses to every base → tuned pair the chapters of this book produce**,
 # on the same kind of scale (depth from the embeddings to the last block): how similar the tuned model's residual
 # stream stays to the base's, how far its weights moved, and how much of its gain on its task appears when its
 # residual stream is patched into the base. That is what none of the five papers could show.
 #
 # **Prerequisites:** every chapter of the same profile has run (this page only loads their cached models through
 # each chapter's `synthesis_pairs`; a missing cache stops the page with the name of the notebook to run).
-# The lenses are in `lib.lenses` (three seeds per pair); the page's code is the package `lib.chapters.synthesis`
+# The lenses and the reuse index are in `lib.lenses` (three seeds per pair); the page's code is the package `lib.chapters.synthesis`
 # (`build` loads the pairs and caches the lens measurements of each, `measure` aggregates the seeds, `claims` holds
 # the rules, `report` the figure and the text).
 # **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook.
@@ -85,7 +85,7 @@ claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
 report.setup_text(pairs, cfg)
 
 # %% [markdown]
-# ## Three lenses
+# ## The lenses
 #
 # Every lens gives one number per *layer point*: point 0 is the embedding output (`blocks.0.hook_resid_pre`),
 # point $i \ge 1$ the output of block $i-1$ (`blocks.{i-1}.hook_resid_post`, before any final norm; the final
@@ -122,8 +122,23 @@ report.setup_text(pairs, cfg)
 #    that loss reproduced. `min_gap` is a floor, not a significance test: with a few hundred examples, an accuracy
 #    difference of a few hundredths can be sampling noise, so read small gaps with care.
 #
-# Each paper's conclusion is turned into a rule over two indicators on the same lenses, each read per seed and
-# decided from the t-interval of its mean against a threshold; a pair is classified by the two reuse indicators:
+# 4. **Reuse index.** A CKA of 0.8 means nothing by itself: two unrelated models of the same task can share much of
+#    their geometry, and two seeds of the same fine-tune never reach 1. So every pair comes with two references
+#    measured with the same lens on the same inputs, a *null* $n_i = \text{CKA}(\text{null}, \text{base})_i$ and a
+#    *seed ceiling* $c_i = \text{CKA}(\text{tuned}, \text{tuned}')_i$ (tuned$'$: the same fine-tune from the
+#    chapter's next seed), and the index is
+#    $\rho_i = (\text{CKA}(\text{tuned}, \text{base})_i - n_i) / (c_i - n_i)$: 0 = no closer to the base than the
+#    null, 1 = as close to the base as a sibling seed is to the tuned model. The null is the chapter's model trained
+#    from scratch on the same task where there is one (Lin's fine-tune); every other pair gets its base's
+#    architecture freshly initialised (the table names which), and Lin's fine-tune shows how the two nulls differ.
+#    A chapter with one tuned seed has no ceiling: its index is drawn against a ceiling of 1 (a lower bound) and
+#    decides nothing. The null is also patched into the base, as the patching lens's null. For Horn & Elliott's
+#    pairs a fourth lens comes from chapter 5's record: SAE-feature persistence with independent SAE seeds divided
+#    by the same-model seed control.
+#
+# Each paper's conclusion is turned into a rule over the per-seed reuse index, decided from the t-interval of its
+# mean against a threshold; the raw CKA and the weight change are shown but decide nothing (every fine-tune's late
+# weight change was 0.08-0.21, so a "Δw ≤ 0.5" criterion never bit); a pair is classified by its late-half index:
 
 # %%
 display(report.rules_text())
@@ -132,7 +147,7 @@ report.rules_table()
 # %% [markdown]
 # ## All pairs side by side
 
-# %% mystnb={"figure": {"caption": "The three lenses for every pair, one column per chapter, one line per pair (colour = chapter). First two rows: CKA of the tuned model's residual stream to the base's, on the rows chosen by `tokens` and on the other choice (dotted: `cka_reuse`; a missing point has nothing to compare). Third row: relative weight change of each block (point 0: embeddings; symmetric-log axis; dotted: `weight_reuse`). Bottom: share of the tuned model's metric change (gain, or loss) reproduced by patching its residual stream at that point into the base (dotted: 1; a pair whose metric changed by less than `min_gap` has no curve). Lines: mean over seeds; bands: ± 1 sd over seeds (pairs with one seed have none). x: depth, 0 = embeddings, 1 = last block.", "name": "fig-synthesis-overview"}}
+# %% mystnb={"figure": {"caption": "The lenses for every pair, one column per chapter, one line per pair (colour = chapter). Top: CKA of the tuned model's residual stream to the base's on the rows chosen by `tokens` (dashed: the null's CKA to the base; dotted: the seed ceiling; a missing point has nothing to compare). Second row: the reuse index (0 = null, 1 = seed ceiling; band: 95 % t-interval over seeds; dotted: `index_reuse`). Third row: relative weight change of each block (point 0: embeddings; symmetric-log axis). Bottom: share of the tuned model's metric change (gain, or loss) reproduced by patching its residual stream at that point into the base (dashed: the same with the null's residual stream; dotted: 1; a pair whose metric changed by less than `min_gap` has no curve). Lines: mean over seeds; bands: ± 1 sd over seeds (pairs with one seed have none). x: depth, 0 = embeddings, 1 = last block.", "name": "fig-synthesis-overview"}}
 fig = report.figure(pairs, cfg)
 
 # %%
@@ -146,6 +161,24 @@ report.table(pairs, claim_list, cfg)
 # first layer point from which patching reproduces more than `recovery_level` of the change; the class by the
 # rule above, what the paper's conclusion expects, and the verdict (numbers: means over seeds; class and verdict:
 # read from the per-seed intervals).*
+
+# %% [markdown]
+# ## The reuse index against the fine-tuning dose
+
+# %% mystnb={"figure": {"caption": "Left: each pair's late-half reuse index (mean over seeds, bars: 95 % t-interval; hollow: one seed, index against a ceiling of 1, a lower bound) against its fine-tuning dose, the late-half relative weight change (log axis). Right: the index at every layer point of every pair on one depth axis (0 = embeddings, 1 = last block); grey: the null ± 1 sd over seeds in index units. Solid line: the null (0); dashed: the seed ceiling (1); dotted: `index_reuse`.", "name": "fig-synthesis-index"}}
+sae = build.sae_persistence(cfg)
+fig_index = report.headline_figure(pairs, cfg)
+
+# %%
+display(report.index_text(pairs, claim_list, cfg, sae))
+measure.index_table(pairs, cfg, sae)
+
+# %% [markdown]
+# *Table: per pair, which null and ceiling its index uses; the late-half CKA to the base of the tuned model, of the
+# null and of the seed ceiling, and the smaller of the two halves' ceiling-minus-null separation (the index's
+# denominator); the early and late index with the t-interval of the late one over seeds; the late index on the
+# other choice of CKA rows and against the random-init null; the dose; the late-half patching recovery of the tuned
+# model and of the null; for Horn & Elliott's pairs, SAE persistence relative to its seed control.*
 
 # %% [markdown]
 # ## Reuse or rebuild, chapter by chapter
@@ -181,6 +214,9 @@ page.verdict_table(claim_list)
 # - **Different evidence.** The papers judged reuse with their own tools (circuits, SAE features, per-token
 #   accuracy); the lenses here look at whole layers. A paper's claim about circuits or features can hold while
 #   the whole-layer picture says otherwise, and the verdicts here are about the whole-layer picture only.
+# - **Nulls are ours.** Only Lin's chapter trains a model from scratch on its task; elsewhere the null is a random
+#   initialisation of the base's architecture, a weaker null (it shares nothing, but it also solves nothing), which
+#   puts the index higher than a scratch model would (Lin's pair shows by how much at this scale).
 # - **Rules are ours.** The thresholds that turn curves into "reuse" or "rebuild" are stated once, as constants of
 #   `lib/chapters/synthesis/claims.py`, and the rule text above is rendered from them; they are not parameters, so
 #   a verdict cannot be tuned from the command line.

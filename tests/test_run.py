@@ -92,6 +92,7 @@ def fake_jobs(monkeypatch):
                     "sys.exit(1 if bad else 0)")
             return [sys.executable, "-c", code]
         monkeypatch.setattr(runner, "_command", command)
+        monkeypatch.setattr(runner, "check_sources", lambda *a: None)  # the live sources: tested on their own
     return install
 
 
@@ -149,3 +150,63 @@ def test_a_failed_run_is_marked_and_never_sits_beside_old_results(tmp_path, fake
     assert not (tmp_path / "results" / "00_data.json").exists()
     assert "ZeroDivisionError" in (tmp_path / "00_data.FAILED").read_text()
     assert capsys.readouterr().err.startswith("error: cell 3")
+
+
+# --------------------------------------------------------------------------- the offline sources, checked up front
+def _fake_sources(root, damage=None):
+    """A folder per package `make data` fetches, each one small file with its recorded checksum, as
+    `lib.sources.fetch` leaves them; returns the path of each package's file."""
+    import hashlib
+
+    from lib import sources
+    files = {}
+    for pkg in sources.DEBIAN_PACKAGES:
+        folder, rel = root / pkg, f"usr/share/{pkg}/data.txt"
+        (folder / rel).parent.mkdir(parents=True)
+        text = f"the contents of {pkg}\n".encode()
+        (folder / rel).write_bytes(text)
+        (folder / sources.SUMS).write_text(f"{hashlib.md5(text).hexdigest()}  {rel}\n")
+        (folder / sources.UNLISTED).write_text("")
+        (folder / sources.COMPLETE).write_text(f"{pkg}_1.0-1_all.deb\n")
+        files[pkg] = folder / rel
+    return files
+
+
+def test_a_damaged_or_missing_source_stops_the_run_before_any_notebook_starts(tmp_path, monkeypatch, capsys):
+    """`one` and `book` check every offline source first: a truncated file and a package never fetched are named
+    in one line with `make data`, no kernel starts and an earlier run's results stay."""
+    import shutil
+
+    from lib import sources
+    files = _fake_sources(tmp_path / "sources")
+    monkeypatch.setattr(sources, "SOURCES_DIR", tmp_path / "sources")
+
+    def start(nb, *args):
+        raise AssertionError(f"{nb} started before its sources were checked")
+    monkeypatch.setattr(runner, "_start", start)
+    files["wordnet-base"].write_bytes(b"trunc")
+    shutil.rmtree(tmp_path / "sources" / "dict-gcide")
+    out = tmp_path / "run"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "01_lin.json").write_text("{}")
+    assert runner.main(["one", "01_lin", "--profile", "smoke", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: offline source(s) missing or damaged")
+    assert "wordnet-base (usr/share/wordnet-base/data.txt fails its checksum" in err
+    assert "dict-gcide (not fetched)" in err and "`make data`" in err
+    assert "fortunes" not in err.replace("fortunes-min", "")  # an intact package is not named
+    assert (out / "results" / "01_lin.json").exists()
+    assert runner.main(["book", "--profile", "smoke", "--out", str(tmp_path / "book")]) == 1
+    assert "dict-gcide (not fetched)" in capsys.readouterr().err
+    assert not (tmp_path / "book" / ".logs").exists()
+
+
+def test_intact_sources_let_the_run_start(tmp_path, monkeypatch, fake_jobs):
+    from lib import sources
+    _fake_sources(tmp_path / "sources")
+    monkeypatch.setattr(sources, "SOURCES_DIR", tmp_path / "sources")
+    check = runner.check_sources
+    fake_jobs()
+    monkeypatch.setattr(runner, "check_sources", check)  # the real check, on intact (fake) sources
+    result = runner.run_graph(["00_data"], "smoke", tmp_path / "out", jobs=1, poll=0.05)
+    assert list(result.seconds) == ["00_data"] and not result.failed

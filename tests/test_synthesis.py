@@ -58,22 +58,31 @@ def test_pair_from_dict_names_what_is_missing():
         lens.Pair.from_dict({"name": "x", "base": 1, "tuned": 2, "inputs": 3})
 
 
-def _lens(cka, weight, module="lin", name="lin_tuned", notebook="01_lin", seed_index=0, testable=1.0):
+def _lens(cka, weight, module="lin", name="lin_tuned", notebook="01_lin", seed_index=0, testable=1.0, null=0.0,
+          ceiling=1.0):
+    """One seed's lenses; the index's null and ceiling are constant over depth (0 and 1: the index equals the CKA)."""
     n = len(cka) - 1
-    return build.PairLens(notebook, module, name, "gpt2", n, 8, 100, 10, np.array(cka, float), np.array(cka, float),
-                          np.array(weight, float), 0.0, 0.2, 0.8, np.zeros(n + 1), np.zeros(n + 1), seed_index,
-                          chapter_testable=testable)
+    p = build.PairLens(notebook, module, name, "gpt2", n, 8, 100, 10, np.array(cka, float), np.array(cka, float),
+                       np.array(weight, float), 0.0, 0.2, 0.8, np.zeros(n + 1), np.zeros(n + 1), seed_index,
+                       chapter_testable=testable)
+    for attr, v in (("null_cka", null), ("null_cka_alt", null), ("random_null_cka", null), ("ceiling_cka", ceiling),
+                    ("ceiling_cka_alt", ceiling)):
+        setattr(p, attr, np.full(n + 1, v, dtype=float))
+    return p
 
 
-def _seeds(cka_late, weight_late, cka_early=None, n_layers=4, **kw):
-    """One PairLens per seed with the given late-half (and early-half) means, over n_layers blocks."""
+NULL, CEILING = 0.3, 0.9  # the references of the constructed pairs: CKA = NULL + index * (CEILING - NULL)
+
+
+def _seeds(index_late, index_early=None, n_layers=4, weight_late=0.1, **kw):
+    """One PairLens per seed whose reuse index has the given late-half (and early-half) value, over n_layers blocks."""
     early, late = lens.halves(n_layers)
     out = []
-    for i, (cl, wl) in enumerate(zip(cka_late, weight_late)):
-        ce = cka_early[i] if cka_early is not None else 0.95
-        cka = np.where(late, cl, ce)
-        weight = np.where(late, wl, 0.01)
-        out.append(_lens(cka, weight, seed_index=i, **kw))
+    for i, il in enumerate(index_late):
+        ie = index_early[i] if index_early is not None else 0.95
+        cka = NULL + np.where(late, il, ie) * (CEILING - NULL)
+        weight = np.where(late, weight_late, 0.01)
+        out.append(_lens(cka, weight, seed_index=i, null=NULL, ceiling=CEILING, **kw))
     return out
 
 
@@ -93,8 +102,8 @@ def test_every_pair_of_every_source_has_a_rule():
 
 def test_no_threshold_is_a_parameter():
     fields = set(config.Config.field_names())
-    assert not fields & {"cka_reuse", "weight_reuse", "depth_margin"}
-    assert all(f"{v:g}" in rules.LIN_TUNED.text() for v in (rules.CKA_REUSE, rules.WEIGHT_REUSE))
+    assert not fields & {"index_reuse", "depth_margin", "min_separation", "cka_reuse", "weight_reuse"}
+    assert all(f"{v:g}" in rules.LIN_TUNED.text() for v in (rules.INDEX_REUSE, rules.MIN_SEPARATION))
     assert f"{rules.DEPTH_MARGIN:g}" in rules.ZHAO_LATE.text()
 
 
@@ -107,48 +116,59 @@ REBUILD = [("lin", "lin_scratch", "01_lin"), ("horn", "base→lua", "05_horn")]
 @pytest.mark.parametrize("module,name,notebook", REUSE)
 def test_reuse_rules_known_answers(module, name, notebook):
     kw = dict(module=module, name=name, notebook=notebook)
-    kept = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], **kw))
+    kept = _claim(_seeds([0.9, 0.95, 0.92], **kw))
     assert kept.verdict == REPRODUCED and kept.extra["class"] == "reuse"
+    assert kept.value == pytest.approx(np.mean([0.9, 0.95, 0.92]))  # the claim's number is the late index
     assert kept.extra["rule"] == rules.rule_for(module, name).id and kept.id.startswith(module + ":")
-    moved = _claim(_seeds([0.9, 0.92, 0.91], [0.9, 1.0, 0.95], **kw))  # representation kept, weights moved
-    assert moved.verdict == NOT_REPRODUCED and moved.extra["class"] == "rebuild"  # one of two is not a majority
-    straddles = _claim(_seeds([0.5, 0.95, 0.8], [0.10, 0.12, 0.11], **kw))
+    rebuilt = _claim(_seeds([0.1, 0.15, 0.05], **kw))
+    assert rebuilt.verdict == NOT_REPRODUCED and rebuilt.extra["class"] == "rebuild"
+    moved = _claim(_seeds([0.9, 0.95, 0.92], weight_late=1.2, **kw))  # the weight change decides nothing
+    assert moved.verdict == REPRODUCED
+    straddles = _claim(_seeds([0.2, 0.9, 0.6], **kw))
     assert straddles.verdict == INCONCLUSIVE and straddles.extra["class"] == "undecided"
-    one_seed = _claim(_seeds([0.9], [0.1], **kw))
-    assert one_seed.verdict == INCONCLUSIVE and one_seed.interval is None
-    gated = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], testable=0.2, **kw))
+    one_seed = _claim(_seeds([0.9], **kw))
+    assert one_seed.verdict == INCONCLUSIVE and one_seed.interval is None and "too few seeds" in one_seed.reason
+    gated = _claim(_seeds([0.9, 0.95, 0.92], testable=0.2, **kw))
     assert gated.verdict == NOT_TESTABLE and "measured 0.2" in gated.precondition
     assert gated.extra["class"] == "not testable" and gated.value == pytest.approx(kept.value)
-    no_record = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], testable=None, **kw))
+    no_record = _claim(_seeds([0.9, 0.95, 0.92], testable=None, **kw))
     assert no_record.verdict == NOT_TESTABLE and "not measured" in no_record.precondition
 
 
 @pytest.mark.parametrize("module,name,notebook", REBUILD)
 def test_rebuild_rules_known_answers(module, name, notebook):
     kw = dict(module=module, name=name, notebook=notebook)
-    rebuilt = _claim(_seeds([0.1, 0.2, 0.15], [1.2, 1.3, 1.25], **kw))
+    rebuilt = _claim(_seeds([0.05, 0.1, 0.0], **kw))
     assert rebuilt.verdict == REPRODUCED and rebuilt.extra["class"] == "rebuild"
-    kept = _claim(_seeds([0.9, 0.92, 0.91], [0.10, 0.12, 0.11], **kw))
+    kept = _claim(_seeds([0.9, 0.95, 0.92], **kw))
     assert kept.verdict == NOT_REPRODUCED and kept.extra["class"] == "reuse"
-    gated = _claim(_seeds([0.1, 0.2, 0.15], [1.2, 1.3, 1.25], testable=0.0, **kw))
+    gated = _claim(_seeds([0.05, 0.1, 0.0], testable=0.0, **kw))
     assert gated.verdict == NOT_TESTABLE, "a base that cannot do its task is not testable, not 'rebuild'"
+
+
+def test_references_that_cannot_be_told_apart_are_not_testable():
+    per_seed = [_lens([0.5] * 5, [0.1] * 5, seed_index=i, null=0.8, ceiling=0.85) for i in range(3)]
+    c = _claim(per_seed)
+    assert c.verdict == NOT_TESTABLE and "seed-ceiling minus null" in c.precondition and "0.05" in c.precondition
+    assert c.extra["class"] == "not testable"
 
 
 def test_depth_rule_known_answers():
     kw = dict(module="zhao", name="zhao: E0 -> E1 (multi-task)", notebook="02_zhao")
-    late = _claim(_seeds([0.5, 0.45, 0.55], [0.1] * 3, cka_early=[0.95, 0.93, 0.94], **kw))
+    late = _claim(_seeds([0.5, 0.45, 0.55], index_early=[0.95, 0.93, 0.94], **kw))
     assert late.verdict == REPRODUCED and late.extra["rule"] == rules.ZHAO_LATE.id
-    flat = _claim(_seeds([0.5, 0.52, 0.49], [0.1] * 3, cka_early=[0.5, 0.51, 0.5], **kw))
+    flat = _claim(_seeds([0.5, 0.52, 0.49], index_early=[0.5, 0.51, 0.5], **kw))
     assert flat.verdict == NOT_REPRODUCED
-    shallow = _claim(_seeds([0.5, 0.45, 0.55], [0.1] * 3, cka_early=[0.95, 0.93, 0.94], n_layers=1, **kw))
+    shallow = _claim(_seeds([0.5, 0.45, 0.55], index_early=[0.95, 0.93, 0.94], n_layers=1, **kw))
     assert shallow.verdict == NOT_TESTABLE and "blocks in the model" in shallow.precondition
 
 
 def test_every_rule_can_give_each_decided_outcome_and_names_its_preconditions():
     for rule in rules.RULES:
-        assert rules.TESTABLE in rule.requires
-        assert rule.gate({"chapter_testable": 1.0, "n_layers": 4}) is None
-        assert rule.gate({"chapter_testable": 0.0, "n_layers": 4}).verdict == NOT_TESTABLE
+        assert rules.TESTABLE in rule.requires and rules.SEPARATED in rule.requires
+        assert rule.gate({"chapter_testable": 1.0, "n_layers": 4, "separation": 0.5}) is None
+        assert rule.gate({"chapter_testable": 0.0, "n_layers": 4, "separation": 0.5}).verdict == NOT_TESTABLE
+        assert rule.gate({"chapter_testable": 1.0, "n_layers": 4, "separation": 0.0}).verdict == NOT_TESTABLE
 
 
 def test_aggregate_averages_seeds_and_keeps_their_spread():
@@ -168,13 +188,12 @@ def test_aggregate_averages_seeds_and_keeps_their_spread():
     assert measure.indicators(m)["late_cka"] == [0.6, 0.2]
     claim = rules.claim(measure.measured(m, config.Config.load("tiny")))
     assert claim.n == 2 and claim.spread == pytest.approx(measure.late_spread(m, "cka"))
-    assert claim.value == pytest.approx(0.4) and claim.id == "lin:lin_tuned"
+    assert claim.value == pytest.approx(0.4) and claim.id == "lin:lin_tuned"  # null 0, ceiling 1: index = CKA
 
 
 def test_report_tables_and_text_carry_the_claims():
     cfg = config.Config.load("tiny")
-    pairs = measure.aggregate(_seeds([0.9, 0.92, 0.91], [0.1, 0.12, 0.11])
-                              + _seeds([0.1, 0.2, 0.15], [1.2, 1.3, 1.25], name="lin_scratch"))
+    pairs = measure.aggregate(_seeds([0.9, 0.95, 0.92]) + _seeds([0.05, 0.1, 0.0], name="lin_scratch"))
     claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
     table = report.table(pairs, claim_list, cfg)
     assert list(table["verdict"]) == [REPRODUCED, REPRODUCED] and list(table["class"]) == ["reuse", "rebuild"]
@@ -182,18 +201,24 @@ def test_report_tables_and_text_carry_the_claims():
     assert "2 reproduced" in text and "0 not testable at this scale" in text
     assert "lin_tuned" in report.chapter_text(pairs, claim_list, cfg).data
     assert "reproduced" in report.comparison_text(pairs, claim_list, cfg).data
-    assert str(rules.CKA_REUSE) in report.rules_text().data
+    assert f"{rules.INDEX_REUSE:g}" in report.rules_text().data
+    index = measure.index_table(pairs, cfg)
+    assert index.loc[("01_lin", "lin_tuned"), "index late"] == pytest.approx(np.mean([0.9, 0.95, 0.92]), abs=1e-3)
+    assert "lin_tuned" in report.index_text(pairs, claim_list, cfg).data
     import matplotlib.pyplot as plt
 
     fig = report.figure(pairs, cfg)
     assert len(fig.axes) == 4
+    plt.close(fig)
+    fig = report.headline_figure(pairs, cfg)
+    assert len(fig.axes) == 2
     plt.close(fig)
 
 
 def test_results_record_is_scoped_and_valid(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDY_RESULTS", str(tmp_path))
     cfg = config.Config.load("smoke")
-    pairs = measure.aggregate(_seeds([0.9, 0.92, 0.91], [0.1, 0.12, 0.11]))
+    pairs = measure.aggregate(_seeds([0.9, 0.92, 0.91]))
     claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
     record = report.write_results(claim_list, cfg, measure.models_info(pairs))
     saved = json.loads((tmp_path / "06_synthesis.json").read_text())

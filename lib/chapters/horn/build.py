@@ -201,9 +201,12 @@ def encode(sae: saelib.SparseAutoencoder, acts: torch.Tensor, batch_size: int = 
 
 def sae_config(cfg: Config, name: str, d_in: int, seed: int, device) -> saelib.SAEConfig:
     l1 = cfg.sae_l1_stories if name == "stories" and cfg.sae_l1_stories >= 0 else cfg.sae_l1
-    return saelib.SAEConfig(d_in=d_in, expansion_factor=cfg.sae_expansion, l1_coefficient=l1, lr=cfg.sae_lr,
+    size = {"d_sae": cfg.sae_features} if cfg.sae_features else {"expansion_factor": cfg.sae_expansion}
+    topk = cfg.sae_kind == "topk"
+    return saelib.SAEConfig(d_in=d_in, **size, l1_coefficient=0.0 if topk else l1, lr=cfg.sae_lr,
                             batch_size=cfg.sae_batch_size, n_steps=cfg.sae_steps, seed=seed,
-                            dead_window=cfg.sae_dead_window, device=str(device))
+                            dead_window=cfg.sae_dead_window, kind=cfg.sae_kind, k=cfg.sae_k if topk else None,
+                            device=str(device))
 
 
 def evaluate_sae(s: Study, m: Loaded, sae) -> dict:
@@ -248,18 +251,19 @@ def get_sae(s: Study, m: Loaded, seed: int, train_acts) -> tuple[saelib.SparseAu
         sae, hist = fit_sae(train_acts(), scfg, s.cfg.use_bf16())
         save_file({k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}, out / "weights.safetensors")
         tail = max(1, scfg.n_steps // 10)
-        return {**evaluate_sae(s, m, sae), "d_sae": scfg.d_sae, "train_mse_last": float(np.mean(hist["mse"][-tail:])),
+        return {**evaluate_sae(s, m, sae), "d_sae": scfg.d_sae, "d_in": d_in, "kind": scfg.kind, "k": scfg.k, "train_mse_last": float(np.mean(hist["mse"][-tail:])),
                 "train_l0_last": float(np.mean(hist["l0"][-tail:])), "n_resampled": int(sum(hist["n_resampled"]))}
 
     art = load_or_compute("horn_sae", key, compute, fingerprints=[m.key, *s.fp(*MIXES[m.name])], code=CODE,
                           recompute=s.cfg.recompute)
-    return load_sae(art.path, d_in, art.metrics["d_sae"], s.device), art.metrics, art.key
+    return load_sae(art.path, d_in, art.metrics["d_sae"], s.device, art.metrics.get("k")), art.metrics, art.key
 
 
-def load_sae(path, d_in: int, d_sae: int, device) -> saelib.SparseAutoencoder:
+def load_sae(path, d_in: int, d_sae: int, device, k: int | None = None) -> saelib.SparseAutoencoder:
+    """The SAE saved in `path` (weights.safetensors); k: a TopK SAE's active features a token (None: ReLU)."""
     from safetensors.torch import load_file
 
-    sae = saelib.SparseAutoencoder(d_in, d_sae)
+    sae = saelib.SparseAutoencoder(d_in, d_sae, k=k)
     sae.load_state_dict(load_file(path / "weights.safetensors"))
     return sae.to(device).eval()
 

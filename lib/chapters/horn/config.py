@@ -37,6 +37,10 @@ class Config(_Config):
                                         doc="t values of the interpolation sweep (merge_t is added)")
     eval_blocks: int = param(32, lo=1, hi=10**5, doc="validation blocks per domain for next-token accuracy")
     sae_expansion: int = param(2, lo=1, hi=64, doc="SAE dictionary size / d_mlp (paper 16)")
+    sae_features: int = param(0, lo=0, hi=10**7, doc="SAE dictionary size; 0: sae_expansion x d_mlp")
+    sae_kind: str = param("relu", choices=("relu", "topk"),
+                          doc="relu: L1-penalised ReLU SAE (the paper's); topk: the sae_k largest features a token")
+    sae_k: int = param(0, lo=0, hi=10**5, doc="active features a token of a TopK SAE (sae_kind topk; 0 with relu)")
     sae_l1: float = param(4e-3, lo=0.0, hi=100.0, doc="L1 coefficient (lib.sae units: normalised MSE + l1 * |f|_1)")
     sae_l1_stories: float = param(-1.0, lo=-1.0, hi=100.0, doc="L1 of the stories SAE (-1: sae_l1; paper 10x)")
     sae_lr: float = param(2e-3, lo=1e-8, hi=1.0, doc="SAE Adam lr (paper 1e-4)")
@@ -58,6 +62,12 @@ class Config(_Config):
             raise ConfigError("parameter 'base_source' = 'study' needs base_profile='tiny' in the paper profile")
         if self.compare_tokens < self.sae_ctx or self.sae_eval_tokens < self.sae_ctx:
             raise ConfigError(f"parameters 'compare_tokens' and 'sae_eval_tokens' must be >= sae_ctx={self.sae_ctx}")
+        if (self.sae_kind == "topk") != (self.sae_k > 0):
+            raise ConfigError(f"parameter 'sae_k' = {self.sae_k}: give sae_k >= 1 with sae_kind='topk' and 0 with "
+                              f"sae_kind='relu' (got sae_kind={self.sae_kind!r})")
+        if self.sae_features and self.sae_k > self.sae_features:
+            raise ConfigError(f"parameter 'sae_k' = {self.sae_k} exceeds the dictionary (sae_features="
+                              f"{self.sae_features})")
 
     @property
     def base_profile_resolved(self) -> str:

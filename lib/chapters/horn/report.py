@@ -85,8 +85,21 @@ def sae_text(saes: dict[int, dict], cfg) -> page.Markdown:
     fve = [saes[i][n][1]["fve"] for i in saes for n in MODELS]
     rec = [saes[i][n][1]["loss_recovered"] for i in saes for n in MODELS]
     return page.md(f"{len(saes)} seeds × 4 models: FVE {min(fve):.2f}–{max(fve):.2f}, loss recovered "
-                   f"{min(rec):.2f}–{max(rec):.2f}, with {saes[0]['base'][1]['d_sae']} features ({cfg.sae_expansion}× "
-                   f"d_mlp; the paper used 16×).")
+                   f"{min(rec):.2f}–{max(rec):.2f}, with {sae_size(saes, cfg)}; {sae_kind_text(cfg)}.")
+
+
+def sae_size(saes: dict, cfg) -> str:
+    """'2048 features (2× d_mlp; the paper used 16×)' from the trained SAEs (d_mlp from the config's source)."""
+    d_sae, d_mlp = saes[0]["base"][1]["d_sae"], saes[0]["base"][1].get("d_in")
+    ratio = f"{d_sae / d_mlp:g}× d_mlp" if d_mlp else (f"{cfg.sae_expansion}× d_mlp" if not cfg.sae_features else "")
+    return f"{d_sae} features ({ratio + '; ' if ratio else ''}the paper used 16×)"
+
+
+def sae_kind_text(cfg) -> str:
+    if cfg.sae_kind == "topk":
+        return (f"TopK SAEs (Gao et al. 2024): each token keeps its {cfg.sae_k} largest features, so L0 ≤ {cfg.sae_k} "
+                f"by construction and no L1 penalty is tuned; the paper's SAEs are ReLU with an L1 penalty")
+    return f"ReLU SAEs with an L1 penalty of {cfg.sae_l1:g}, as the paper's"
 
 
 # --------------------------------------------------------------------------- persistence
@@ -206,8 +219,8 @@ def case_text(comps: list[dict]) -> page.Markdown:
 def scale_text(ms: dict, saes: dict, cfg) -> page.Markdown:
     return page.md(
         f"Scale here: {models.n_params(ms['base'].model) / 1e6:.2f} M parameters against about 35 M in the paper; "
-        f"{saes[0]['base'][1]['d_sae']} SAE features ({cfg.sae_expansion}× d_mlp) trained for {cfg.sae_steps} steps "
-        f"of {cfg.sae_batch_size} activations against 16,384 features; {cfg.compare_tokens} comparison tokens against "
+        f"{sae_size(saes, cfg).replace(' features', ' SAE features', 1)} trained for {cfg.sae_steps} steps "
+        f"of {cfg.sae_batch_size} activations; {cfg.compare_tokens} comparison tokens against "
         f"120,000 (5,000 × 24); {cfg.n_seeds} SAE seeds, "
         f"{'one fine-tune per seed' if cfg.finetune_seeds else 'one fine-tuning seed'}.")
 

@@ -8,6 +8,16 @@ numbers (`debiased`, `chunk`) and the source of the code that computes them (thi
 the forward passes again. Both CKA row choices are measured (the page shows both), and the metric of every patched
 run is kept raw: `min_gap` applies when the recovery is computed, so it is not part of the key.
 
+Every pair also gets the two references of the reuse index (`lib.lenses.reuse_index`), measured with the same CKA
+lens on the same inputs and cached the same way: a **null**, CKA(null, base), and a **seed ceiling**,
+CKA(tuned, tuned'), where tuned' is the same pair's tuned model of the chapter's next seed (the last seed wraps to
+the first; a chapter with one seed has no ceiling). The null is the model the chapter trained from scratch on the
+same task where it has one (`SCRATCH_NULLS`, an explicit list: Lin's scratch model for Lin's fine-tune); every
+other pair gets the base's architecture freshly initialised (`lib.lenses.random_init`, seed `NULL_SEED` + the seed
+index), which every pair also gets as a second null so the two can be compared where both exist. The null is
+patched into the base as well (the patching lens's null: how much of the tuned model's gain states that share
+nothing with the base "recover").
+
 Each chapter's own results record (`results/<notebook>.json`) says whether its base could do its task at this
 scale: the share of its claims that were testable gates the synthesis's rule for its pairs (`chapter_testable`).
 """
@@ -33,6 +43,10 @@ from lib.paths import ROOT, results_dir
 
 BOOK_RESULTS = ROOT / "book" / "notebooks" / "results"
 ARRAYS = ("cka_readout", "cka_all", "weight", "m_patched")
+NULL_SCRATCH, NULL_RANDOM = "scratch", "random init"
+# pair -> the pair of the same chapter and seed whose tuned model was trained from scratch on the same task
+SCRATCH_NULLS = {("lin", "lin_tuned"): "lin_scratch"}
+NULL_SEED = 10_000  # the random-init null of seed index i is drawn from seed NULL_SEED + i
 SCALARS = ("cka_final_readout", "cka_final_all", "head_change", "m_base", "m_tuned", "rows_readout", "rows_all")
 
 
@@ -65,6 +79,14 @@ class PairLens:
     cka_final: float = float("nan")  # CKA after the final norm (cfg.tokens rows); NaN without a final norm
     chapter_testable: float | None = None  # share of the chapter's own claims testable at this scale
     cached: bool = False  # the lenses were loaded from the cache
+    # the reuse index's references (cfg.tokens rows / the other rows); NaN where not measured
+    null_kind: str = NULL_RANDOM  # which null the index uses: NULL_SCRATCH or NULL_RANDOM
+    null_cka: np.ndarray | None = None  # CKA(null, base) per layer point
+    null_cka_alt: np.ndarray | None = None
+    random_null_cka: np.ndarray | None = None  # CKA(random init, base): the same as null_cka without a scratch model
+    null_m_patched: np.ndarray | None = None  # the metric of the base with the null's residual stream patched in
+    ceiling_cka: np.ndarray | None = None  # CKA(tuned, tuned of the next seed); NaN with one seed
+    ceiling_cka_alt: np.ndarray | None = None
     # after aggregation: the per-seed lenses, and the per-layer sd over them of cka / weight / recovery
     runs: list = field(default_factory=list, repr=False)
     sd: dict = field(default_factory=dict, repr=False)
@@ -76,6 +98,13 @@ class PairLens:
     @property
     def depth(self) -> np.ndarray:
         return lenses.depth_fraction(self.n_layers)
+
+    def __post_init__(self):
+        nan = np.full(self.n_layers + 1, np.nan)
+        for name in ("null_cka", "null_cka_alt", "random_null_cka", "null_m_patched", "ceiling_cka",
+                     "ceiling_cka_alt"):
+            if getattr(self, name) is None:
+                setattr(self, name, nan.copy())
 
 
 def other_tokens(cfg: Config) -> str:
@@ -169,6 +198,100 @@ def measure_pair(notebook: str, module: str, pair: lenses.Pair, cfg: Config, see
                     cka_final=v[f"cka_final_{chosen}"], cached=art.cached)
 
 
+# ---------------------------------------------------------------------------------------------- index references
+def _cka_both(a: torch.nn.Module, b: torch.nn.Module, inputs, cfg: Config) -> dict:
+    """CKA(a, b) per layer point on both row choices (the mask from `a`)."""
+    return {f"cka_{t}": lenses.cka_lens(a, b, inputs, t, cfg.debiased, cfg.chunk) for t in ("readout", "all")}
+
+
+def _load_arrays(art) -> dict:
+    with np.load(art.path / "lenses.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _save(out: Path, arrays: dict, pair: str) -> dict:
+    np.savez(out / "lenses.npz", **{k: np.asarray(v, dtype=float) for k, v in arrays.items()})
+    return {"pair": pair}
+
+
+def _settings(pair: lenses.Pair, cfg: Config) -> dict:
+    return {"inputs": inputs_fingerprint(pair.inputs), "debiased": cfg.debiased, "chunk": cfg.chunk}
+
+
+def _code(pair: lenses.Pair) -> tuple[str, ...]:
+    return (__name__, "lib.lenses", "lib.hooks", "lib.similarity", _metric_module(pair.metric))
+
+
+def null_lens(notebook: str, pair: lenses.Pair, null: torch.nn.Module, kind: str, cfg: Config) -> dict:
+    """CKA(null, base) on both row choices, and the metric of the base with the null's residual stream patched in
+    at each layer point (`m_patched`): cached, keyed like the pair's lenses plus the null's content."""
+    def compute(out: Path) -> dict:
+        arrays = _cka_both(pair.base, null, pair.inputs, cfg)
+        arrays["m_patched"] = lenses.patching_lens(pair.base, null, pair.inputs, pair.metric)["m_patched"]
+        return _save(out, arrays, pair.name)
+
+    key = {"notebook": notebook, "pair": pair.name, "base": model_fingerprint(pair.base), "null": model_fingerprint(null),
+           "null_kind": kind, **_settings(pair, cfg)}
+    return _load_arrays(load_or_compute("synthesis_null", key, compute, recompute=cfg.recompute, code=_code(pair)))
+
+
+def ceiling_lens(notebook: str, pair: lenses.Pair, other: torch.nn.Module, cfg: Config) -> dict:
+    """CKA(tuned, tuned') on both row choices, on this pair's inputs: the seed ceiling, cached."""
+    key = {"notebook": notebook, "pair": pair.name, "tuned": model_fingerprint(pair.tuned),
+           "other": model_fingerprint(other), **_settings(pair, cfg)}
+    art = load_or_compute("synthesis_ceiling", key,
+                          lambda out: _save(out, _cka_both(pair.tuned, other, pair.inputs, cfg), pair.name),
+                          recompute=cfg.recompute, code=_code(pair))
+    return _load_arrays(art)
+
+
+def add_nulls(lens: PairLens, pair: lenses.Pair, same_seed: list[lenses.Pair], cfg: Config) -> None:
+    """Fill in `lens`'s nulls: the scratch model where `SCRATCH_NULLS` names one, and always a random init."""
+    chosen, other = cfg.tokens, other_tokens(cfg)
+    random = null_lens(lens.notebook, pair, lenses.random_init(pair.base, NULL_SEED + lens.seed_index),
+                       NULL_RANDOM, cfg)
+    lens.random_null_cka = random[f"cka_{chosen}"]
+    scratch_of = SCRATCH_NULLS.get((lens.module, lens.name))
+    scratch = next((p.tuned for p in same_seed if p.name == scratch_of), None) if scratch_of else None
+    if scratch_of and scratch is None:
+        raise ChapterNotReady(f"{lens.notebook} offered no pair {scratch_of!r}, the scratch null of {lens.name!r}")
+    v = null_lens(lens.notebook, pair, scratch, NULL_SCRATCH, cfg) if scratch is not None else random
+    lens.null_kind = NULL_SCRATCH if scratch is not None else NULL_RANDOM
+    lens.null_cka, lens.null_cka_alt, lens.null_m_patched = v[f"cka_{chosen}"], v[f"cka_{other}"], v["m_patched"]
+
+
+def add_ceilings(lenses_: list[PairLens], pairs: list[lenses.Pair], next_seed: list[lenses.Pair],
+                 cfg: Config) -> None:
+    """Fill in each lens's seed ceiling from the tuned model of the same pair at the next seed (matched by name)."""
+    others = {p.name: p.tuned for p in next_seed}
+    for lens, pair in zip(lenses_, pairs):
+        if pair.name in others:
+            v = ceiling_lens(lens.notebook, pair, others[pair.name], cfg)
+            lens.ceiling_cka, lens.ceiling_cka_alt = v[f"cka_{cfg.tokens}"], v[f"cka_{other_tokens(cfg)}"]
+
+
+def measure_chapter(notebook: str, module: str, seeds, cfg: Config, testable: float | None = None) -> list[PairLens]:
+    """Every pair of every seed (`seeds`: an iterable of each seed's pair list) through the lenses and the index's
+    references. Holds at most the previous seed's pairs and the first seed's tuned models besides the current ones."""
+    out, first, prev = [], None, None
+    for i, pairs in enumerate(seeds):
+        now = []
+        for pair in pairs:
+            lens = measure_pair(notebook, module, pair, cfg, i)
+            lens.chapter_testable = testable
+            add_nulls(lens, pair, pairs, cfg)
+            now.append(lens)
+        if prev is not None:
+            add_ceilings(*prev, pairs, cfg)
+        if first is None:
+            first = [lenses.Pair(p.name, None, p.tuned, None, p.metric) for p in pairs]
+        prev = (now, pairs)
+        out += now
+    if prev is not None and first is not None and prev[0] and prev[0][0].seed_index > 0:
+        add_ceilings(*prev, first, cfg)  # the last seed's ceiling: the first seed
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- testability
 def _record(notebook: str, cfg: Config) -> dict | None:
     """The chapter's results record of this profile: from `cfg.results`, else this run's folder, then the book's."""
@@ -192,22 +315,36 @@ def chapter_testable(notebook: str, cfg: Config) -> float | None:
     return sum(c["verdict"] != NOT_TESTABLE for c in claims) / len(claims)
 
 
+def _seeds(notebook: str, module: str, cfg: Config):
+    """The chapter's pair lists, one per seed, up to `cfg.n_seeds` (fewer where it trained fewer)."""
+    for i in range(cfg.n_seeds):
+        with torch.no_grad():
+            pairs = chapter_pairs(notebook, module, cfg.profile, i)
+        if pairs is None:
+            return
+        yield pairs
+
+
+def sae_persistence(cfg: Config) -> dict | None:
+    """The fourth lens, for Horn & Elliott's pairs: SAE-feature persistence with independent SAE seeds divided by the
+    same-model seed control, from chapter 5's results record (claim `few_persist`); None if the record is absent."""
+    record = _record("05_horn", cfg)
+    c = next((c for c in (record or {}).get("claims", []) if c.get("id") == "few_persist"), None)
+    if c is None:
+        return None
+    extra = c.get("extra") or {}
+    indep, ctrl = extra.get("independent_seeds"), extra.get("control")
+    ratio = indep / ctrl if indep is not None and ctrl else float("nan")
+    return {"ratio": ratio, "independent": indep, "control": ctrl, "interval": c.get("interval"), "n": c.get("n"),
+            "verdict": c.get("verdict")}
+
+
 def run(cfg: Config) -> list[PairLens]:
     """Every pair of every chosen chapter through the three lenses, for each of the chapter's first `n_seeds`
     seeds, one chapter seed's models in memory at a time: the per-seed lenses (`measure.aggregate` averages them)."""
     out = []
     for nb, module in sources(cfg):
-        testable = chapter_testable(nb, cfg)
-        for i in range(cfg.n_seeds):
-            with torch.no_grad():
-                pairs = chapter_pairs(nb, module, cfg.profile, i)
-            if pairs is None:  # the chapter has fewer seeds
-                break
-            for pair in pairs:
-                lens = measure_pair(nb, module, pair, cfg, i)
-                lens.chapter_testable = testable
-                out.append(lens)
-            del pairs
+        out += measure_chapter(nb, module, _seeds(nb, module, cfg), cfg, chapter_testable(nb, cfg))
     if not out:
         raise ChapterNotReady(f"no chapter offered a pair (chapters: {list(cfg.chapters) or 'all'})")
     return out

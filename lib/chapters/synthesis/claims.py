@@ -1,12 +1,18 @@
-"""06_synthesis, claims: each paper's conclusion about its pairs, as a rule on the lenses, stated once.
+"""06_synthesis, claims: each paper's conclusion about its pairs, as a rule on the reuse index, stated once.
 
-A conclusion names two indicators, each read per seed (`measure.indicators`) and decided from the t-interval of
-its mean against a threshold (`lib.claims.by_interval`); the two combine by `lib.claims.by_indicators`: both hold =
-reproduced; either decided against = not reproduced; otherwise inconclusive (an interval straddles its threshold,
-or there are fewer than two seeds). With two indicators "partly" cannot occur: one of two is not a majority.
+The index (`lib.lenses.reuse_index`, per seed and layer point) puts CKA to the base on a scale fixed by two
+references measured with the same lens: 0 = no closer to the base than a model that shares nothing with it (the
+chapter's scratch model, else a random init of the base's architecture), 1 = as close as two seeds of the same
+fine-tune are to each other. A conclusion names one or two indicators on it, each read per seed
+(`measure.indicators`) and decided from the t-interval of its mean against a threshold (`lib.claims.by_interval`);
+they combine by `lib.claims.by_indicators`: all hold = reproduced; a majority decided against = not reproduced;
+otherwise inconclusive (an interval straddles its threshold, or fewer than two seeds, so no seed ceiling either).
+The raw CKA and the weight change are shown beside the index but decide nothing: a late-half weight change of
+0.08-0.21 for every fine-tune made "Δw ≤ 0.5" hold always, and a fixed CKA threshold flipped with the choice of rows.
 
 Every rule is gated on the chapter's own verdicts: a chapter most of whose claims were "not testable at this scale"
-(its base could not do its task) gives "not testable at this scale" here too, not "rebuild". The depth conclusion
+(its base could not do its task) gives "not testable at this scale" here too, not "rebuild"; and on the two
+references being apart (a ceiling no higher than the null leaves nothing to calibrate against). The depth conclusion
 (Zhao et al.) needs at least two blocks, so that there are an early and a late block to compare.
 """
 from __future__ import annotations
@@ -15,18 +21,22 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from lib import stats
 from lib.claims import NOT_REPRODUCED, REPRODUCED, Claim, Requirement, Rule, by_indicators, by_interval
 
-CKA_REUSE = 0.7  # "the representation is kept": late-half CKA to the base above this
-WEIGHT_REUSE = 0.5  # "the weights are a small edit": late-half relative weight change below this
-DEPTH_MARGIN = 0.05  # "later layers task-specific": early-half minus late-half CKA above this
+INDEX_REUSE = 0.5  # "reused": the late-half reuse index above this, i.e. more than halfway from the null to the ceiling
+DEPTH_MARGIN = 0.1  # "later layers task-specific": early-half minus late-half reuse index above this
+MIN_SEPARATION = 0.1  # the seed ceiling's CKA must exceed the null's by this in both halves
 MIN_TESTABLE = 0.5  # the share of a chapter's own claims that must have been testable
-CONSTANTS = {"cka_reuse": CKA_REUSE, "weight_reuse": WEIGHT_REUSE, "depth_margin": DEPTH_MARGIN,
+CONSTANTS = {"index_reuse": INDEX_REUSE, "depth_margin": DEPTH_MARGIN, "min_separation": MIN_SEPARATION,
              "level": stats.LEVEL}
 
 TESTABLE = Requirement("share of the chapter's own claims that were testable at this scale (its base can do its "
                        "task)", "chapter_testable", at_least=MIN_TESTABLE)
+SEPARATED = Requirement("seed-ceiling minus null CKA, the smaller of the two halves' means (the lens tells a sibling "
+                        "seed from the null)", "separation", at_least=MIN_SEPARATION)
 DEPTH = Requirement("blocks in the model (a depth claim needs an early and a late block)", "n_layers", at_least=2)
 
 
@@ -45,26 +55,28 @@ class Indicator:
 
 _SIDE = {True: "above", False: "below"}
 KINDS = {
-    "reuse": (Indicator("late CKA ≥ cka_reuse", "late_cka", "cka_reuse", True),
-              Indicator("late Δw ≤ weight_reuse", "late_weight", "weight_reuse", False)),
-    "rebuild": (Indicator("late CKA < cka_reuse", "late_cka", "cka_reuse", False),
-                Indicator("late Δw > weight_reuse", "late_weight", "weight_reuse", True)),
-    "late": (Indicator("early CKA ≥ cka_reuse", "early_cka", "cka_reuse", True),
-             Indicator("early − late CKA ≥ depth_margin", "cka_drop", "depth_margin", True)),
+    "reuse": (Indicator("late index ≥ index_reuse", "late_index", "index_reuse", True),),
+    "rebuild": (Indicator("late index < index_reuse", "late_index", "index_reuse", False),),
+    "late": (Indicator("early index ≥ index_reuse", "early_index", "index_reuse", True),
+             Indicator("early − late index ≥ depth_margin", "index_drop", "depth_margin", True)),
 }
-_WORDS = {"late_cka": "late-half (depth > 0.5) CKA to the base", "late_weight": "late-half relative weight change",
-          "early_cka": "early-half CKA to the base", "cka_drop": "early-half minus late-half CKA"}
+_WORDS = {"late_index": "late-half (depth > 0.5) reuse index", "early_index": "early-half reuse index",
+          "index_drop": "early-half minus late-half reuse index"}
 
 
 def _test(kind: str) -> str:
     parts = [f"the {{level:.0%}} t-interval of the per-seed {_WORDS[i.key]} lies {_SIDE[i.greater]} {{{i.threshold}}}"
              for i in KINDS[kind]]
+    if len(parts) == 1:
+        return (f"{parts[0]} = reproduced, wholly on the other side = not reproduced, otherwise inconclusive (it "
+                "straddles the threshold, or fewer than two seeds)")
     return (f"{parts[0]} and {parts[1]}: both = reproduced, either wholly on the other side = not reproduced, "
             "otherwise inconclusive (an interval straddles its threshold, or fewer than two seeds)")
 
 
 def _rule(id: str, kind: str, claim: str, depth: bool = False) -> Rule:
-    return Rule(id, claim, f"qualitative: {kind}", _test(kind), CONSTANTS, (TESTABLE, DEPTH) if depth else (TESTABLE,))
+    return Rule(id, claim, f"qualitative: {kind}", _test(kind), CONSTANTS,
+                (TESTABLE, SEPARATED, DEPTH) if depth else (TESTABLE, SEPARATED))
 
 
 LIN_TUNED = _rule("lin_tuned_reuses", "reuse", "Lin (2024): the fine-tuned model relies on pretrained "
@@ -89,11 +101,11 @@ FOR_PAIRS = (("lin", "scratch", LIN_SCRATCH), ("lin", "", LIN_TUNED), ("zhao", "
 
 
 def class_text() -> str:
-    """The class rule in words, rendered from the reuse indicators and their constants."""
-    reuse = " and ".join(f"the {stats.LEVEL:.0%} t-interval of the per-seed {_WORDS[i.key]} lies {_SIDE[i.greater]} "
-                         f"{CONSTANTS[i.threshold]:g}" for i in KINDS["reuse"])
-    return (f"**reuse** if {reuse}; **rebuild** if either interval lies wholly on the other side; **undecided** "
-            "otherwise; **not testable** when the chapter's base could not do its task")
+    """The class rule in words, rendered from the reuse indicator and its constants."""
+    (ind,) = KINDS["reuse"]
+    return (f"**reuse** if the {stats.LEVEL:.0%} t-interval of the per-seed {_WORDS[ind.key]} lies above "
+            f"{CONSTANTS[ind.threshold]:g}; **rebuild** if it lies wholly below; **undecided** otherwise; **not "
+            "testable** when the chapter's base could not do its task or the seed ceiling is not above the null")
 
 
 def rule_for(module: str, pair: str) -> Rule:
@@ -116,7 +128,7 @@ def decide(kind: str, m: dict) -> dict[str, dict]:
 def pair_class(m: dict) -> str:
     """'reuse' if both reuse indicators hold, 'rebuild' if either is decided against, else 'undecided';
     'not testable' when the chapter's base could not do its task."""
-    if not TESTABLE.met(m.get(TESTABLE.key)):
+    if not (TESTABLE.met(m.get(TESTABLE.key)) and SEPARATED.met(m.get(SEPARATED.key))):
         return "not testable"
     verdicts = [d["verdict"] for d in decide("reuse", m).values()]
     if all(v == REPRODUCED for v in verdicts):
@@ -133,31 +145,36 @@ def _finite(x: float | None) -> float | None:
 
 
 def _ours(m: dict, cls: str) -> str:
-    sd_c = f" ± {m['cka_late_sd']:.2f}" if _finite(m["cka_late_sd"]) is not None else ""
-    sd_w = f" ± {m['weight_late_sd']:.3f}" if _finite(m["weight_late_sd"]) is not None else ""
     n = m["n_seeds"]
-    return (f"{cls}: CKA early {m['cka_early']:.2f} / late {m['cka_late']:.2f}{sd_c}, Δw early "
-            f"{m['weight_early']:.3f} / late {m['weight_late']:.3f}{sd_w}, recovery > {m['recovery_level']:g} from "
-            f"{m['recovery_from']} (mean of {n} seed{'s' if n > 1 else ''})")
+    late = m["indicators"]["late_index"]
+    iv = stats.t_interval(late) if len(late) > 1 else None
+    ci = f", {stats.LEVEL:.0%} CI [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else ""
+    ceiling = "" if m["has_ceiling"] else " against a ceiling of 1 (one seed: a lower bound)"
+    return (f"{cls}: reuse index early {m['index_early']:.2f} / late {m['index_late']:.2f}{ci}{ceiling} (null: "
+            f"{m['null_kind']}); CKA late {m['cka_late']:.2f}, Δw late {m['weight_late']:.3f}, recovery > "
+            f"{m['recovery_level']:g} from {m['recovery_from']} (mean of {n} seed{'s' if n > 1 else ''})")
 
 
 def claim(m: dict) -> Claim:
     """The claim of one measured pair (`measure.measured`); its id names the pair, its rule is in extra["rule"]."""
     rule = rule_for(m["module"], m["pair"])
     cls = pair_class(m)
-    late = m["indicators"]["late_cka"]
+    late = m["indicators"]["late_index"]
     extra = {"notebook": m["notebook"], "pair": m["pair"], "rule": rule.id, "class": cls,
-             "late_cka_per_seed": late, **{k: m[k] for k in ("cka", "weight_change", "recovery", "m_base",
-                                                             "m_tuned", "cka_final")}}
-    fields = dict(id=f"{m['module']}:{_slug(m['pair'])}", value=m["cka_late"], n=m["n_seeds"],
-                  spread=_finite(m["cka_late_sd"]), extra=extra,
-                  interval=stats.t_interval(late) if len(late) > 1 else None)
+             "late_index_per_seed": late, "late_cka_per_seed": m["indicators"]["late_cka"],
+             **{k: m[k] for k in ("cka", "weight_change", "recovery", "m_base", "m_tuned", "cka_final", "index",
+                                  "null_cka", "ceiling_cka", "null_kind", "has_ceiling", "separation", "dose")}}
+    spread = float(np.std(late, ddof=1)) if len(late) > 1 else None
+    fields = dict(id=f"{m['module']}:{_slug(m['pair'])}", value=_finite(m["index_late"]), n=m["n_seeds"],
+                  spread=spread, extra=extra, interval=stats.t_interval(late) if len(late) > 1 else None)
     gated = rule.gate(m, ours=_ours(m, cls))
     if gated is not None:
         return dataclasses.replace(gated, **fields)
     ind = decide(KIND[rule.id], m)
     extra["indicators"] = ind
     why = "; ".join(f"{k}: {d['verdict']} ({_interval_text(d)})" for k, d in ind.items())
+    if len(late) < 2:
+        why += "; too few seeds: one tuned model, so no interval and no seed ceiling"
     verdict = by_indicators({k: d["verdict"] for k, d in ind.items()})
     return dataclasses.replace(rule.decide(verdict, _ours(m, cls), why), **fields)
 

@@ -2,8 +2,14 @@
 every rule and table reads. No plotting, no prose.
 
 Late half = the layer points at depth > 0.5 (`lib.lenses.halves`). A pair's rule reads one value per seed of each
-indicator (`indicators`): the late-half mean CKA to the base, the early-half one, their difference, and the late-half
-relative weight change; a seed whose half has no finite point is left out of that indicator.
+indicator (`indicators`): the late-half mean of the reuse index, the early-half one and their difference (and, for
+the tables, the same of the raw CKA and the late-half relative weight change); a seed whose half has no finite point
+is left out of that indicator.
+
+The reuse index of seed s at layer point i (`index_runs`) is `lib.lenses.reuse_index` of that seed's CKA to the base,
+its null and its seed ceiling. A pair with one seed has no ceiling: its index is shown against a ceiling of 1 (a
+lower bound of the calibrated index, since a sibling seed's CKA is at most 1) and never decides a rule (one value,
+no interval).
 """
 from __future__ import annotations
 
@@ -13,11 +19,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from lib import lenses
+from lib import lenses, stats
 from lib.chapters.synthesis.build import PairLens, other_tokens
 from lib.chapters.synthesis.config import Config
 
-PER_LAYER = ("cka", "cka_alt", "weight", "m_patched", "recovery")
+PER_LAYER = ("cka", "cka_alt", "weight", "m_patched", "recovery", "null_cka", "null_cka_alt", "random_null_cka",
+             "null_m_patched", "ceiling_cka", "ceiling_cka_alt")
 SPREAD = ("cka", "weight", "recovery")
 MEANS = ("head_change", "m_base", "m_tuned", "cka_final")
 
@@ -59,13 +66,82 @@ def late_spread(p: PairLens, attr: str) -> float:
 
 def indicators(p: PairLens) -> dict[str, list[float]]:
     """Per seed (finite values only): early- and late-half CKA, early minus late CKA, late-half weight change."""
-    out: dict[str, list[float]] = {"early_cka": [], "late_cka": [], "cka_drop": [], "late_weight": []}
+    keys = ("early_cka", "late_cka", "cka_drop", "late_weight", "early_index", "late_index", "index_drop",
+            "late_index_alt", "late_index_random_null")
+    out: dict[str, list[float]] = {k: [] for k in keys}
     for r in p.runs or [p]:
         (ce, cl), (_, wl) = halves_mean(r.cka, r.n_layers), halves_mean(r.weight, r.n_layers)
-        for key, v in (("early_cka", ce), ("late_cka", cl), ("cka_drop", ce - cl), ("late_weight", wl)):
+        ie, il = halves_mean(index_of(r), r.n_layers)
+        values = (ce, cl, ce - cl, wl, ie, il, ie - il, halves_mean(index_of(r, alt=True), r.n_layers)[1],
+                  halves_mean(index_of(r, null="random"), r.n_layers)[1])
+        for key, v in zip(keys, values):
             if np.isfinite(v):
                 out[key].append(float(v))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- reuse index
+def has_ceiling(p: PairLens) -> bool:
+    """A seed ceiling was measured (the chapter trained at least two seeds of this pair)."""
+    return any(np.isfinite(r.ceiling_cka).any() for r in p.runs or [p])
+
+
+def _ceiling(r: PairLens, alt: bool = False) -> np.ndarray:
+    c = r.ceiling_cka_alt if alt else r.ceiling_cka
+    return c if np.isfinite(c).any() else np.ones_like(c)  # one seed: the bound 1
+
+
+def index_of(r: PairLens, alt: bool = False, null: str = "null") -> np.ndarray:
+    """(n_layers + 1,) reuse index of one seed; `alt`: on the other CKA rows; null="random": against the random-init
+    null instead of the pair's own (the comparison of the two nulls where a chapter has a scratch model)."""
+    cka = r.cka_alt if alt else r.cka
+    n = r.random_null_cka if null == "random" else (r.null_cka_alt if alt else r.null_cka)
+    return lenses.reuse_index(cka, n, _ceiling(r, alt))
+
+
+def index_runs(p: PairLens, alt: bool = False, null: str = "null") -> np.ndarray:
+    """(n_seeds, n_layers + 1) reuse index per seed and layer point."""
+    return np.stack([index_of(r, alt, null) for r in p.runs or [p]])
+
+
+def index_band(p: PairLens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, lo, hi) per layer point of the reuse index over seeds: the t-interval (lo = hi = mean with one seed)."""
+    runs = index_runs(p)
+    mean, lo, hi = (np.full(runs.shape[1], np.nan) for _ in range(3))
+    for i in range(runs.shape[1]):
+        v = runs[:, i][np.isfinite(runs[:, i])]
+        if len(v):
+            mean[i] = v.mean()
+            lo[i], hi[i] = stats.t_interval(v) if len(v) > 1 else (v[0], v[0])
+    return mean, lo, hi
+
+
+def null_band(p: PairLens) -> np.ndarray:
+    """Half-width per layer point of the null in index units: the sd over seeds of CKA(null, base) divided by the
+    mean separation of ceiling and null (NaN with one seed): how far the index moves when only the null is redrawn."""
+    runs = p.runs or [p]
+    if len(runs) < 2:
+        return np.full(p.n_layers + 1, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(np.stack([r.null_cka for r in runs]), 0, ddof=1)
+        sep = np.nanmean(np.stack([_ceiling(r) - r.null_cka for r in runs]), 0)
+    return np.where(sep > 0, sd / sep, np.nan)
+
+
+def separation(p: PairLens) -> float:
+    """The smaller over the two halves of the mean (seed ceiling - null) CKA: how well the lens tells a sibling seed
+    from the null; the index means nothing when this is near 0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sep = np.nanmean(np.stack([_ceiling(r) - r.null_cka for r in p.runs or [p]]), 0)
+    early, late = halves_mean(sep, p.n_layers)
+    return float(np.nanmin([early, late])) if np.isfinite([early, late]).any() else float("nan")
+
+
+def late_dose(p: PairLens) -> float:
+    """The fine-tuning dose of the headline figure: the late-half relative weight change (mean over seeds)."""
+    return halves_mean(p.weight, p.n_layers)[1]
 
 
 def first_recovery(p: PairLens, level: float) -> int | None:
@@ -84,8 +160,13 @@ def recovery_from(p: PairLens, level: float) -> str:
 def measured(p: PairLens, cfg: Config) -> dict:
     """Everything a rule of `claims.py` reads about one pair (aggregated over seeds)."""
     (ce, cl), (we, wl) = halves_mean(p.cka, p.n_layers), halves_mean(p.weight, p.n_layers)
+    ind = indicators(p)
+    mean = lambda k: float(np.mean(ind[k])) if ind[k] else float("nan")  # noqa: E731
     return {"notebook": p.notebook, "module": p.module, "pair": p.name, "n_layers": p.n_layers,
-            "n_seeds": p.n_seeds, "chapter_testable": p.chapter_testable, "indicators": indicators(p),
+            "n_seeds": p.n_seeds, "chapter_testable": p.chapter_testable, "indicators": ind,
+            "index_early": mean("early_index"), "index_late": mean("late_index"), "separation": separation(p),
+            "has_ceiling": has_ceiling(p), "null_kind": p.null_kind, "index": index_band(p)[0].tolist(),
+            "null_cka": p.null_cka.tolist(), "ceiling_cka": p.ceiling_cka.tolist(), "dose": late_dose(p),
             "cka_early": ce, "cka_late": cl, "weight_early": we, "weight_late": wl,
             "cka_late_sd": late_spread(p, "cka"), "weight_late_sd": late_spread(p, "weight"),
             "recovery_from": recovery_from(p, cfg.recovery_level), "recovery_level": cfg.recovery_level,
@@ -105,6 +186,39 @@ def summary_table(pairs: list[PairLens], cfg: Config) -> pd.DataFrame:
                      "Δw early": we, "Δw late": wl, "Δw late sd": late_spread(p, "weight"), "Δw head": p.head_change,
                      "metric base → tuned": f"{p.m_base:.3f} → {p.m_tuned:.3f}",
                      f"recovery > {cfg.recovery_level:g} from": recovery_from(p, cfg.recovery_level)})
+    return pd.DataFrame(rows).set_index(["chapter", "pair"]).round(3)
+
+
+def _ci(v: list[float]) -> str:
+    if len(v) < 2:
+        return "n=1, no interval"
+    lo, hi = stats.t_interval(v)
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def index_table(pairs: list[PairLens], cfg: Config, sae: dict | None = None) -> pd.DataFrame:
+    """One row per pair: the index's references (null, ceiling, their separation), the index early / late with the
+    t-interval of the late one, the late index on the other rows and against the random-init null, the dose, the
+    patching lens against its null, and for Horn & Elliott's pairs the SAE lens (persistence / seed control)."""
+    rows = []
+    for p in pairs:
+        ind = indicators(p)
+        mean = lambda k: float(np.mean(ind[k])) if ind[k] else float("nan")  # noqa: E731
+        rec, rec_null = (halves_mean(lenses.recovery(a, p.m_base, p.m_tuned, cfg.min_gap), p.n_layers)[1]
+                         for a in (p.m_patched, p.null_m_patched))
+        row = {"chapter": p.notebook, "pair": p.name, "seeds": p.n_seeds, "null": p.null_kind,
+               "ceiling": "next seed" if has_ceiling(p) else "1 (one seed: bound)",
+               "CKA late: tuned": halves_mean(p.cka, p.n_layers)[1],
+               "CKA late: null": halves_mean(p.null_cka, p.n_layers)[1],
+               "CKA late: ceiling": halves_mean(p.ceiling_cka, p.n_layers)[1], "separation": separation(p),
+               "index early": mean("early_index"), "index late": mean("late_index"),
+               "index late CI": _ci(ind["late_index"]),
+               f"index late ({other_tokens(cfg)} rows)": mean("late_index_alt"),
+               "index late (random-init null)": mean("late_index_random_null"),
+               "Δw late (dose)": late_dose(p), "recovery late: tuned": rec, "recovery late: null": rec_null}
+        if p.module == "horn":
+            row["SAE persistence / control"] = sae["ratio"] if sae else float("nan")
+        rows.append(row)
     return pd.DataFrame(rows).set_index(["chapter", "pair"]).round(3)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lib import lenses, page, results
+from lib import lenses, page, results, stats
+from lib.chapters.synthesis import measure
 from lib.chapters.synthesis import claims as rules
 from lib.chapters.synthesis.build import PairLens, other_tokens
 from lib.chapters.synthesis.config import CHAPTER, Config
@@ -30,9 +31,9 @@ def _chapters(pairs: list[PairLens]) -> list[str]:
 def rules_text() -> page.Markdown:
     """The class rule and the rules the pairs are compared with, rendered from their declarations."""
     return page.md(f"A pair's class: {rules.class_text()}. Late half = layer points at depth > 0.5. The rules, with "
-                   f"their thresholds (`cka_reuse` = {rules.CKA_REUSE:g}, `weight_reuse` = {rules.WEIGHT_REUSE:g}, "
-                   f"`depth_margin` = {rules.DEPTH_MARGIN:g}; constants of `lib/chapters/synthesis/claims.py`, not "
-                   "parameters):\n\n" + page.rules(rules.RULES).data)
+                   f"their thresholds (`index_reuse` = {rules.INDEX_REUSE:g}, `depth_margin` = {rules.DEPTH_MARGIN:g},"
+                   f" `min_separation` = {rules.MIN_SEPARATION:g}; constants of `lib/chapters/synthesis/claims.py`, "
+                   "not parameters):\n\n" + page.rules(rules.RULES).data)
 
 
 def rules_table() -> pd.DataFrame:
@@ -60,7 +61,8 @@ def table(pairs: list[PairLens], claim_list: list[Claim], cfg: Config) -> pd.Dat
 
 # ---------------------------------------------------------------------------------------------- figure
 def figure(pairs: list[PairLens], cfg: Config):
-    """Rows: CKA (chosen rows), CKA (the other rows), weight change, recovery; one column per chapter."""
+    """Rows: CKA to the base with its null (dashed) and seed ceiling (dotted), the reuse index, weight change,
+    recovery with the null's (dashed); one column per chapter."""
     import matplotlib.pyplot as plt
 
     chapters = _chapters(pairs)
@@ -69,27 +71,103 @@ def figure(pairs: list[PairLens], cfg: Config):
     for j, nb in enumerate(chapters):
         for k, p in enumerate(q for q in pairs if q.notebook == nb):
             style = dict(color=COLORS.get(p.module, f"C{j}"), ls=STYLES[k % len(STYLES)], marker="o", ms=3)
-            for row, attr in enumerate(("cka", "cka_alt", "weight", "recovery")):
-                values = getattr(p, attr)
+            index, lo, hi = measure.index_band(p)
+            null_rec = lenses.recovery(p.null_m_patched, p.m_base, p.m_tuned, cfg.min_gap)
+            for row, values in enumerate((p.cka, index, p.weight, p.recovery)):
                 axes[row, j].plot(p.depth, values, label=p.name if row == 0 else None, **style)
+            axes[0, j].plot(p.depth, p.null_cka, color=style["color"], ls="--", lw=0.9, alpha=0.7)
+            axes[0, j].plot(p.depth, p.ceiling_cka, color=style["color"], ls=":", lw=0.9, alpha=0.7)
+            axes[1, j].fill_between(p.depth, lo, hi, color=style["color"], alpha=0.15, lw=0)
+            axes[3, j].plot(p.depth, null_rec, color=style["color"], ls="--", lw=0.9, alpha=0.7)
+            for row, attr in ((2, "weight"), (3, "recovery")):
                 if attr in p.sd and np.isfinite(p.sd[attr]).any():  # ± 1 sd over seeds
-                    axes[row, j].fill_between(p.depth, values - p.sd[attr], values + p.sd[attr],
-                                              color=style["color"], alpha=0.15, lw=0)
+                    v = getattr(p, attr)
+                    axes[row, j].fill_between(p.depth, v - p.sd[attr], v + p.sd[attr], color=style["color"],
+                                              alpha=0.15, lw=0)
         axes[0, j].set_title(nb)
         axes[0, j].legend(fontsize=7, loc="best")
         axes[-1, j].set_xlabel("depth")
     est = " (debiased)" if cfg.debiased else ""
-    labels = (f"CKA to base{est},\n{cfg.tokens} rows", f"CKA to base{est},\n{other_tokens(cfg)} rows",
-              "relative weight\nchange", "patching\nrecovery")
+    labels = (f"CKA to base{est},\n{cfg.tokens} rows", "reuse index", "relative weight\nchange", "patching\nrecovery")
     for ax, label in zip(axes[:, 0], labels):
         ax.set_ylabel(label)
     axes[2, 0].set_yscale("symlog", linthresh=1e-2)
     for j in range(len(chapters)):
-        for row, level in ((0, rules.CKA_REUSE), (1, rules.CKA_REUSE), (2, rules.WEIGHT_REUSE), (3, 1.0)):
-            axes[row, j].axhline(level, c="k", ls=":", lw=0.8)
+        for level in (0.0, 1.0):
+            axes[1, j].axhline(level, c="k", lw=0.6)
+        axes[1, j].axhline(rules.INDEX_REUSE, c="k", ls=":", lw=0.8)
+        axes[3, j].axhline(1.0, c="k", ls=":", lw=0.8)
         axes[3, j].axhline(0, c="k", lw=0.6)
     fig.tight_layout()
     return fig
+
+
+def headline_figure(pairs: list[PairLens], cfg: Config):
+    """Left: each pair's late-half reuse index (mean, t-interval over seeds) against its fine-tuning dose (late-half
+    relative weight change). Right: the index per layer point of every pair on one depth axis, with the null band."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    seen = set()
+    for k, p in enumerate(pairs):
+        color = COLORS.get(p.module, f"C{k}")
+        late = measure.indicators(p)["late_index"]
+        if not late:
+            continue
+        m = float(np.mean(late))
+        lo, hi = stats.t_interval(late) if len(late) > 1 else (m, m)
+        bound = not measure.has_ceiling(p)
+        label = p.notebook if p.notebook not in seen else None
+        seen.add(p.notebook)
+        ax.errorbar([measure.late_dose(p)], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=color, capsize=3,
+                    mfc="white" if bound else color, label=label)
+        ax.annotate(p.name, (measure.late_dose(p), m), fontsize=6, xytext=(4, 3), textcoords="offset points")
+        index, ilo, ihi = measure.index_band(p)
+        bx.plot(p.depth, index, color=color, ls=STYLES[k % len(STYLES)], marker="o", ms=3, lw=1.2)
+        band = measure.null_band(p)
+        if np.isfinite(band).any():
+            bx.fill_between(p.depth, -band, band, color="0.5", alpha=0.12, lw=0)
+    for a in (ax, bx):
+        a.axhline(0, c="k", lw=0.8)
+        a.axhline(1, c="k", lw=0.8, ls="--")
+        a.axhline(rules.INDEX_REUSE, c="k", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tuning dose: late-half relative weight change")
+    ax.set_ylabel("late-half reuse index\n(0 = null, 1 = seed ceiling)")
+    ax.legend(fontsize=7, loc="best")
+    bx.set_xlabel("depth (0 = embeddings, 1 = last block)")
+    bx.set_ylabel("reuse index")
+    bx.set_title("every pair; grey: null ± 1 sd over seeds", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def index_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config, sae: dict | None = None) -> page.Markdown:
+    """Which null and ceiling each chapter's pairs got, and what the index says, computed from this run."""
+    out = []
+    for nb in _chapters(pairs):
+        ps = [p for p in pairs if p.notebook == nb]
+        nulls = ", ".join(dict.fromkeys(f"{p.name}: {p.null_kind}" for p in ps))
+        ceil = ("a second seed of each tuned model" if all(measure.has_ceiling(p) for p in ps) else
+                "none for " + ", ".join(p.name for p in ps if not measure.has_ceiling(p))
+                + " (one tuned seed: the index is shown against a ceiling of 1, a lower bound, and decides nothing)")
+        late = ", ".join(f"{p.name} {np.mean(v):.2f}" if (v := measure.indicators(p)["late_index"]) else
+                         f"{p.name} n/a" for p in ps)
+        line = f"- *{nb}*: null {nulls}; seed ceiling: {ceil}. Late-half index (mean over seeds): {late}."
+        if ps[0].module == "lin":
+            both = [(p.name, measure.indicators(p)) for p in ps if p.null_kind == "scratch"]
+            for name, ind in both:
+                if ind["late_index"] and ind["late_index_random_null"]:
+                    line += (f" With the random-init null instead of the scratch model, {name}'s late index would "
+                             f"be {np.mean(ind['late_index_random_null']):.2f} instead of "
+                             f"{np.mean(ind['late_index']):.2f}: the calibration of the fallback null used where "
+                             "a chapter has no scratch model.")
+        if ps[0].module == "horn":
+            line += (f" SAE lens (chapter 5's record): persistence with independent SAE seeds / the same-model seed "
+                     f"control = {sae['ratio']:.2f} (over the four edges; {sae['verdict']} there)." if sae else
+                     " SAE lens: chapter 5's results record of this profile is not there.")
+        out.append(line)
+    return page.md("\n".join(out))
 
 
 # ---------------------------------------------------------------------------------------------- prose
@@ -127,7 +205,15 @@ def _pair_sentence(p: PairLens, c: Claim, cfg: Config) -> str:
     final = f", after the final norm {p.cka_final:.2f}" if np.isfinite(p.cka_final) else ""
     return (f"**{p.name}**{seeds}: CKA to the base {ce:.2f} early / {cl:.2f}{_sd(p, 'cka', 2)} late{final} "
             f"({other_tokens(cfg)} rows: {ae:.2f} / {al:.2f}), relative weight change {we:.3f} / "
-            f"{wl:.3f}{_sd(p, 'weight', 3)}: **{c.extra['class']}**; {patch}.")
+            f"{wl:.3f}{_sd(p, 'weight', 3)}; reuse index late {_index(p)}: **{c.extra['class']}**; {patch}.")
+
+
+def _index(p: PairLens) -> str:
+    v = measure.indicators(p)["late_index"]
+    if not v:
+        return "n/a"
+    bound = "" if measure.has_ceiling(p) else " (ceiling 1, a lower bound)"
+    return f"{np.mean(v):.2f}" + (f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else "") + bound
 
 
 def chapter_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config) -> page.Markdown:

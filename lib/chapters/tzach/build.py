@@ -21,7 +21,7 @@ from torch import nn
 from lib import bases, corpora, evals, models, textdata, train
 from lib.artifacts import load_or_compute
 from lib.chapters.tzach.config import CHAPTER, Config
-from lib.chapters.tzach.probes import lens_predictions, masked_states, probe_predictions, train_probe
+from lib.chapters.tzach.probes import lens_predictions, masked_states, mlm_readout, probe_predictions, train_probe
 from lib.lenses import seed_at
 from lib.tasks import wordnet
 
@@ -41,6 +41,9 @@ class Setup:
     counts: np.ndarray | None = None  # (V,) token counts in the base's pre-training rows
     local: tuple | None = None  # local profile: (causal LM, held-out ids (N, T))
     memo: dict = field(default_factory=dict)  # windows and pre-training rows, made at most once
+    # further independently pre-trained bases of the same recipe (BERT seeds): name -> (model, cache key). The
+    # depth and cluster rules read their spread over these models, never over mask draws of one model.
+    replicas: dict = field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
@@ -174,10 +177,11 @@ def _text_fingerprint(s: Setup) -> str:
 def _readouts(s: Setup, model, per_block: bool) -> Readouts:
     cfg, mask_id = s.cfg, s.tok.mask_token_id
     heads = []
-    if per_block:  # one fresh MLM head per block, trained on one masking of the probe windows
+    if per_block:  # per block, the model's own MLM readout tuned on the [MASK] positions of the probe windows
         tr = masked_states(model, s.windows("probe"), mask_id, s.special_ids, cfg.seed + 1000)
-        heads = [train_probe(tr.h[:, b], tr.true, cfg.seed + b, cfg.probe_steps, cfg.probe_batch, cfg.probe_lr,
-                             s.device, cfg.use_bf16()) for b in range(tr.h.shape[1])]
+        at = tr.kind == 0  # the head is reported on [MASK] positions, so it is trained on them
+        heads = [train_probe(tr.h[at, b], tr.true[at], cfg.seed + b, cfg.probe_steps, cfg.probe_batch, cfg.probe_lr,
+                             s.device, cfg.use_bf16(), init=mlm_readout(model)) for b in range(tr.h.shape[1])]
     parts = {"true": [], "kind": [], "seed": [], "lens": [], "probe": []}
     for k in range(cfg.n_seeds):
         ev = masked_states(model, s.windows("eval"), mask_id, s.special_ids, cfg.seed + k)

@@ -22,7 +22,7 @@ class Config(_Config):
     allow_network: bool = param(False, doc="let the paper profile download base_source from the hub")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="where models run")
     bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC + "; fine-tuning and probe heads")
-    n_seeds: int = param(3, lo=1, hi=20, doc="seeds: mask draws of held-out windows (APT), task splits (fine-tuning)")
+    n_seeds: int = param(3, lo=1, hi=20, doc="seeds: mask draws of held-out windows (APT; pooled as more positions), task splits (fine-tuning)")
     n_ctx: int = param(128, lo=8, hi=512, doc="tokens per held-out window (capped by the model)")
     eval_rows: int = param(768, lo=4, hi=10**6, doc="held-out windows masked per seed for APT")
     probe_rows: int = param(1024, lo=4, hi=10**6, doc="training windows whose masked positions train the probes")

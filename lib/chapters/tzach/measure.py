@@ -8,7 +8,10 @@ out. No plotting, no prose, no verdicts (those are `claims.py`).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,7 @@ from scipy import stats as st
 from torch import nn
 
 from lib import apt, evals, stats
+from lib.artifacts import load_or_compute
 from lib.chapters.tzach import build
 from lib.results import measured
 
@@ -29,85 +33,121 @@ def _skip_local(fn):
     return wrapper
 
 
+MIN_OCCURRENCES = 20  # ⟨APT⟩ is the mean over token types selected at least this often (APT of rarer: noise)
+
+
 def apt_stats(true, pred, counts, k: int) -> dict:
-    """⟨APT⟩, APT(k) and plain (position-weighted) accuracy of predictions over selected positions."""
+    """Over selected positions: ⟨APT⟩ over the types selected ≥ MIN_OCCURRENCES times (and their number), the
+    paper's unrestricted ⟨APT⟩ over every type seen, APT(k) over the k most frequent types (pre-training counts)
+    and plain (position-weighted) accuracy."""
     per = apt.accuracy_per_token(true, pred)
-    return {"mean_apt": apt.mean_apt(per), "apt_top": apt.apt_top_frequent(per, counts, k),
-            "accuracy": float((np.asarray(true) == np.asarray(pred)).mean()), "n_types": len(per)}
+    m, n = apt.mean_apt_frequent(true, pred, MIN_OCCURRENCES)
+    return {"mean_apt": m, "n_types": n, "mean_apt_all_types": apt.mean_apt(per) if per else float("nan"),
+            "apt_top": apt.apt_top_frequent(per, counts, k) if per else float("nan"),
+            "accuracy": float((np.asarray(true) == np.asarray(pred)).mean()) if len(true) else float("nan"),
+            "n_positions": int(len(true))}
 
 
 # ----------------------------------------------------------------------------- sections 1-2: APT per block
 @dataclass
 class BlockAPT:
-    table: pd.DataFrame  # model, readout, block, seed, mean_apt, apt_top, accuracy, n_types, mean_apt_masked
+    """table: one row per (model, readout, block, positions) with the apt_stats columns; positions "mask" = the
+    [MASK] positions (the headline), "all" = every selected position; the mask draws of one model are pooled
+    (they add positions, not replicates). models: the independently pre-trained bases ("base" first)."""
+    table: pd.DataFrame
     readouts: dict  # model -> build.Readouts (pooled over mask draws)
+    models: tuple = ("base",)
+
+
+def pretrained(s: build.Setup) -> dict:
+    """The independently pre-trained bases: {"base": (model, key), **s.replicas}."""
+    return {"base": (s.base, s.base_key), **s.replicas}
 
 
 @_skip_local
 def blocks(s: build.Setup) -> BlockAPT:
-    """⟨APT⟩ after every block, base and control, logit lens and fresh head, n_seeds mask draws (section 2)."""
-    rows, reads = [], {name: build.block_readouts(s, name) for name in ("base", "control")}
-    for name, r in reads.items():
-        for seed in range(s.cfg.n_seeds):
-            at, masked = r.seed == seed, (r.seed == seed) & (r.kind == 0)
+    """⟨APT⟩ after every block, each pre-trained base and the control, logit lens and tuned head (section 2)."""
+    runs = {name: build.block_readouts(s, name, model=m, model_key=k) for name, (m, k) in pretrained(s).items()}
+    runs["control"] = build.block_readouts(s, "control")
+    rows = []
+    for name, r in runs.items():
+        for where, at in (("mask", r.kind == 0), ("all", np.ones(len(r.true), bool))):
             for readout, p in r.pred.items():
-                rows += [{"model": name, "readout": readout, "block": b, "seed": seed,
-                          **apt_stats(r.true[at], p[at, b], s.counts, s.cfg.apt_top_k),
-                          "mean_apt_masked": apt.mean_apt(r.true[masked], p[masked, b])} for b in range(p.shape[1])]
-    return BlockAPT(pd.DataFrame(rows), reads)
+                rows += [{"model": name, "readout": readout, "block": b, "positions": where,
+                          **apt_stats(r.true[at], p[at, b], s.counts, s.cfg.apt_top_k)} for b in range(p.shape[1])]
+    return BlockAPT(pd.DataFrame(rows), runs, tuple(pretrained(s)))
 
 
 def block_summary(res: BlockAPT | None) -> pd.DataFrame | None:
-    """Mean and sd over mask draws of ⟨APT⟩ per (model, readout, block)."""
+    """⟨APT⟩ per (model, readout, block): [MASK] positions (the headline) and all selected positions."""
     if res is None:
         return None
-    g = res.table.groupby(["model", "readout", "block"])
-    out = g[["mean_apt", "apt_top", "accuracy", "mean_apt_masked"]].mean()
-    out = out.join(g["mean_apt"].std().rename("mean_apt_sd"))
-    return out.reset_index().round(4)
+    t = res.table.pivot_table(index=["model", "readout", "block"], columns="positions",
+                              values=["mean_apt", "apt_top"], dropna=False)
+    t.columns = [f"{v}_{p}" for v, p in t.columns]
+    n = res.table.query("positions == 'mask'").set_index(["model", "readout", "block"])[["n_types", "n_positions"]]
+    return t.join(n).reset_index().round(4)
+
+
+def _type_table(true, pred, counts, min_count: int) -> pd.DataFrame:
+    """Per token type selected ≥ min_count times: occurrences, hits, APT, pre-training frequency."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    tot = np.bincount(true, minlength=len(counts))
+    hit = np.bincount(true[true == pred], minlength=len(counts))
+    ids = np.flatnonzero(tot >= min_count)
+    return pd.DataFrame({"id": ids, "n": tot[ids], "apt": hit[ids] / tot[ids], "freq": np.asarray(counts)[ids]})
 
 
 @_skip_local
 def final_apt(s: build.Setup, res: BlockAPT) -> dict:
-    """The base's own head after the last block (section 1): APT per type, frequency bins, rank correlation."""
-    L, r = s.n_layers, res.readouts["base"]
-    true, pred = r.true, r.pred["lens"][:, L]
-    per = apt.accuracy_per_token(true, pred)
-    ids = np.fromiter(per, dtype=np.int64)
-    freq, vals = s.counts[ids], np.array([per[i] for i in ids])
-    rho, lo, hi = stats.rank_correlation(freq, vals, n_boot=s.cfg.n_boot, seed=s.cfg.seed)
-    by_seed = res.table.query("model == 'base' and readout == 'lens' and block == @L")
-    bins = {f"block {b} ({ro})": apt.apt_by_frequency_bins(apt.accuracy_per_token(true, r.pred[ro][:, b]),
+    """The base's own head after the last block on [MASK] positions (section 1): APT per type (types selected
+    ≥ MIN_OCCURRENCES times), beside the random-init control's and the unigram predictor's (a context-free guess
+    drawn from the pre-training frequencies: expected APT(t) = p(t)); frequency bins; rank correlation."""
+    L, r, c = s.n_layers, res.readouts["base"], res.readouts["control"]
+    at, cat = r.kind == 0, c.kind == 0
+    per = _type_table(r.true[at], r.pred["lens"][at, L], s.counts, MIN_OCCURRENCES)
+    ctl = _type_table(c.true[cat], c.pred["lens"][cat, L], s.counts, 1).set_index("id")["apt"]
+    per["control"] = ctl.reindex(per["id"]).fillna(0.0).values
+    per["unigram"] = per["freq"] / max(float(s.counts.sum()), 1.0)
+    if len(per) >= 3:
+        rho, lo, hi = stats.rank_correlation(per["freq"], per["apt"], n_boot=s.cfg.n_boot, seed=s.cfg.seed)
+    else:
+        rho, lo, hi = (float("nan"),) * 3
+    row = res.table.query("model == 'base' and readout == 'lens' and block == @L and positions == 'mask'").iloc[0]
+    full = apt.accuracy_per_token(r.true[at], r.pred["lens"][at, L])
+    bins = {f"block {b} ({ro})": apt.apt_by_frequency_bins(apt.accuracy_per_token(r.true[at], r.pred[ro][at, b]),
                                                             s.counts, s.cfg.freq_bins)
-            for ro, b in (("probe", 0), ("probe", L // 2), ("lens", L))}
-    return {"apt": per, "freq": freq, "ids": ids, "rho": float(rho), "rho_ci": (lo, hi), "bins": bins,
-            "mean_apt": measured(by_seed["mean_apt"]), "apt_top": measured(by_seed["apt_top"]),
-            "accuracy": measured(by_seed["accuracy"]), "n_types_seed": float(by_seed["n_types"].mean()),
-            "mask_only": apt.mean_apt(true[r.kind == 0], pred[r.kind == 0])}
+            for ro, b in (("probe", 0), ("probe", L // 2), ("lens", L))} if full else {}
+    return {"types": per, "apt": dict(zip(per["id"].tolist(), per["apt"].tolist())), "apt_all": full,
+            "rho": float(rho), "rho_ci": (lo, hi), "bins": bins, "mean_apt": float(row["mean_apt"]),
+            "apt_top": float(row["apt_top"]), "accuracy": float(row["accuracy"]), "n_types": int(row["n_types"]),
+            "n_positions": int(row["n_positions"]), "mean_apt_all_types": float(row["mean_apt_all_types"])}
 
 
 # ------------------------------------------------------------------------------ section 3: W_S models
 @_skip_local
 def ws(s: build.Setup, res: BlockAPT | None = None) -> pd.DataFrame:
-    """⟨APT⟩ of the final head against the pre-training set size (section 3), n_seeds mask draws each.
-    The base's own numbers are taken from `res` (the same mask draws) when given."""
+    """⟨APT⟩ of the final head on [MASK] positions against the pre-training set size (section 3), the mask draws
+    pooled. The base's own numbers are taken from `res` (the same mask draws) when given."""
     rows, L = [], s.n_layers
     for f in sorted(s.cfg.ws_fractions):
         model, meta, key = build.ws_model(s, f)
         if model is s.base and res is not None:
-            got = res.table.query("model == 'base' and readout == 'lens' and block == @L").set_index("seed")
-            per_seed = [{k: got.loc[seed, k] for k in ("mean_apt", "apt_top", "accuracy", "n_types")}
-                        for seed in range(s.cfg.n_seeds)]
+            got = res.table.query("model == 'base' and readout == 'lens' and block == @L and positions == 'mask'")
+            got = got.iloc[0][["mean_apt", "apt_top", "accuracy", "n_types", "n_positions"]].to_dict()
         else:
             r = build.block_readouts(s, f"ws{f:g}", model, key or s.base_key, per_block=False)
-            per_seed = [apt_stats(r.true[r.seed == k], r.pred["lens"][r.seed == k, -1], s.counts, s.cfg.apt_top_k)
-                        for k in range(s.cfg.n_seeds)]
-        rows += [{"fraction": f, "rows": meta["rows"], "steps": meta["steps"], "seed": k, **got}
-                 for k, got in enumerate(per_seed)]
+            at = r.kind == 0
+            got = apt_stats(r.true[at], r.pred["lens"][at, -1], s.counts, s.cfg.apt_top_k)
+        rows.append({"fraction": f, "rows": meta["rows"], "steps": meta["steps"], **got})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------- section 4: confusion clusters
+CLUSTER_NULLS = 19  # shuffled-prediction nulls per model: a base beyond all of them has permutation p = 0.05
+CLUSTER_BOOT = 200  # bootstrap resamples of the positions for the sharpening interval
+
+
 def confusion_clusters(true, pred, vocab: int, threshold: float, min_count: int) -> dict:
     """Sparse confusion matrix -> paper normalisation -> strong-match clusters, and their concentration.
 
@@ -115,12 +155,9 @@ def confusion_clusters(true, pred, vocab: int, threshold: float, min_count: int)
     row maximum is). concentration = share of the kept tokens' confusions (off-diagonal counts) that go to a
     member of the token's own cluster: 0 for diffuse errors, 1 when every error stays inside a cluster.
     """
-    M = apt.confusion_counts(true, pred, vocab)
-    rare = np.flatnonzero(np.asarray(M.sum(1)).ravel() < min_count)
-    M = M.tolil()
-    M[rare] = 0
-    M = M.tocsr()
-    M.eliminate_zeros()
+    true, pred = np.asarray(true), np.asarray(pred)
+    ok = np.bincount(true, minlength=vocab)[true] >= min_count  # rows of rare types dropped = their positions
+    M = apt.confusion_counts(true[ok], pred[ok], vocab)
     Mn, kept = apt.normalise_confusion(M)
     clusters = apt.strong_match_clusters(Mn, kept, threshold) if kept.size else []
     label = np.full(vocab, -1)
@@ -135,20 +172,86 @@ def confusion_clusters(true, pred, vocab: int, threshold: float, min_count: int)
 
 
 def clusters(s: build.Setup, res: BlockAPT | None, threshold: float) -> tuple[pd.DataFrame | None, dict | None]:
-    """Cluster statistics per (model, readout, block), links at normalised confusion >= `threshold` (the rule's
-    constant, `claims.CLUSTER_THRESHOLD`), and the base's final-head clusters."""
+    """Cluster statistics per (model, readout, block) on [MASK] positions, links at normalised confusion >=
+    `threshold` (the rule's constant, `claims.CLUSTER_THRESHOLD`), and the base's final-head clusters."""
     if res is None:
         return None, None
     rows, final = [], None
     for name, r in res.readouts.items():
+        at = r.kind == 0
         for readout, pred in r.pred.items():
             for b in range(pred.shape[1]):
-                c = confusion_clusters(r.true, pred[:, b], len(s.tok), threshold, s.cfg.cluster_min_count)
+                c = confusion_clusters(r.true[at], pred[at, b], len(s.tok), threshold, s.cfg.cluster_min_count)
                 rows.append({"model": name, "readout": readout, "block": b,
                              **{k: v for k, v in c.items() if k not in ("clusters", "size_histogram")}})
                 if (name, readout, b) == ("base", "lens", s.n_layers):
                     final = c
     return pd.DataFrame(rows), final
+
+
+def _sizes(c: dict) -> list[int]:
+    return [len(x) for x in c["clusters"]]
+
+
+def cluster_tests(true, pred_last, pred_first, vocab: int, threshold: float, min_count: int, seed: int,
+                  n_null: int = CLUSTER_NULLS, n_boot: int = CLUSTER_BOOT) -> dict:
+    """The two cluster claims' evidence for one model, on [MASK] positions.
+
+    true (n,); pred_last (n,) the model's own head after the last block; pred_first (n,) the first block whose
+    readout keeps enough types (None: no sharpening test). Null: the predictions shuffled across positions, which
+    keeps both marginals (how often each token is true, how often each is predicted) and breaks the pairing, so
+    clusters that only reflect what the model predicts everywhere appear in it too. Returns the observed and null
+    cluster sizes and, over `n_boot` resamples of the positions (a fresh shuffle in each), the sharpening
+    concentration(last) - concentration(first) of the model and of its null (NaN where a block has no
+    confusion)."""
+    rng, true = np.random.default_rng(seed), np.asarray(true)
+    cc = functools.partial(confusion_clusters, vocab=vocab, threshold=threshold, min_count=min_count)
+    obs = cc(true, pred_last)
+    out = {"sizes": _sizes(obs), "n_kept": obs["n_kept"],
+           "null_sizes": [_sizes(cc(true, rng.permutation(pred_last))) for _ in range(n_null)]}
+    if pred_first is None:
+        return out
+    sharp, null = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(true), len(true))
+        sharp.append(cc(true[i], pred_last[i])["concentration"] - cc(true[i], pred_first[i])["concentration"])
+        j = rng.permutation(i)  # the null: predictions of other resampled positions
+        null.append(cc(true[i], pred_last[j])["concentration"] - cc(true[i], pred_first[j])["concentration"])
+    return out | {"sharpening": sharp, "null_sharpening": null}
+
+
+def _digest(r) -> str:
+    h = hashlib.sha256(r.true.tobytes() + r.kind.tobytes())
+    for k in sorted(r.pred):
+        h.update(k.encode() + r.pred[k].tobytes())
+    return h.hexdigest()[:16]
+
+
+def cluster_evidence(s: build.Setup, res: BlockAPT | None, cl: pd.DataFrame | None, threshold: float,
+                     min_kept: int) -> dict | None:
+    """cluster_tests for every pre-trained base and the control (cached: the bootstrap re-clusters every
+    resample). The sharpening runs from the first block whose tuned head keeps ≥ `min_kept` types to the model's
+    own head after the last block; {model: evidence}."""
+    if res is None:
+        return None
+    L, out = s.n_layers, {}
+    for name, r in res.readouts.items():
+        t = cl.query("model == @name and readout == 'probe' and n_kept >= @min_kept and block < @L")
+        first = int(t["block"].min()) if len(t) else None
+        key = {"readouts": _digest(r), "threshold": threshold, "min_count": s.cfg.cluster_min_count, "first": first,
+               "seed": s.cfg.seed, "n_null": CLUSTER_NULLS, "n_boot": CLUSTER_BOOT}
+
+        def compute(folder: Path, r=r, first=first) -> dict:
+            at = r.kind == 0
+            ev = cluster_tests(r.true[at], r.pred["lens"][at, L], None if first is None else r.pred["probe"][at, first],
+                               len(s.tok), threshold, s.cfg.cluster_min_count, s.cfg.seed)
+            (folder / "evidence.json").write_text(json.dumps(ev))
+            return {"first_block": first}
+
+        art = load_or_compute("tzach_cluster_tests", key, compute, code=("lib.chapters.tzach.measure", "lib.apt"),
+                              recompute=s.cfg.recompute)
+        out[name] = json.loads((art.path / "evidence.json").read_text()) | {"first_block": first, "last_block": L}
+    return out
 
 
 # ----------------------------------------------------------------------- section 5: classification per block
@@ -262,20 +365,26 @@ def local_apt(s: build.Setup) -> pd.DataFrame | None:
 
 
 # ------------------------------------------------------------------------------ what the rules read
-def for_claims(s: build.Setup, res: BlockAPT, fa: dict, ws_: pd.DataFrame, cl: pd.DataFrame, final: dict,
-               fin: dict, conf: dict) -> dict:
-    """The measured numbers of every rule in `claims.py`, as plain values and small tables."""
-    base = res.table.query("model == 'base'")
+def for_claims(s: build.Setup, res: BlockAPT, fa: dict, ws_: pd.DataFrame, evidence: dict, fin: dict,
+               conf: dict) -> dict:
+    """The measured numbers of every rule in `claims.py`, as plain values and small tables; `evidence` is
+    `cluster_evidence(...)`."""
+    t = res.table
+    head = t.query("readout == 'probe' and positions == 'mask'")
+    bases_ = list(res.models)
+    n_pos = t.query("positions == 'all' and model in @bases_").groupby("model")["n_positions"].max()
     return {
         "n_layers": s.n_layers,
-        "types_recovered": fa["mean_apt"][1] * fa["n_types_seed"],  # Σ_t APT(t): a constant prediction gets 1
-        "depth": {"base": base},  # per pre-trained model: its (readout, block, seed) table
-        "frequency": {"rho": fa["rho"], "ci": fa["rho_ci"], "n_types": len(fa["apt"]),
-                      "mean_apt": fa["mean_apt"][0], "apt_top": fa["apt_top"][0], "k": s.cfg.apt_top_k},
-        "ws": ws_[["rows", "steps", "seed", "mean_apt"]], "ws_protocol": s.cfg.ws_protocol,
-        "final_clusters": {"sizes": [len(c) for c in final["clusters"]], "n_kept": final["n_kept"]},
-        "sharpness": {"base": cl.query("model == 'base' and readout == 'probe'")[["block", "n_kept", "concentration"]]},
-        "finetune": fin["table"].query("model == 'base'")[["task", "block", "seed", "accuracy", "chance"]],
+        "n_positions": int(n_pos.min()),  # the smallest evaluation of any pre-trained model
+        "types_recovered": float(sum(fa["apt_all"].values())),  # Σ_t APT(t): a constant prediction gets 1
+        "depth": {m: head.query("model == @m")[["block", "mean_apt"]] for m in res.models},
+        "frequency": {"types": fa["types"], "rho": fa["rho"], "ci": fa["rho_ci"], "n_types": fa["n_types"],
+                      "mean_apt": fa["mean_apt"], "apt_top": fa["apt_top"], "k": s.cfg.apt_top_k},
+        "n_boot": s.cfg.n_boot,
+        "ws": ws_[["rows", "steps", "mean_apt"]], "ws_protocol": s.cfg.ws_protocol,
+        "clusters": evidence,
+        "finetune": fin["table"].query("model in ('base', 'control')")[["task", "model", "block", "seed",
+                                                                         "accuracy", "chance"]],
         "confidence": {t: {k: c[k] for k in ("spearman", "spearman_ci", "n", "accuracy", "chance")}
                        for t, c in conf.items()},
     }

@@ -1,9 +1,14 @@
 """The readout primitives of chapter 4: the hidden states at the positions selected for masking, the logit lens
-(the model's own MLM head on any block), and a fresh MLM head trained on one block's frozen states (the probe).
+(the model's own MLM readout on any block), and the *tuned head* (the probe): a copy of the model's own MLM readout
+trained further on one block's frozen states, as the tuned lens of Belrose et al. 2023 does for causal LMs. At
+step 0 the tuned head is the logit lens, so training can only move it towards what the block holds; block 0 (the
+embedding output) is defined by this readout: what a trained MLM head recovers from the embeddings alone.
 Imported by `build` only, which caches what they compute."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import copy
 
 import torch
 from torch import nn
@@ -42,11 +47,39 @@ def masked_states(model, rows: dict, mask_id: int, special_ids, seed: int, batch
     return MaskedStates(h, true, kind)
 
 
+def mlm_readout(model) -> nn.Module:
+    """The module that turns one block's states (n, d) into vocabulary logits (n, V): BERT's `cls` head (post-LN:
+    every block's output is already normed); for a pre-LN masked LM (RoBERTa-PreLayerNorm) the final LayerNorm,
+    which HF applies after the encoder and leaves out of `hidden_states`, followed by `lm_head`."""
+    if hasattr(model, "cls"):
+        return model.cls
+    if hasattr(model, "roberta_prelayernorm"):
+        return nn.Sequential(model.roberta_prelayernorm.LayerNorm, model.lm_head)
+    if hasattr(model, "lm_head"):
+        return model.lm_head
+    raise ValueError(f"no MLM readout known for {type(model).__name__}")
+
+
 def lens_predictions(model, h: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Argmax of the model's own MLM head on states h (n, d) from any block -> (n,) token ids (logit lens)."""
-    dev = next(model.parameters()).device
+    """Argmax of the model's own MLM readout on states h (n, d) from any block -> (n,) token ids (logit lens)."""
+    dev, head = next(model.parameters()).device, mlm_readout(model)
     with evals.eval_mode(model):
-        return evals.batched(lambda x: model.cls(x.to(dev)).argmax(-1).cpu(), h, chunk)
+        return evals.batched(lambda x: head(x.to(dev)).argmax(-1).cpu(), h, chunk)
+
+
+class TunedHead(nn.Module):
+    """A trainable copy of a model's MLM readout (n, d) -> (n, V): the tuned-lens probe (no `classes`: its outputs
+    are token ids)."""
+    classes = None
+
+    def __init__(self, readout: nn.Module):
+        super().__init__()
+        self.readout = copy.deepcopy(readout)  # its own decoder: the tied embedding of the model stays untouched
+        for p in self.readout.parameters():
+            p.requires_grad_(True)
+
+    def forward(self, h):  # (n, d) -> (n, V)
+        return self.readout(h)
 
 
 class ProbeHead(nn.Module):
@@ -70,15 +103,16 @@ class ProbeHead(nn.Module):
 
 
 def train_probe(h: torch.Tensor, y: torch.Tensor, seed: int, steps: int, batch: int, lr: float,
-                device=None, bf16: bool = False) -> ProbeHead:
-    """Train a ProbeHead on states h (n, d) to predict tokens y (n,); AdamW, constant lr, seeded; bf16 autocast
-    when `bf16` (the effective choice, lib.precision)."""
+                device=None, bf16: bool = False, init: nn.Module | None = None) -> nn.Module:
+    """Train a head on states h (n, d) to predict tokens y (n,); AdamW, constant lr, seeded; bf16 autocast when
+    `bf16` (the effective choice, lib.precision). `init`: the model's MLM readout (`mlm_readout`), copied and
+    tuned (a TunedHead, the chapter's headline readout); None: a fresh ProbeHead over the types in y."""
     device = device or torch.device("cpu")
-    classes = y.unique()  # sorted
-    target = torch.searchsorted(classes, y)
+    classes = None if init is not None else y.unique()  # sorted
+    target = y if classes is None else torch.searchsorted(classes, y)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = ProbeHead(h.shape[1], classes).to(device)
+        head = (TunedHead(init) if init is not None else ProbeHead(h.shape[1], classes)).to(device)
         opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
         g = torch.Generator().manual_seed(seed)
         for _ in range(steps):
@@ -91,8 +125,13 @@ def train_probe(h: torch.Tensor, y: torch.Tensor, seed: int, steps: int, batch: 
     return head.eval()
 
 
-def probe_predictions(head: ProbeHead, h: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def probe_predictions(head: nn.Module, h: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """(n,) token ids: the head's top class for each state in h (n, d)."""
     dev = next(head.parameters()).device
+
+    def top(x):
+        k = head(x.to(dev)).argmax(-1)
+        return (k if head.classes is None else head.classes[k]).cpu()
+
     with evals.eval_mode(head):
-        return evals.batched(lambda x: head.classes[head(x.to(dev)).argmax(-1)].cpu(), h, chunk)
+        return evals.batched(top, h, chunk)
