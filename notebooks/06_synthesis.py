@@ -137,8 +137,9 @@ report.setup_text(pairs, cfg)
 #    by the same-model seed control.
 #
 # Each paper's conclusion is turned into a rule over the per-seed reuse index, decided from the t-interval of its
-# mean against a threshold; the raw CKA and the weight change are shown but decide nothing (every fine-tune's late
-# weight change was 0.08-0.21, so a "Δw ≤ 0.5" criterion never bit); a pair is classified by its late-half index:
+# mean against a threshold; the raw CKA and the weight change are shown but decide nothing (a fixed Δw threshold
+# carries no null: the table shows how little the fine-tunes' weight changes differ); a pair is classified by its
+# late-half index:
 
 # %%
 display(report.rules_text())
