@@ -158,7 +158,7 @@ def _tiny_gpt(d_model=128, n_layers=4, vocab=4096, n_ctx=128):
 
 
 def precision_steps(n_steps: int = 6, batch: int = 16, n_ctx: int = 128) -> dict:
-    """One training step of the tiny GPT (d128, 4 layers, vocab 4096) in fp32 and under bf16 autocast, at one
+    """One training step of a GPT of d128, 4 layers, vocab 4096 in fp32 and under bf16 autocast, at one
     thread and at every core: what `bf16: auto` decides from (lib.precision) and why a second thread may not pay."""
     import torch
 

@@ -252,8 +252,8 @@ report.verdict_text(claims)
 # %% [markdown]
 # ## What differs from the paper
 #
-# - **Models and scale.** Llama-7B (32 layers × 32 heads) and Goat / FLoat in the paper; here the study's 4-layer,
-#   small model whose layers and heads are printed at the top of the page, given the task by our own training (the
+# - **Models and scale.** Llama-7B (32 layers × 32 heads) and Goat / FLoat in the paper; here the study's
+#   small GPT whose layers and heads are printed at the top of the page, given the task by our own training (the
 #   paper's base never saw the task), so "partial" accuracy is a stopping rule, not an emergent ability. Head counts
 #   per group are scaled to its number of heads.
 # - **Whether the base tracks entities at all.** The paper's base solves 66% of 7-box prompts by itself. Ours must

@@ -125,14 +125,17 @@ report.setup_text(pairs, cfg)
 # 4. **Reuse index.** A CKA of 0.8 means nothing by itself: two unrelated models of the same task can share much of
 #    their geometry, and two seeds of the same fine-tune never reach 1. So every pair comes with two references
 #    measured with the same lens on the same inputs, a *null* $n_i = \text{CKA}(\text{null}, \text{base})_i$ and a
-#    *seed ceiling* $c_i = \text{CKA}(\text{tuned}, \text{tuned}')_i$ (tuned$'$: the same fine-tune from the
-#    chapter's next seed), and the index is
+#    *seed ceiling* $c_i = \text{CKA}(\text{tuned}, \text{tuned}')_i$ (tuned$'$: a sibling, the same fine-tune
+#    of the *same base* from the chapter's next seed), and the index is
 #    $\rho_i = (\text{CKA}(\text{tuned}, \text{base})_i - n_i) / (c_i - n_i)$: 0 = no closer to the base than the
 #    null, 1 = as close to the base as a sibling seed is to the tuned model. The null is the chapter's model trained
 #    from scratch on the same task where there is one (Lin's fine-tune); every other pair gets its base's
 #    architecture freshly initialised (the table names which), and Lin's fine-tune shows how the two nulls differ.
-#    A chapter with one tuned seed has no ceiling: its index is drawn against a ceiling of 1 (a lower bound) and
-#    decides nothing. The null is also patched into the base, as the patching lens's null. For Horn & Elliott's
+#    A pair with no sibling has no ceiling: one tuned seed, or seeds that each start from their own base (chapter
+#    3 trains a base per seed, so its tuned models of different seeds are not siblings). Its index is drawn against
+#    a ceiling of 1, a lower bound of the true index, so only a decision that it lies *above* a threshold stands.
+#    Lin's scratch model is the null of Lin's fine-tune and is shown beside it, not scored as a claim of its own
+#    (its "base" is its own random initialisation, and its null would be another random initialisation). The null is also patched into the base, as the patching lens's null. For Horn & Elliott's
 #    pairs a fourth lens comes from chapter 5's record: SAE-feature persistence with independent SAE seeds divided
 #    by the same-model seed control.
 #

@@ -460,3 +460,17 @@ def test_sae_and_matching_run_on_cuda(tiny_mistral_folder):
     assert saes[0]["base"][0].W_enc.is_cuda
     comps = measure.compare_all(s, sets, saes)
     assert 0 <= measure.shares(comps[0], "base", "lua", claims.MATCH)["persisting"] <= 1
+
+
+@pytest.mark.models
+def test_mlp_acts_equal_the_full_forward_pass(tiny_mistral_folder):
+    """Known answer: reading the MLP with the unembedding at the last position only changes no activation."""
+    from lib.hooks import run_with_cache
+
+    folder, docs = tiny_mistral_folder
+    model = bases.load(str(folder)).model
+    ids = torch.randint(3, model.config.vocab_size, (5, 12), generator=torch.Generator().manual_seed(0))
+    _, full = run_with_cache(model, ids, [build.HOOK])
+    got = build.mlp_acts(model, ids, batch_size=2)
+    assert got.shape == (60, model.config.intermediate_size)
+    torch.testing.assert_close(got, full[build.HOOK].flatten(0, 1).to(torch.bfloat16))

@@ -94,7 +94,8 @@ def _claim(per_seed, cfg=None):
 
 def test_every_pair_of_every_source_has_a_rule():
     assert {m for m, _, _ in rules.FOR_PAIRS} == set(SYNTHESIS_SOURCES)
-    assert rules.rule_for("lin", "lin_scratch") is rules.LIN_SCRATCH and rules.rule_for("lin", "x") is rules.LIN_TUNED
+    assert rules.rule_for("lin", "x") is rules.LIN_TUNED
+    assert build.NULL_PAIRS == {("lin", "lin_scratch"): "lin_tuned"}  # the scratch pair is a control, not a claim
     assert set(rules.KIND) == {r.id for r in rules.RULES}
     with pytest.raises(KeyError, match="no synthesis rule"):
         rules.rule_for("data", "x")
@@ -110,7 +111,7 @@ def test_no_threshold_is_a_parameter():
 # the reuse rules: (module, pair name, notebook)
 REUSE = [("lin", "lin_tuned", "01_lin"), ("prakash", "prakash_goat", "03_prakash"),
          ("tzach", "tzach_sst", "04_tzach")]
-REBUILD = [("lin", "lin_scratch", "01_lin"), ("horn", "base→lua", "05_horn")]
+REBUILD = [("horn", "base→lua", "05_horn")]
 
 
 @pytest.mark.parametrize("module,name,notebook", REUSE)
@@ -144,6 +145,51 @@ def test_rebuild_rules_known_answers(module, name, notebook):
     assert kept.verdict == NOT_REPRODUCED and kept.extra["class"] == "reuse"
     gated = _claim(_seeds([0.05, 0.1, 0.0], testable=0.0, **kw))
     assert gated.verdict == NOT_TESTABLE, "a base that cannot do its task is not testable, not 'rebuild'"
+
+
+def _no_sibling(per_seed):
+    """The same seeds with no seed ceiling, as when every seed starts from its own base."""
+    for p in per_seed:
+        p.ceiling_cka = np.full_like(p.ceiling_cka, np.nan)
+        p.ceiling_cka_alt = np.full_like(p.ceiling_cka, np.nan)
+        p.no_ceiling = build.NO_SIBLING
+    return per_seed
+
+
+@pytest.mark.parametrize("module,name,notebook", REUSE + REBUILD)
+def test_without_a_sibling_only_a_decision_above_the_threshold_stands(module, name, notebook):
+    """Against a ceiling of 1 the index is a lower bound: "above index_reuse" still holds, "below" cannot be told."""
+    kw = dict(module=module, name=name, notebook=notebook)
+    high = _seeds([0.9, 0.95, 0.92], **kw)  # CKA high enough that even against a ceiling of 1 the index is high
+    for p in high:
+        p.cka = p.cka_alt = np.full_like(p.cka, 0.97)
+    low = _claim(_no_sibling(_seeds([0.05, 0.1, 0.0], **kw)))
+    above = _claim(_no_sibling(high))
+    assert low.verdict == INCONCLUSIVE and "lower bound" in low.reason and build.NO_SIBLING in low.ours
+    assert low.extra["class"] == "undecided" and not low.extra["has_ceiling"]
+    expect = REPRODUCED if rules.rule_for(module, name) in (rules.LIN_TUNED, rules.PRAKASH_REUSE,
+                                                              rules.TZACH_REUSE) else NOT_REPRODUCED
+    assert above.verdict == expect and above.extra["class"] == "reuse"
+    with_sibling = _claim(_seeds([0.05, 0.1, 0.0], **kw))  # the same low index with a ceiling is decided
+    assert with_sibling.verdict != INCONCLUSIVE
+
+
+def test_the_depth_rule_needs_a_ceiling_for_its_drop():
+    kw = dict(module="zhao", name="zhao: E0 -> E1 (multi-task)", notebook="02_zhao")
+    c = _claim(_no_sibling(_seeds([0.5, 0.45, 0.55], index_early=[0.95, 0.93, 0.94], **kw)))
+    assert c.verdict == INCONCLUSIVE  # a difference of two lower bounds bounds nothing
+
+
+def test_the_scratch_pair_is_a_control_shown_beside_its_tuned_pair():
+    cfg = config.Config.load("tiny")
+    pairs = measure.aggregate(_seeds([0.9, 0.95, 0.92]) + _seeds([0.05, 0.1, 0.0], name="lin_scratch"))
+    claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
+    assert [c.extra["pair"] for c in claim_list] == ["lin_tuned"]
+    table = report.table(pairs, claim_list, cfg)
+    assert table.loc[("01_lin", "lin_scratch"), "class"] == "control (the null of lin_tuned)"
+    assert "null of lin_tuned" in measure.index_table(pairs, cfg).loc[("01_lin", "lin_scratch"), "ceiling"]
+    assert "lin_scratch is the null of lin_tuned" in report.index_text(pairs, claim_list, cfg).data
+    assert "control (the null of lin_tuned)" in report.chapter_text(pairs, claim_list, cfg).data
 
 
 def test_references_that_cannot_be_told_apart_are_not_testable():
@@ -196,9 +242,10 @@ def test_report_tables_and_text_carry_the_claims():
     pairs = measure.aggregate(_seeds([0.9, 0.95, 0.92]) + _seeds([0.05, 0.1, 0.0], name="lin_scratch"))
     claim_list = rules.claims([measure.measured(p, cfg) for p in pairs])
     table = report.table(pairs, claim_list, cfg)
-    assert list(table["verdict"]) == [REPRODUCED, REPRODUCED] and list(table["class"]) == ["reuse", "rebuild"]
+    assert list(table["verdict"]) == [REPRODUCED, "— (a control, not a claim)"]
+    assert list(table["class"]) == ["reuse", "control (the null of lin_tuned)"]
     text = report.overall_text(pairs, claim_list, cfg).data
-    assert "2 reproduced" in text and "0 not testable at this scale" in text
+    assert "1 reproduced" in text and "0 not testable at this scale" in text
     assert "lin_tuned" in report.chapter_text(pairs, claim_list, cfg).data
     assert "reproduced" in report.comparison_text(pairs, claim_list, cfg).data
     assert f"{rules.INDEX_REUSE:g}" in report.rules_text().data

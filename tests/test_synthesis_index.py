@@ -106,11 +106,40 @@ def test_ceilings_pair_each_seed_with_the_next_and_one_seed_has_none(tmp_path, m
         scratch = lenses.cka_lens(seeds[i][0].base, seeds[i][1].tuned, seeds[i][0].inputs, "all", cfg.debiased,
                                   cfg.chunk)
         np.testing.assert_allclose(p.null_cka, scratch, atol=1e-6)  # the null: the same seed's scratch model
+    scratch = [p for p in per_seed_all(cfg, seeds) if p.name == "lin_scratch"]
+    assert all(np.isnan(p.ceiling_cka).all() and p.no_ceiling == build.NO_SIBLING for p in scratch)  # own inits
     (one,) = measure.aggregate([p for p in build.measure_chapter("01_lin", "lin", seeds[:1], cfg, 1.0)
                                 if p.name == "lin_tuned"])
     assert not measure.has_ceiling(one) and np.isnan(one.ceiling_cka).all()
     c = rules.claim(measure.measured(one, cfg))
     assert c.verdict == "inconclusive" and "too few seeds" in c.reason and "lower bound" in c.ours
+
+
+def per_seed_all(cfg, seeds):
+    return build.measure_chapter("01_lin", "lin", seeds, cfg, 1.0)
+
+
+@pytest.mark.models
+def test_tuned_models_of_different_bases_are_no_ceiling_but_a_new_head_is(tmp_path, monkeypatch):
+    """Chapter 3 trains one base per seed: seed k's tuned model is no sibling of seed k+1's. A classifier head
+    grafted onto one base (chapter 4) does not make the bases differ."""
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg()
+    per_base = []
+    for s in range(3):
+        base = tiny_model("gpt2", seed=s)
+        per_base.append([lenses.Pair("prakash_track", base, perturbed_copy(base, 0.005, seed=10 + s), _inputs(),
+                                     _metric)])
+    lenses_ = build.measure_chapter("03_prakash", "prakash", per_base, cfg, 1.0)
+    assert all(np.isnan(p.ceiling_cka).all() and p.no_ceiling == build.NO_SIBLING for p in lenses_)
+    (agg,) = measure.aggregate(lenses_)
+    assert measure.no_ceiling(agg) == build.NO_SIBLING
+    base = tiny_model("gpt2", seed=0)
+    relabelled = copy.deepcopy(base)
+    relabelled.lm_head.weight = torch.nn.Parameter(relabelled.lm_head.weight.detach().clone() + 1.0)
+    assert build.trunk_fingerprint(base) == build.trunk_fingerprint(relabelled)
+    assert build.model_fingerprint(base) != build.model_fingerprint(relabelled)
+    assert build.trunk_fingerprint(base) != build.trunk_fingerprint(perturbed_copy(base, 0.005))
 
 
 def test_sae_lens_is_read_from_chapter_5s_record(tmp_path, monkeypatch):

@@ -180,11 +180,13 @@ def model_sets(s: Study) -> dict[int, dict[str, Loaded]]:
 
 # --------------------------------------------------------------------------- SAEs
 def mlp_acts(model, ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """MLP activations at `blocks.0.mlp.hook_post` for blocks (N, T): (N*T, d_mlp) bfloat16 on the CPU."""
+    """MLP activations at `blocks.0.mlp.hook_post` for blocks (N, T): (N*T, d_mlp) bfloat16 on the CPU. The
+    unembedding runs at the last position only (`logits_to_keep=1`): the hook sits before it, and over every
+    position the 4096-word unembedding was about half of a one-layer model's forward pass."""
     device = next(model.parameters()).device
 
     def one(b):
-        _, cache = run_with_cache(model, b.to(device), [HOOK])
+        _, cache = run_with_cache(model, {"input_ids": b.to(device), "logits_to_keep": 1}, [HOOK])
         return cache[HOOK].flatten(0, 1).to("cpu", torch.bfloat16)
 
     with evals.eval_mode(model):

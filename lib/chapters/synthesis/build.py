@@ -11,7 +11,10 @@ run is kept raw: `min_gap` applies when the recovery is computed, so it is not p
 Every pair also gets the two references of the reuse index (`lib.lenses.reuse_index`), measured with the same CKA
 lens on the same inputs and cached the same way: a **null**, CKA(null, base), and a **seed ceiling**,
 CKA(tuned, tuned'), where tuned' is the same pair's tuned model of the chapter's next seed (the last seed wraps to
-the first; a chapter with one seed has no ceiling). The null is the model the chapter trained from scratch on the
+the first), and only where the two start from the same base: a *sibling* fine-tune, whose base has the same trunk
+(`trunk_fingerprint`: every parameter but the read-out heads). Two tuned models of different bases (chapter 3
+trains one base per seed; the scratch model starts from its own initialisation each seed) are not a ceiling, so
+those pairs, like a chapter with one seed, get none, and their index is a lower bound (`NO_SIBLING`). The null is the model the chapter trained from scratch on the
 same task where it has one (`SCRATCH_NULLS`, an explicit list: Lin's scratch model for Lin's fine-tune); every
 other pair gets the base's architecture freshly initialised (`lib.lenses.random_init`, seed `NULL_SEED` + the seed
 index), which every pair also gets as a second null so the two can be compared where both exist. The null is
@@ -46,6 +49,12 @@ ARRAYS = ("cka_readout", "cka_all", "weight", "m_patched")
 NULL_SCRATCH, NULL_RANDOM = "scratch", "random init"
 # pair -> the pair of the same chapter and seed whose tuned model was trained from scratch on the same task
 SCRATCH_NULLS = {("lin", "lin_tuned"): "lin_scratch"}
+# (chapter, pair) -> the pair it is the null of: a control shown beside that pair, not a claim of its own
+NULL_PAIRS = {(m, null): tuned for (m, tuned), null in SCRATCH_NULLS.items()}
+# parameter-name parts of the read-out heads, which no lens reads (a classifier grafted onto a base, a tied unembedding)
+HEAD_PARTS = ("lm_head", "classifier", "pooler", "score.", "cls.")
+ONE_SEED = "one seed"
+NO_SIBLING = "no sibling: the seeds' bases differ"
 NULL_SEED = 10_000  # the random-init null of seed index i is drawn from seed NULL_SEED + i
 SCALARS = ("cka_final_readout", "cka_final_all", "head_change", "m_base", "m_tuned", "rows_readout", "rows_all")
 
@@ -87,6 +96,7 @@ class PairLens:
     null_m_patched: np.ndarray | None = None  # the metric of the base with the null's residual stream patched in
     ceiling_cka: np.ndarray | None = None  # CKA(tuned, tuned of the next seed); NaN with one seed
     ceiling_cka_alt: np.ndarray | None = None
+    no_ceiling: str = ONE_SEED  # why there is no ceiling (ONE_SEED or NO_SIBLING); "" once one is measured
     # after aggregation: the per-seed lenses, and the per-layer sd over them of cka / weight / recovery
     runs: list = field(default_factory=list, repr=False)
     sd: dict = field(default_factory=dict, repr=False)
@@ -146,6 +156,16 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha256(type(model).__name__.encode())
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         _hash_tensor(h, name, t)
+    return h.hexdigest()[:16]
+
+
+def trunk_fingerprint(model: torch.nn.Module) -> str:
+    """`model_fingerprint` over the parameters the lenses read: every one but the read-out heads (`HEAD_PARTS`).
+    Two tuned models are siblings, each the other's seed ceiling, only when their bases have the same trunk."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, t in model.named_parameters():
+        if not any(part in name for part in HEAD_PARTS):
+            _hash_tensor(h, name, t)
     return h.hexdigest()[:16]
 
 
@@ -260,14 +280,21 @@ def add_nulls(lens: PairLens, pair: lenses.Pair, same_seed: list[lenses.Pair], c
     lens.null_cka, lens.null_cka_alt, lens.null_m_patched = v[f"cka_{chosen}"], v[f"cka_{other}"], v["m_patched"]
 
 
-def add_ceilings(lenses_: list[PairLens], pairs: list[lenses.Pair], next_seed: list[lenses.Pair],
-                 cfg: Config) -> None:
-    """Fill in each lens's seed ceiling from the tuned model of the same pair at the next seed (matched by name)."""
+def add_ceilings(lenses_: list[PairLens], pairs: list[lenses.Pair], trunks: dict[str, str],
+                 next_seed: list[lenses.Pair], next_trunks: dict[str, str], cfg: Config) -> None:
+    """Fill in each lens's seed ceiling from the tuned model of the same pair at the next seed (matched by name),
+    where that model is a sibling: its base has the same trunk (`trunks`: pair name -> `trunk_fingerprint` of the
+    base). Otherwise the lens records why it has none."""
     others = {p.name: p.tuned for p in next_seed}
     for lens, pair in zip(lenses_, pairs):
-        if pair.name in others:
-            v = ceiling_lens(lens.notebook, pair, others[pair.name], cfg)
-            lens.ceiling_cka, lens.ceiling_cka_alt = v[f"cka_{cfg.tokens}"], v[f"cka_{other_tokens(cfg)}"]
+        if pair.name not in others:
+            continue
+        if trunks[pair.name] != next_trunks.get(pair.name):
+            lens.no_ceiling = NO_SIBLING
+            continue
+        v = ceiling_lens(lens.notebook, pair, others[pair.name], cfg)
+        lens.ceiling_cka, lens.ceiling_cka_alt = v[f"cka_{cfg.tokens}"], v[f"cka_{other_tokens(cfg)}"]
+        lens.no_ceiling = ""
 
 
 def measure_chapter(notebook: str, module: str, seeds, cfg: Config, testable: float | None = None) -> list[PairLens]:
@@ -275,6 +302,7 @@ def measure_chapter(notebook: str, module: str, seeds, cfg: Config, testable: fl
     references. Holds at most the previous seed's pairs and the first seed's tuned models besides the current ones."""
     out, first, prev = [], None, None
     for i, pairs in enumerate(seeds):
+        trunks = {p.name: trunk_fingerprint(p.base) for p in pairs}
         now = []
         for pair in pairs:
             lens = measure_pair(notebook, module, pair, cfg, i)
@@ -282,13 +310,13 @@ def measure_chapter(notebook: str, module: str, seeds, cfg: Config, testable: fl
             add_nulls(lens, pair, pairs, cfg)
             now.append(lens)
         if prev is not None:
-            add_ceilings(*prev, pairs, cfg)
+            add_ceilings(*prev, pairs, trunks, cfg)
         if first is None:
-            first = [lenses.Pair(p.name, None, p.tuned, None, p.metric) for p in pairs]
-        prev = (now, pairs)
+            first = ([lenses.Pair(p.name, None, p.tuned, None, p.metric) for p in pairs], trunks)
+        prev = (now, pairs, trunks)
         out += now
     if prev is not None and first is not None and prev[0] and prev[0][0].seed_index > 0:
-        add_ceilings(*prev, first, cfg)  # the last seed's ceiling: the first seed
+        add_ceilings(*prev, *first, cfg)  # the last seed's ceiling: the first seed
     return out
 
 

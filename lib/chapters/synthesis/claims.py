@@ -7,6 +7,11 @@ fine-tune are to each other. A conclusion names one or two indicators on it, eac
 (`measure.indicators`) and decided from the t-interval of its mean against a threshold (`lib.claims.by_interval`);
 they combine by `lib.claims.by_indicators`: all hold = reproduced; a majority decided against = not reproduced;
 otherwise inconclusive (an interval straddles its threshold, or fewer than two seeds, so no seed ceiling either).
+A pair without a seed ceiling (one seed, or seeds that start from different bases, so no sibling fine-tune) is
+scored against a ceiling of 1: its index is then a lower bound of the true one (for a tuned model closer to the
+base than the null), so only a decision that the index lies *above* a threshold stands; one that rests on it lying
+below (or on a difference of two bounds) becomes inconclusive. A pair that is another pair's null (Lin's scratch
+model, `build.NULL_PAIRS`) is shown beside it and is not a claim of its own.
 The raw CKA and the weight change are shown beside the index but decide nothing: a late-half weight change of
 0.08-0.21 for every fine-tune made "Δw ≤ 0.5" hold always, and a fixed CKA threshold flipped with the choice of rows.
 
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lib import stats
-from lib.claims import NOT_REPRODUCED, REPRODUCED, Claim, Requirement, Rule, by_indicators, by_interval
+from lib.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, Requirement, Rule, by_indicators, by_interval
 
 INDEX_REUSE = 0.5  # "reused": the late-half reuse index above this, i.e. more than halfway from the null to the ceiling
 DEPTH_MARGIN = 0.1  # "later layers task-specific": early-half minus late-half reuse index above this
@@ -81,8 +86,6 @@ def _rule(id: str, kind: str, claim: str, depth: bool = False) -> Rule:
 
 LIN_TUNED = _rule("lin_tuned_reuses", "reuse", "Lin (2024): the fine-tuned model relies on pretrained "
                   "representations, particularly in later layers.")
-LIN_SCRATCH = _rule("lin_scratch_rebuilds", "rebuild", "Lin (2024): the model trained from scratch forms different, "
-                    "task-specific mechanisms (here its base is its own random initialisation).")
 ZHAO_LATE = _rule("zhao_later_layers_specific", "late", "Zhao et al. (2024): early layers stay shared with the "
                   "pre-trained model, later layers become task-specific through instruction tuning.", depth=True)
 PRAKASH_REUSE = _rule("prakash_circuit_kept", "reuse", "Prakash et al. (2024): fine-tuning keeps the base model's "
@@ -92,11 +95,11 @@ TZACH_REUSE = _rule("tzach_builds_on_pretraining", "reuse", "Tzach et al. (2025)
 HORN_REBUILD = _rule("horn_few_features_persist", "rebuild", "Horn & Elliott (2024): very few SAE features persist "
                      "from parent to child, through fine-tuning and through merging (a few generic or universal ones "
                      "do).")
-RULES = (LIN_TUNED, LIN_SCRATCH, ZHAO_LATE, PRAKASH_REUSE, TZACH_REUSE, HORN_REBUILD)
-KIND = {LIN_TUNED.id: "reuse", LIN_SCRATCH.id: "rebuild", ZHAO_LATE.id: "late", PRAKASH_REUSE.id: "reuse",
-        TZACH_REUSE.id: "reuse", HORN_REBUILD.id: "rebuild"}
-# (chapter, substring of the pair's name, rule): the first match wins
-FOR_PAIRS = (("lin", "scratch", LIN_SCRATCH), ("lin", "", LIN_TUNED), ("zhao", "", ZHAO_LATE),
+RULES = (LIN_TUNED, ZHAO_LATE, PRAKASH_REUSE, TZACH_REUSE, HORN_REBUILD)
+KIND = {LIN_TUNED.id: "reuse", ZHAO_LATE.id: "late", PRAKASH_REUSE.id: "reuse", TZACH_REUSE.id: "reuse",
+        HORN_REBUILD.id: "rebuild"}
+# (chapter, substring of the pair's name, rule): the first match wins; control pairs (build.NULL_PAIRS) have none
+FOR_PAIRS = (("lin", "", LIN_TUNED), ("zhao", "", ZHAO_LATE),
              ("prakash", "", PRAKASH_REUSE), ("tzach", "", TZACH_REUSE), ("horn", "", HORN_REBUILD))
 
 
@@ -125,12 +128,29 @@ def decide(kind: str, m: dict) -> dict[str, dict]:
     return out
 
 
+def bounded(kind: str, decided: dict[str, dict], m: dict) -> dict[str, dict]:
+    """Without a seed ceiling the index is a lower bound: keep only decisions that it lies above a threshold (a
+    "reuse"-side indicator reproduced, a "rebuild"-side one not reproduced); the rest become inconclusive."""
+    if m["has_ceiling"]:
+        return decided
+    out = {}
+    for ind in KINDS[kind]:
+        d = dict(decided[ind.name])
+        above = d["verdict"] == (REPRODUCED if ind.greater else NOT_REPRODUCED)
+        if ind.key == "index_drop" or (d["verdict"] in (REPRODUCED, NOT_REPRODUCED) and not above):
+            d["verdict"] = INCONCLUSIVE
+        out[ind.name] = d
+    return out
+
+
 def pair_class(m: dict) -> str:
     """'reuse' if both reuse indicators hold, 'rebuild' if either is decided against, else 'undecided';
-    'not testable' when the chapter's base could not do its task."""
+    'not testable' when the chapter's base could not do its task; 'control' for another pair's null."""
+    if m.get("null_of"):
+        return "control"
     if not (TESTABLE.met(m.get(TESTABLE.key)) and SEPARATED.met(m.get(SEPARATED.key))):
         return "not testable"
-    verdicts = [d["verdict"] for d in decide("reuse", m).values()]
+    verdicts = [d["verdict"] for d in bounded("reuse", decide("reuse", m), m).values()]
     if all(v == REPRODUCED for v in verdicts):
         return "reuse"
     return "rebuild" if NOT_REPRODUCED in verdicts else "undecided"
@@ -149,7 +169,7 @@ def _ours(m: dict, cls: str) -> str:
     late = m["indicators"]["late_index"]
     iv = stats.t_interval(late) if len(late) > 1 else None
     ci = f", {stats.LEVEL:.0%} CI [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else ""
-    ceiling = "" if m["has_ceiling"] else " against a ceiling of 1 (one seed: a lower bound)"
+    ceiling = "" if m["has_ceiling"] else f" against a ceiling of 1 ({m['no_ceiling']}: a lower bound)"
     return (f"{cls}: reuse index early {m['index_early']:.2f} / late {m['index_late']:.2f}{ci}{ceiling} (null: "
             f"{m['null_kind']}); CKA late {m['cka_late']:.2f}, Δw late {m['weight_late']:.3f}, recovery > "
             f"{m['recovery_level']:g} from {m['recovery_from']} (mean of {n} seed{'s' if n > 1 else ''})")
@@ -170,11 +190,14 @@ def claim(m: dict) -> Claim:
     gated = rule.gate(m, ours=_ours(m, cls))
     if gated is not None:
         return dataclasses.replace(gated, **fields)
-    ind = decide(KIND[rule.id], m)
+    ind = bounded(KIND[rule.id], decide(KIND[rule.id], m), m)
     extra["indicators"] = ind
     why = "; ".join(f"{k}: {d['verdict']} ({_interval_text(d)})" for k, d in ind.items())
     if len(late) < 2:
         why += "; too few seeds: one tuned model, so no interval and no seed ceiling"
+    elif not m["has_ceiling"]:
+        why += (f"; no seed ceiling ({m['no_ceiling']}): the index is a lower bound, so only a decision that it "
+                "lies above a threshold stands")
     verdict = by_indicators({k: d["verdict"] for k, d in ind.items()})
     return dataclasses.replace(rule.decide(verdict, _ours(m, cls), why), **fields)
 
@@ -188,4 +211,5 @@ def _interval_text(d: dict) -> str:
 
 
 def claims(measured: list[dict]) -> list[Claim]:
-    return [claim(m) for m in measured]
+    """One claim per measured pair, control pairs (another pair's null) left out."""
+    return [claim(m) for m in measured if not m.get("null_of")]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lib import lenses, stats
-from lib.chapters.synthesis.build import PairLens, other_tokens
+from lib.chapters.synthesis.build import NULL_PAIRS, ONE_SEED, PairLens, other_tokens
 from lib.chapters.synthesis.config import Config
 
 PER_LAYER = ("cka", "cka_alt", "weight", "m_patched", "recovery", "null_cka", "null_cka_alt", "random_null_cka",
@@ -82,8 +82,20 @@ def indicators(p: PairLens) -> dict[str, list[float]]:
 
 # ---------------------------------------------------------------------------------------------- reuse index
 def has_ceiling(p: PairLens) -> bool:
-    """A seed ceiling was measured (the chapter trained at least two seeds of this pair)."""
+    """A seed ceiling was measured (the chapter trained at least two seeds of this pair from one base)."""
     return any(np.isfinite(r.ceiling_cka).any() for r in p.runs or [p])
+
+
+def no_ceiling(p: PairLens) -> str:
+    """Why a pair has no seed ceiling ("" if it has one): one seed, or seeds whose bases differ (no sibling)."""
+    if has_ceiling(p):
+        return ""
+    return next((r.no_ceiling for r in p.runs or [p] if r.no_ceiling and r.no_ceiling != ONE_SEED), ONE_SEED)
+
+
+def null_of(p: PairLens) -> str | None:
+    """The pair this one is the null of (a control shown beside it, not a claim), else None."""
+    return NULL_PAIRS.get((p.module, p.name))
 
 
 def _ceiling(r: PairLens, alt: bool = False) -> np.ndarray:
@@ -165,7 +177,8 @@ def measured(p: PairLens, cfg: Config) -> dict:
     return {"notebook": p.notebook, "module": p.module, "pair": p.name, "n_layers": p.n_layers,
             "n_seeds": p.n_seeds, "chapter_testable": p.chapter_testable, "indicators": ind,
             "index_early": mean("early_index"), "index_late": mean("late_index"), "separation": separation(p),
-            "has_ceiling": has_ceiling(p), "null_kind": p.null_kind, "index": index_band(p)[0].tolist(),
+            "has_ceiling": has_ceiling(p), "no_ceiling": no_ceiling(p), "null_of": null_of(p),
+            "null_kind": p.null_kind, "index": index_band(p)[0].tolist(),
             "null_cka": p.null_cka.tolist(), "ceiling_cka": p.ceiling_cka.tolist(), "dose": late_dose(p),
             "cka_early": ce, "cka_late": cl, "weight_early": we, "weight_late": wl,
             "cka_late_sd": late_spread(p, "cka"), "weight_late_sd": late_spread(p, "weight"),
@@ -207,7 +220,8 @@ def index_table(pairs: list[PairLens], cfg: Config, sae: dict | None = None) -> 
         rec, rec_null = (halves_mean(lenses.recovery(a, p.m_base, p.m_tuned, cfg.min_gap), p.n_layers)[1]
                          for a in (p.m_patched, p.null_m_patched))
         row = {"chapter": p.notebook, "pair": p.name, "seeds": p.n_seeds, "null": p.null_kind,
-               "ceiling": "next seed" if has_ceiling(p) else "1 (one seed: bound)",
+               "ceiling": ("sibling seed" if has_ceiling(p) else f"1 ({no_ceiling(p)}: bound)") +
+                          (f"; the null of {null_of(p)}" if null_of(p) else ""),
                "CKA late: tuned": halves_mean(p.cka, p.n_layers)[1],
                "CKA late: null": halves_mean(p.null_cka, p.n_layers)[1],
                "CKA late: ceiling": halves_mean(p.ceiling_cka, p.n_layers)[1], "separation": separation(p),

@@ -23,6 +23,12 @@ def _by_pair(claim_list: list[Claim]) -> dict[tuple[str, str], Claim]:
     return {(c.extra["notebook"], c.extra["pair"]): c for c in claim_list}
 
 
+def _class(by: dict, p: PairLens) -> str:
+    """The pair's class from its claim; a control pair (another pair's null) has no claim."""
+    c = by.get((p.notebook, p.name))
+    return c.extra["class"] if c is not None else f"control (the null of {measure.null_of(p)})"
+
+
 def _chapters(pairs: list[PairLens]) -> list[str]:
     return list(dict.fromkeys(p.notebook for p in pairs))
 
@@ -53,9 +59,10 @@ def table(pairs: list[PairLens], claim_list: list[Claim], cfg: Config) -> pd.Dat
     out = summary_table(pairs, cfg)
     by = _by_pair(claim_list)
     keys = list(out.index)
-    out["class"] = [by[k].extra["class"] for k in keys]
-    out["paper expects"] = [rules.KIND[by[k].extra["rule"]] for k in keys]
-    out["verdict"] = [by[k].verdict for k in keys]
+    control = {k: p for p in pairs if (k := (p.notebook, p.name)) not in by}
+    out["class"] = [_class(by, control[k]) if k in control else by[k].extra["class"] for k in keys]
+    out["paper expects"] = ["—" if k in control else rules.KIND[by[k].extra["rule"]] for k in keys]
+    out["verdict"] = ["— (a control, not a claim)" if k in control else by[k].verdict for k in keys]
     return out
 
 
@@ -112,7 +119,7 @@ def headline_figure(pairs: list[PairLens], cfg: Config):
     for k, p in enumerate(pairs):
         color = COLORS.get(p.module, f"C{k}")
         late = measure.indicators(p)["late_index"]
-        if not late:
+        if not late or measure.null_of(p):  # a control pair is the null itself: its index is not a result
             continue
         m = float(np.mean(late))
         lo, hi = stats.t_interval(late) if len(late) > 1 else (m, m)
@@ -148,12 +155,18 @@ def index_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config, sae:
     for nb in _chapters(pairs):
         ps = [p for p in pairs if p.notebook == nb]
         nulls = ", ".join(dict.fromkeys(f"{p.name}: {p.null_kind}" for p in ps))
-        ceil = ("a second seed of each tuned model" if all(measure.has_ceiling(p) for p in ps) else
-                "none for " + ", ".join(p.name for p in ps if not measure.has_ceiling(p))
-                + " (one tuned seed: the index is shown against a ceiling of 1, a lower bound, and decides nothing)")
+        claimed = [p for p in ps if not measure.null_of(p)]
+        ceil = ("a sibling seed of each tuned model (a second fine-tune of the same base)"
+                if all(measure.has_ceiling(p) for p in claimed) else
+                "none for " + ", ".join(f"{p.name} ({measure.no_ceiling(p)})" for p in claimed
+                                        if not measure.has_ceiling(p))
+                + " (the index is shown against a ceiling of 1, a lower bound, so only 'above a threshold' is "
+                "decided)")
         late = ", ".join(f"{p.name} {np.mean(v):.2f}" if (v := measure.indicators(p)["late_index"]) else
-                         f"{p.name} n/a" for p in ps)
-        line = f"- *{nb}*: null {nulls}; seed ceiling: {ceil}. Late-half index (mean over seeds): {late}."
+                         f"{p.name} n/a" for p in claimed)
+        controls = [f"{p.name} is the null of {measure.null_of(p)}" for p in ps if measure.null_of(p)]
+        line = (f"- *{nb}*: null {nulls}; seed ceiling: {ceil}. Late-half index (mean over seeds): {late}."
+                + "".join(f" {c} (a control shown beside it, not a claim)." for c in controls))
         if ps[0].module == "lin":
             both = [(p.name, measure.indicators(p)) for p in ps if p.null_kind == "scratch"]
             for name, ind in both:
@@ -185,7 +198,7 @@ def _sd(p: PairLens, attr: str, digits: int) -> str:
     return f" ± {v:.{digits}f}" if np.isfinite(v) else ""
 
 
-def _pair_sentence(p: PairLens, c: Claim, cfg: Config) -> str:
+def _pair_sentence(p: PairLens, by: dict, cfg: Config) -> str:
     (ce, cl), (we, wl) = halves_mean(p.cka, p.n_layers), halves_mean(p.weight, p.n_layers)
     i = first_recovery(p, cfg.recovery_level)
     gain = f"metric {p.m_base:.3f} (base) → {p.m_tuned:.3f} (tuned)"
@@ -205,21 +218,22 @@ def _pair_sentence(p: PairLens, c: Claim, cfg: Config) -> str:
     final = f", after the final norm {p.cka_final:.2f}" if np.isfinite(p.cka_final) else ""
     return (f"**{p.name}**{seeds}: CKA to the base {ce:.2f} early / {cl:.2f}{_sd(p, 'cka', 2)} late{final} "
             f"({other_tokens(cfg)} rows: {ae:.2f} / {al:.2f}), relative weight change {we:.3f} / "
-            f"{wl:.3f}{_sd(p, 'weight', 3)}; reuse index late {_index(p)}: **{c.extra['class']}**; {patch}.")
+            f"{wl:.3f}{_sd(p, 'weight', 3)}; " + (f"reuse index late {_index(p)}: **{_class(by, p)}**" if not
+                                                    measure.null_of(p) else f"**{_class(by, p)}**") + f"; {patch}.")
 
 
 def _index(p: PairLens) -> str:
     v = measure.indicators(p)["late_index"]
     if not v:
         return "n/a"
-    bound = "" if measure.has_ceiling(p) else " (ceiling 1, a lower bound)"
+    bound = "" if measure.has_ceiling(p) else f" (ceiling 1, a lower bound: {measure.no_ceiling(p)})"
     return f"{np.mean(v):.2f}" + (f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else "") + bound
 
 
 def chapter_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config) -> page.Markdown:
     """One bullet per chapter, one computed sentence per pair."""
     by = _by_pair(claim_list)
-    return page.md("\n".join(f"- *{nb}*: " + " ".join(_pair_sentence(p, by[nb, p.name], cfg) for p in pairs
+    return page.md("\n".join(f"- *{nb}*: " + " ".join(_pair_sentence(p, by, cfg) for p in pairs
                                                        if p.notebook == nb) for nb in _chapters(pairs)))
 
 
@@ -235,7 +249,7 @@ def _extra(ps: list[PairLens], by: dict, cfg: Config) -> str:
     p0 = ps[0]
     cka = {p.name: halves_mean(p.cka, p.n_layers) for p in ps}
     if p0.module == "lin":
-        t = [p for p in ps if rules.rule_for(p.module, p.name) is rules.LIN_TUNED]
+        t = [p for p in ps if not measure.null_of(p)]
         if t:
             ce, cl = cka[t[0].name]
             rel = "about as high as" if abs(cl - ce) < 0.01 else "higher than" if cl > ce else "lower than"
@@ -273,7 +287,7 @@ def comparison_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config)
     """One paragraph per chapter: the paper's conclusion, and whether and how our lenses agree with it."""
     by, out = _by_pair(claim_list), []
     for nb in _chapters(pairs):
-        ps = [p for p in pairs if p.notebook == nb]
+        ps = [p for p in pairs if p.notebook == nb and not measure.null_of(p)]
         concl = list(dict.fromkeys(rules.rule_for(p.module, p.name).claim.rstrip(".") for p in ps))
         out.append(f"**{nb}.** {' / '.join(concl)}. At `{cfg.profile}` scale, "
                    + "; ".join(_comparison(by[nb, p.name]) for p in ps) + "." + _extra(ps, by, cfg))
@@ -282,7 +296,7 @@ def comparison_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config)
 
 def overall_text(pairs: list[PairLens], claim_list: list[Claim], cfg: Config) -> page.Markdown:
     by = _by_pair(claim_list)
-    cls = [by[p.notebook, p.name].extra["class"] for p in pairs]
+    cls = [_class(by, p) for p in pairs]
     counts = {v: sum(c.verdict == v for c in claim_list) for v in VERDICTS}
     decided = sum(counts[v] for v in DECIDED)
     firsts = [(p, first_recovery(p, cfg.recovery_level)) for p in pairs
