@@ -151,22 +151,21 @@ def _hash_tensor(h, name: str, t: torch.Tensor) -> None:
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """16 hex digits of SHA-256 over the names, dtypes, shapes and values of the model's parameters and buffers."""
+def model_fingerprint(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
+    """16 hex digits of SHA-256 over the names, dtypes, shapes and values of the model's parameters and buffers
+    (those whose name contains a part in `skip` left out)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        _hash_tensor(h, name, t)
+        if not any(part in name for part in skip):
+            _hash_tensor(h, name, t)
     return h.hexdigest()[:16]
 
 
 def trunk_fingerprint(model: torch.nn.Module) -> str:
-    """`model_fingerprint` over the parameters the lenses read: every one but the read-out heads (`HEAD_PARTS`).
-    Two tuned models are siblings, each the other's seed ceiling, only when their bases have the same trunk."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    for name, t in model.named_parameters():
-        if not any(part in name for part in HEAD_PARTS):
-            _hash_tensor(h, name, t)
-    return h.hexdigest()[:16]
+    """`model_fingerprint` over what the lenses read: every parameter and buffer but the read-out heads
+    (`HEAD_PARTS`). Two tuned models are siblings, each the other's seed ceiling, only when their bases have the
+    same trunk."""
+    return model_fingerprint(model, HEAD_PARTS)
 
 
 def inputs_fingerprint(inputs) -> str:

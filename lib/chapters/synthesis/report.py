@@ -59,8 +59,9 @@ def table(pairs: list[PairLens], claim_list: list[Claim], cfg: Config) -> pd.Dat
     out = summary_table(pairs, cfg)
     by = _by_pair(claim_list)
     keys = list(out.index)
-    control = {k: p for p in pairs if (k := (p.notebook, p.name)) not in by}
-    out["class"] = [_class(by, control[k]) if k in control else by[k].extra["class"] for k in keys]
+    control = {k for p in pairs if (k := (p.notebook, p.name)) not in by}
+    lens = {(p.notebook, p.name): p for p in pairs}
+    out["class"] = [_class(by, lens[k]) for k in keys]
     out["paper expects"] = ["—" if k in control else rules.KIND[by[k].extra["rule"]] for k in keys]
     out["verdict"] = ["— (a control, not a claim)" if k in control else by[k].verdict for k in keys]
     return out
