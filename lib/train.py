@@ -192,7 +192,8 @@ def train(model, data: dict, cfg: TrainConfig, eval_data: dict | None = None,
                 t0 = time.perf_counter()
                 idx = next(order)  # (batch_size,) row indices
                 batch = {k: v[idx] for k, v in data.items()}
-                inputs = _model_inputs(batch, cfg, mask_token_id, vocab_size, special, masking, model.device)
+                inputs = trim_padding(_model_inputs(batch, cfg, mask_token_id, vocab_size, special, masking,
+                                                    model.device))
                 lr = lr_at(step, cfg)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -335,6 +336,22 @@ def _model_inputs(batch, cfg, mask_token_id, vocab_size, special, masking, devic
     elif cfg.objective == "causal_lm" and "labels" not in batch:
         inputs["labels"] = _pad_masked(batch["input_ids"], batch.get("attention_mask"))
     return {k: v.to(device) for k, v in inputs.items()}
+
+
+def trim_padding(inputs: dict) -> dict:
+    """``inputs`` without the trailing columns that are padding (attention_mask 0) in every row: a batch costs
+    its own longest row, not the whole set's. Exact: no kept position attends to a dropped one (the mask hides
+    them, and causal models cannot look ahead), and a dropped position carries no label. Every (N, T) tensor is
+    cut; (N,) labels and inputs without an attention mask pass unchanged. Masked-LM masks are drawn before the
+    cut, so they are those of the untrimmed batch."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return inputs
+    on = mask.ne(0).any(0).nonzero()
+    width = int(on[-1]) + 1 if len(on) else 1
+    if width == mask.shape[1]:
+        return inputs
+    return {k: v[:, :width].contiguous() if v.dim() == 2 and v.shape == mask.shape else v for k, v in inputs.items()}
 
 
 def _pad_masked(input_ids, attention_mask):

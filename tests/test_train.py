@@ -293,3 +293,48 @@ def test_sparse_answer_loss_equals_hf_loss_and_gradients(family, lora):
         assert torch.allclose(g, p.grad, atol=1e-6)
     dense = {**inputs, "labels": ids}  # every position labelled: HF's own path
     assert torch.allclose(T.causal_lm_loss(model, dense), model(**dense).loss)
+
+
+def test_trim_padding_drops_only_columns_padded_in_every_row():
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    x, labels = torch.arange(12).reshape(2, 6), torch.tensor([0, 1])
+    out = T.trim_padding({"input_ids": x, "attention_mask": mask, "labels": labels})
+    assert out["input_ids"].tolist() == [[0, 1, 2], [6, 7, 8]] and out["attention_mask"].shape == (2, 3)
+    assert out["labels"] is labels  # (N,) classification labels are not cut
+    left = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding: nothing trails
+    assert T.trim_padding({"input_ids": x[:, :3], "attention_mask": left})["input_ids"].shape == (2, 3)
+    assert T.trim_padding({"input_ids": x})["input_ids"] is x
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("family, objective", [("gpt2", "causal_lm"), ("llama", "causal_lm"), ("bert", "masked_lm")])
+def test_trimming_changes_no_loss_and_no_weight(family, objective, monkeypatch):
+    """Six extra padding columns on every row: trained with trimming, the model is exactly the one trained on the
+    untrimmed batches, and (causal models, whose labels hold no random draw) the one trained without those columns."""
+    x = ids(8, 10)
+    mask = torch.ones_like(x)
+    mask[::2, 7:] = 0  # right padding, ragged rows
+    pad = lambda t, v: torch.cat([t, torch.full((len(t), 6), v, dtype=t.dtype)], 1)
+    labels = x.masked_fill(mask == 0, -100)
+    short = {"input_ids": x, "attention_mask": mask}
+    wide = {"input_ids": pad(x, 0), "attention_mask": pad(mask, 0)}
+    if objective == "causal_lm":
+        short["labels"], wide["labels"] = labels, pad(labels, -100)
+    kw = dict(mask_token_id=1, special_ids=[0]) if objective == "masked_lm" else {}
+    c = cfg(objective=objective, n_steps=4, batch_size=4)
+
+    def run(data):
+        model = tiny(family)
+        return model, train(model, data, c, **kw)
+
+    runs = [run(wide)]
+    if objective == "causal_lm":
+        runs.append(run(short))
+    with monkeypatch.context() as m:
+        m.setattr(T, "trim_padding", lambda inputs: inputs)
+        runs.append(run(wide))
+    (a, ha), rest = runs[0], runs[1:]
+    for b, hb in rest:
+        assert ha.train_loss == pytest.approx(hb.train_loss, rel=1e-5) and ha.tokens_seen == hb.tokens_seen
+        for (name, p), q in zip(a.named_parameters(), b.parameters()):
+            assert torch.allclose(p, q, atol=1e-4), name  # rounding, which Adam amplifies in the key biases (zero grad)
