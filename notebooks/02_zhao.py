@@ -244,7 +244,10 @@ record = report.write_results(res, cfg, verdicts)
 #   of Llama-2-7B (32 layers, 4096 wide); the layer groups span a handful of layers, so relative depths are coarse.
 # - **Data.** A dozen small offline tasks with exact answers instead of Flan 2021's 69 tasks and 12 clusters; no
 #   sentiment, NLI, translation or summarisation data exist offline, so their analogues are lexical judgements,
-#   number-name "translation" and word-list transformations.
+#   number-name "translation" and word-list transformations. Two lexical tasks are set at this scale: `isa` asks
+#   whether a noun is a kind of one of six coarse classes, and a wrong `gloss_match` definition comes from another
+#   part of speech (in pilots on the tiny base, judging a pair of open-class words stayed at chance). `antonym` and
+#   `synonym` keep that harder form; the accuracy table shows whether their controls learned them.
 # - **Tuning.** The tiny profile fine-tunes every weight for a few hundred steps at a higher learning rate; the
 #   paper trains LoRA adapters (rank 8 on q and v) for three epochs at 5e-5. In a pilot, rank-8 LoRA on GPT-2's
 #   fused q/k/v projection `c_attn` learned the answer format but not the label tasks within that budget. No

@@ -86,10 +86,29 @@ def test_sourced_tasks_are_balanced_and_valid():
             assert counts.max() - counts.min() <= 1
         if task in ("isa", "synonym"):
             assert all(len(e.input.split()) == 3 and e.input.split()[1] == ";" for e in d.test)
+        if task == "isa":  # the second word is a topic class; a "no" names a class of none of the word's senses
+            classes = set(I.TOPICS.values())
+            assert all(e.input.split()[2] in classes for e in d.train + d.test)
+            senses = {}
+            for s in I._synsets():
+                if s.pos == "n" and s.lexname in I.TOPICS:
+                    for w in filter(None, map(I._word, s.words)):
+                        senses.setdefault(w, set()).add(I.TOPICS[s.lexname])
+            for e in d.train + d.test:
+                x, y = e.input.split()[0], e.input.split()[2]
+                assert (y in senses[x]) == (e.answer == "yes")
         if task == "antonym":
             assert all(e.input.endswith(f"{e.choices[0]} or {e.choices[1]}") for e in d.test)
         if task == "gloss_match":
             assert all(e.input.split(":")[0].strip()[:4] not in e.input.split(":", 1)[1].lower() for e in d.test)
+            pos_of = {}  # (word, definition) -> part of speech; a "no" joins a word to another part's definition
+            for w, p, t in I._gcide():
+                pos_of.setdefault(t, set()).add(p)
+                pos_of.setdefault(w, set()).add(p)
+            for e in d.test:
+                word, text = e.input.split(": ", 1)
+                if e.answer == "no":
+                    assert pos_of[text] - pos_of[word], e
         if task == "code_type":
             assert all(e.answer != "function" or e.input.startswith("def ") for e in d.test)
 
