@@ -83,10 +83,12 @@ HELD = ("code_type", "py_eval")  # the whole code cluster
 
 
 def fake_results(e0, e1, tasks=SEEN + HELD, held=HELD, seeds=3, noise=0.0, d_model=64, n_test=100,
-                 e1_acc=0.8, control_acc=0.9, unlearned=(), cross=None, probe_e0=0.6, probe_c=0.6):
+                 e1_acc=0.8, control_acc=0.9, unlearned=(), cross=None, probe_e0=0.6, probe_c=0.6,
+                 e1_unlearned=(), unlearned_in_seed=None):
     """Results whose CKA curves are e0 / e1 (n_layers,) for every task and seed (plus a little per-seed noise),
     the cross-task baseline `cross` (default: e0) and probe accuracies probe_e0 / probe_c at every layer; controls
-    beat the base (accuracy 0.1) except on `unlearned` tasks. n_test < 10 d_model: debiased verdicts."""
+    beat the base (accuracy 0.1) except on `unlearned` tasks (and on task `unlearned_in_seed[0]` in seed
+    `unlearned_in_seed[1]` only), E1 except on `e1_unlearned`. n_test < 10 d_model: debiased verdicts."""
     rng = np.random.default_rng(0)
     shape, L, T = (seeds, len(tasks), len(e0)), len(e0), len(tasks)
     cka = {}
@@ -101,7 +103,8 @@ def fake_results(e0, e1, tasks=SEEN + HELD, held=HELD, seeds=3, noise=0.0, d_mod
              + noise * rng.standard_normal((seeds, T, L)), "chance": np.full(T, 0.5)}
     rows = [{"model": "E0", "seed": -1, "task": t, "accuracy": 0.1, "exact_match": 0.1} for t in tasks]
     rows += [{"model": m, "seed": s, "task": t, "accuracy": a, "exact_match": a} for s in range(seeds) for t in tasks
-             for m, a in (("C", 0.1 if t in unlearned else control_acc), ("E1", e1_acc))]
+             for m, a in (("C", 0.1 if t in unlearned or unlearned_in_seed == (t, s) else control_acc),
+                          ("E1", 0.1 if t in e1_unlearned else e1_acc))]
     return measure.Results(list(tasks), list(held), len(e0), cka, pd.DataFrame(rows), pd.DataFrame(),
                            {"d_model": d_model, "name": "fake"}, {}, n_test, probe)
 
@@ -259,10 +262,69 @@ def test_too_few_learned_tasks_is_inconclusive():
     assert one(res, claims.UNSEEN).verdict == INCONCLUSIVE
 
 
-def test_layer_groups_partly_when_the_transition_is_elsewhere():
+def test_layer_groups_not_reproduced_when_the_transition_is_elsewhere():
     late = [0.95, 0.95, 0.95, 0.95, 0.9, 0.6, 0.4, 0.3]  # E0 falls only near the end: a late transition
     c = one(fake_results(late, [0.96] * 8, noise=0.005), claims.GROUPS)
-    assert c.verdict == PARTLY and c.extra["indicators"]["transition at the paper's depth"] == NOT_REPRODUCED
+    assert c.verdict == NOT_REPRODUCED and c.extra["indicators"]["gain rises with depth"] == REPRODUCED
+    assert c.extra["share_of_seeds_with_paper_grouping"] == 0 and c.extra["share_of_resamples_with_paper_grouping"] == 0
+
+
+def test_layer_groups_need_most_seeds():
+    """The paper's pattern in one seed and a late transition in two: the seed-mean curve alone would not do."""
+    res = fake_results(FALL, HIGH, noise=0.005)
+    late = np.array([0.95, 0.95, 0.95, 0.95, 0.9, 0.6, 0.4, 0.3])
+    for est in measure.ESTIMATORS:
+        res.cka[(est, "E0")][1:] = late
+    c = one(res, claims.GROUPS)
+    assert c.extra["share_of_seeds_with_paper_grouping"] == pytest.approx(1 / 3)
+    assert c.verdict in (PARTLY, NOT_REPRODUCED)
+
+
+def test_layer_groups_resamples_of_identical_tasks_all_agree():
+    gains = np.broadcast_to(np.array(HIGH) - np.array(FALL), (3, 5, 8))
+    curves = claims.resampled_curves(gains, n=50)
+    assert curves.shape == (50, 8) and np.allclose(curves, gains[0, 0])
+    assert claims.paper_grouping(curves[0]) and not claims.paper_grouping(np.zeros(8))
+
+
+def test_layer_groups_rule_is_no_coin_flip():
+    """Gain curves of pure noise (E1 = E0 + noise): the rule must almost never find the paper's grouping."""
+    passed = 0
+    for k in range(100):
+        rng = np.random.default_rng(100 + k)
+        res = fake_results([0.5] * 8, [0.5] * 8)
+        for est in measure.ESTIMATORS:
+            res.cka[(est, "E1")] = res.cka[(est, "E0")] + 0.02 * rng.standard_normal(res.cka[(est, "E0")].shape)
+        passed += one(res, claims.GROUPS).verdict in (REPRODUCED, PARTLY)
+    assert passed <= 5
+
+
+def test_a_control_that_failed_in_one_seed_is_excluded():
+    res = fake_results(FALL, HIGH, noise=0.005, unlearned_in_seed=("topic", 1))
+    assert "topic" not in measure.learned_tasks(res, claims.LEARNED_MARGIN)
+    assert one(res, claims.CLOSER).extra["excluded_tasks"] == ["topic"]
+
+
+def test_e1_claims_read_only_the_tasks_e1_learned():
+    res = fake_results(FALL, HIGH, noise=0.005, e1_unlearned=("pos",))
+    c = one(res, claims.CLOSER)
+    assert c.verdict == REPRODUCED and c.extra["seen_tasks_e1_did_not_learn"] == ["pos"]
+    i = res.tasks.index("pos")
+    for est in measure.ESTIMATORS:  # what E1 does on a task it did not learn does not count
+        res.cka[(est, "E1")][:, i] = res.cka[(est, "E0")][:, i]
+    assert one(res, claims.CLOSER).value == pytest.approx(c.value)
+    assert one(res, claims.FALLS).extra["seen_tasks_e1_did_not_learn"] == ["pos"]
+    res = fake_results(FALL, HIGH, noise=0.005, e1_unlearned=SEEN[:4])  # two seen tasks left: too few
+    assert one(res, claims.CLOSER).verdict == INCONCLUSIVE and one(res, claims.FALLS).verdict == REPRODUCED
+
+
+def test_cross_partners_spread_and_balanced():
+    for T in (12, 6, 3):
+        partners = measure.cross_partners(T)
+        assert all(t not in p and len(set(p)) == len(p) == min(T - 1, measure.CROSS_OTHERS)
+                   for t, p in enumerate(partners))
+        uses = np.bincount([s for p in partners for s in p], minlength=T)
+        assert (uses == uses[0]).all()  # every control serves as many tasks
 
 
 def test_estimator_choice_and_flips():

@@ -7,8 +7,9 @@ Every rule reads per-seed effects and decides from their 95 % t-interval (`lib.s
 - a stated precondition (enough layers for a depth claim; E1 learned its tasks; the task set has what the claim
   compares) that fails gives "not testable at this scale" (`Rule.gate`);
 - MOSSA reads a control C_t as the task-specific model of task t, so only tasks whose control beat the base's
-  accuracy by more than `LEARNED_MARGIN` enter a claim; the others are excluded and counted, and a claim left with
-  too few learned tasks is "inconclusive";
+  accuracy by more than `LEARNED_MARGIN` in every seed enter a claim; a claim about E1 also needs E1 to beat the
+  base by as much on the task in every seed (a model that did not learn a task says nothing about how it learned
+  it). The other tasks are excluded and counted, and a claim left with too few learned tasks is "inconclusive";
 - the CKA estimator: the biased estimator (the paper's) is inflated when the number of prompts n is not much
   larger than the width d, so the verdicts read the debiased one unless n >= `BIASED_MIN_RATIO` x d. Each claim is
   also decided with the other estimator; `extra["flips_between_estimators"]` marks a verdict that changes.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lib import stats
-from lib.claims import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, Requirement, Rule, by_indicators,
+from lib.claims import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Claim, Requirement, Rule,
                         by_interval, from_bool)
 from lib.chapters.zhao import measure
 from lib.chapters.zhao.measure import Results
@@ -32,15 +33,19 @@ PAPER_LAYERS = 32
 PAPER_TRANSITION = ((PAPER_GROUPS["transition"][0] - 1) / PAPER_LAYERS, PAPER_GROUPS["transition"][1] / PAPER_LAYERS)
 
 LEVEL = stats.LEVEL
-LEARNED_MARGIN = 0.05  # a control learned its task: its accuracy beats the base's by more than this
+LEARNED_MARGIN = 0.05  # a model learned a task: its accuracy beats the base's by more than this, in every seed
 MIN_LEARNED = 3  # learned tasks a claim over the seen tasks needs
 MIN_PER_KIND = 1  # learned tasks of each kind, within one answer type, the semantic-vs-structured claims need
 MIN_UNSEEN = 1  # learned held-out tasks the unseen-task claim needs
 BIASED_MIN_RATIO = 10  # verdicts read the biased CKA only when n_test >= this x d_model
 SHARED_BELOW, REFINE_FROM = 0.33, 0.67  # layer groups: gain share (of the maximum) that ends shared / starts refinement
+MAJORITY = 0.5  # layer groups: the paper's grouping must be found in more than this share of seeds and of resamples
+RESAMPLES = 1000  # layer groups: bootstrap resamples of the tasks
+RESAMPLE_SEED = 0
 UNSEEN_SHARE = 0.5  # the unseen-task gain must exceed this share of the seen-task gain
 
-_LEARNED = "only tasks whose control beats the base's accuracy by more than {learned} count"
+_LEARNED = "only tasks whose control beats the base's accuracy by more than {learned} in every seed count"
+_BOTH = "only tasks on which both the control and E1 beat the base's accuracy by more than {learned} in every seed count"
 E1_LEARNED = Requirement("E1's accuracy gain over E0 on the seen tasks", "e1_gain", at_least=LEARNED_MARGIN)
 
 FALLS = Rule(
@@ -58,7 +63,7 @@ CLOSER = Rule(
     "sft_closer_to_controls",
     claim="The instruction-tuned model is much closer to the single-task controls than the pre-trained model.",
     paper="qualitative (much higher CKA across layers)",
-    test="per seed, CKA(E1, C_t) - CKA(E0, C_t) averaged over layers and seen tasks (" + _LEARNED + "; at least "
+    test="per seed, CKA(E1, C_t) - CKA(E0, C_t) averaged over layers and seen tasks (" + _BOTH + "; at least "
          "{min_tasks}): reproduced when the {level:.0%} interval of its mean lies above {margin}",
     constants={"margin": 0.05, "level": LEVEL, "learned": LEARNED_MARGIN, "min_tasks": MIN_LEARNED},
     requires=(E1_LEARNED,))
@@ -69,7 +74,7 @@ BEYOND = Rule(
           "of other tasks, tuned in the same format, share with that control.",
     paper="not tested in the paper (MOSSA's cross-task baseline)",
     test="per seed, CKA(E1, C_t) minus the cross-task baseline (the mean over s != t of CKA(C_s, C_t) on t's "
-         "prompts), averaged over layers and seen tasks (" + _LEARNED + "; at least {min_tasks}): reproduced when "
+         "prompts), averaged over layers and seen tasks (" + _BOTH + "; at least {min_tasks}): reproduced when "
          "the {level:.0%} interval of its mean lies above {margin}",
     constants={"margin": 0.0, "level": LEVEL, "learned": LEARNED_MARGIN, "min_tasks": MIN_LEARNED},
     requires=(E1_LEARNED,))
@@ -107,16 +112,18 @@ GROUPS = Rule(
     claim="Layers split into shared, transition and refinement groups; the transition sits at about a third of the "
           "depth.",
     paper="layers 1-9 / 10-15 / 16-32 of 32",
-    test="on the gain CKA(E1, C_t) - CKA(E0, C_t) of the seen tasks (" + _LEARNED + "; at least {min_tasks}), "
+    test="on the gain CKA(E1, C_t) - CKA(E0, C_t) of the seen tasks (" + _BOTH + "; at least {min_tasks}), "
          "r = gain / max gain: layers before the first r >= {shared_below} are shared, from the first later "
-         "r >= {refine_from} on refinement, between them transition. Indicators: the gain rises with depth (per "
-         "seed, mean gain at relative depth >= {late:.2f} minus below {early:.2f}, {level:.0%} interval above 0); the "
-         "seed-mean curve has all three groups; its transition centre lies within one layer of the paper's "
-         "{lo:.2f}-{hi:.2f}. Reproduced when all hold, partly when a majority does",
+         "r >= {refine_from} on refinement, between them transition. The paper's grouping: all three groups, the "
+         "transition's centre within one layer of the paper's relative depth {lo:.2f}-{hi:.2f}. First the gain "
+         "must rise with depth (per seed, mean gain at relative depth >= {late:.2f} minus below {early:.2f}, "
+         "{level:.0%} interval above 0; otherwise that reading is the verdict). Then reproduced when the paper's "
+         "grouping is found in more than {majority:.0%} of the seeds' curves and of {resamples} bootstrap resamples "
+         "of the tasks (seed-mean curve), partly when in one of the two, not reproduced when in neither",
     constants={"shared_below": SHARED_BELOW, "refine_from": REFINE_FROM, "level": LEVEL, "learned": LEARNED_MARGIN,
                "min_tasks": MIN_LEARNED, "early": PAPER_GROUPS["shared"][1] / PAPER_LAYERS,
                "late": PAPER_GROUPS["transition"][1] / PAPER_LAYERS, "lo": PAPER_TRANSITION[0],
-               "hi": PAPER_TRANSITION[1]},
+               "hi": PAPER_TRANSITION[1], "majority": MAJORITY, "resamples": RESAMPLES},
     requires=(Requirement("layers of the model", "n_layers", at_least=7), E1_LEARNED))
 
 UNSEEN = Rule(
@@ -125,7 +132,8 @@ UNSEEN = Rule(
           "Here a whole task cluster is held out (no task of its cluster is seen).",
     paper="asked in the paper (its answer and split were not retrieved)",
     test="per seed, E1's CKA gain over E0 (mean over layers) on the held-out tasks minus {share} x its gain on the "
-         "seen tasks (its positive part) (" + _LEARNED + "; at least {min_unseen} held-out and {min_tasks} seen): "
+         "seen tasks (its positive part) (" + _LEARNED + "; on the seen tasks E1 must have learned them too; at "
+         "least {min_unseen} held-out and {min_tasks} seen): "
          "reproduced when the {level:.0%} interval of its mean lies above {margin}",
     constants={"share": UNSEEN_SHARE, "margin": 0.0, "level": LEVEL, "learned": LEARNED_MARGIN,
                "min_unseen": MIN_UNSEEN, "min_tasks": MIN_LEARNED},
@@ -162,7 +170,7 @@ class Reading:
 def _too_few(what: str, have: list[str], need: int) -> Reading | None:
     if len(have) >= need:
         return None
-    return Reading(INCONCLUSIVE, None, f"only {len(have)} {what} whose control learned its task "
+    return Reading(INCONCLUSIVE, None, f"only {len(have)} {what} learned "
                    f"({', '.join(have) or 'none'}); the rule needs at least {need}")
 
 
@@ -178,6 +186,12 @@ def _learned(res: Results, tasks) -> list[str]:
     return measure.learned_tasks(res, LEARNED_MARGIN, list(tasks))
 
 
+def _learned_by_both(res: Results, tasks) -> list[str]:
+    """The tasks of `tasks` that both their control and E1 learned (in every seed): what the E1 claims read."""
+    e1 = set(measure.learned_tasks(res, LEARNED_MARGIN, list(tasks), model="E1"))
+    return [t for t in _learned(res, tasks) if t in e1]
+
+
 def read_falls(res: Results, est: str) -> Reading:
     tasks = _learned(res, res.tasks)
     if few := _too_few("tasks", tasks, MIN_LEARNED):
@@ -187,14 +201,14 @@ def read_falls(res: Results, est: str) -> Reading:
 
 
 def read_closer(res: Results, est: str) -> Reading:
-    tasks = _learned(res, res.seen)
+    tasks = _learned_by_both(res, res.seen)
     if few := _too_few("seen tasks", tasks, MIN_LEARNED):
         return few
     return _by_effect(measure.mean_gain(res, est, tasks), CLOSER["margin"], "E1 minus E0")
 
 
 def read_beyond(res: Results, est: str) -> Reading:
-    tasks = _learned(res, res.seen)
+    tasks = _learned_by_both(res, res.seen)
     if few := _too_few("seen tasks", tasks, MIN_LEARNED):
         return few
     r = _by_effect(measure.net_gain_curve(res, est, tasks).mean(1), BEYOND["margin"], "E1 minus cross-task baseline")
@@ -244,30 +258,56 @@ def _depth_gain(gains: np.ndarray) -> np.ndarray:
     return gains[:, centre >= GROUPS["late"]].mean(1) - gains[:, centre < GROUPS["early"]].mean(1)
 
 
+def paper_grouping(curve: np.ndarray) -> bool:
+    """Does a gain curve (n_layers,) give the paper's grouping: all three groups, the transition's centre within
+    one layer of the paper's relative depth?"""
+    groups = measure.layer_groups(curve, SHARED_BELOW, REFINE_FROM)
+    centre, L = measure.transition_centre(groups), len(groups)
+    return all(g in groups for g in PAPER_GROUPS) and bool(
+        PAPER_TRANSITION[0] - 1 / L <= centre <= PAPER_TRANSITION[1] + 1 / L)  # False for NaN
+
+
+def resampled_curves(gains: np.ndarray, n: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> np.ndarray:
+    """(n, n_layers): seed-mean gain curves of `n` bootstrap resamples (with replacement) of the tasks of
+    `gains` (n_seeds, n_tasks, n_layers)."""
+    per_task = gains.mean(0)  # (T, L)
+    idx = np.random.default_rng(seed).integers(0, len(per_task), size=(n, len(per_task)))
+    return per_task[idx].mean(1)
+
+
 def read_groups(res: Results, est: str) -> Reading:
-    tasks = _learned(res, res.seen)
+    tasks = _learned_by_both(res, res.seen)
     if few := _too_few("seen tasks", tasks, MIN_LEARNED):
         return few
-    gains = measure.gain_curve(res, est, tasks)
+    per_task = measure.task_gains(res, est, tasks)  # (S, T, L)
+    gains = per_task.mean(1)
     groups = measure.layer_groups(gains.mean(0), SHARED_BELOW, REFINE_FROM)
     per_seed = [measure.layer_groups(g, SHARED_BELOW, REFINE_FROM) for g in gains]
     centre, L = measure.transition_centre(groups), res.n_layers
     rises = _by_effect(_depth_gain(gains), 0.0, "late minus early gain")
-    near = bool(PAPER_TRANSITION[0] - 1 / L <= centre <= PAPER_TRANSITION[1] + 1 / L)  # False for NaN
+    seeds = float(np.mean([paper_grouping(g) for g in gains]))
+    resamples = float(np.mean([paper_grouping(g) for g in resampled_curves(per_task)]))
+    found = {"seeds": seeds > MAJORITY, "task resamples": resamples > MAJORITY}
     indicators = {"gain rises with depth": rises.verdict,
-                  "three groups": from_bool(all(g in groups for g in PAPER_GROUPS)),
-                  "transition at the paper's depth": from_bool(near)}
-    reason = "; ".join(f"{k}: {v}" for k, v in indicators.items()) + f" ({rises.reason})"
+                  "paper's grouping in most seeds": from_bool(found["seeds"]),
+                  "paper's grouping in most task resamples": from_bool(found["task resamples"])}
+    if rises.verdict != REPRODUCED:
+        verdict = rises.verdict
+    else:
+        verdict = {2: REPRODUCED, 1: PARTLY, 0: NOT_REPRODUCED}[sum(found.values())]
+    reason = (f"{rises.reason}; the paper's grouping in {seeds:.0%} of {len(gains)} seeds and {resamples:.0%} of "
+              f"{RESAMPLES} task resamples (more than {MAJORITY:.0%} needed)")
     ours = " / ".join(f"{g}: " + (", ".join(str(i + 1) for i, x in enumerate(groups) if x == g) or "none")
                       for g in PAPER_GROUPS) + f" (layers of {L}; seed-mean gain)"
-    return Reading(by_indicators(indicators), rises.effect, reason,
+    return Reading(verdict, rises.effect, reason,
                    {"groups": groups, "per_seed": per_seed, "indicators": indicators, "ours": ours,
                     "transition_centre": centre if np.isfinite(centre) else None,
-                    "share_of_seeds_agreeing": float(np.mean([s == groups for s in per_seed]))})
+                    "share_of_seeds_with_paper_grouping": seeds, "share_of_resamples_with_paper_grouping": resamples,
+                    "share_of_seeds_agreeing": float(np.mean([s == groups for s in per_seed])), "tasks": tasks})
 
 
 def read_unseen(res: Results, est: str) -> Reading:
-    held, seen = _learned(res, res.held_out), _learned(res, res.seen)
+    held, seen = _learned(res, res.held_out), _learned_by_both(res, res.seen)
     if few := _too_few("held-out tasks", held, MIN_UNSEEN) or _too_few("seen tasks", seen, MIN_LEARNED):
         return few
     unseen_gain, seen_gain = measure.mean_gain(res, est, held), measure.mean_gain(res, est, seen)
@@ -284,8 +324,9 @@ READERS = {FALLS.id: read_falls, CLOSER.id: read_closer, BEYOND.id: read_beyond,
 
 
 def _excluded(res: Results) -> dict:
-    learned = _learned(res, res.tasks)
-    return {"learned_tasks": learned, "excluded_tasks": [t for t in res.tasks if t not in learned]}
+    learned, both = _learned(res, res.tasks), _learned_by_both(res, res.seen)
+    return {"learned_tasks": learned, "excluded_tasks": [t for t in res.tasks if t not in learned],
+            "seen_tasks_e1_did_not_learn": [t for t in res.seen if t in learned and t not in both]}
 
 
 def decide(rule: Rule, res: Results, measured: dict | None = None) -> Claim:

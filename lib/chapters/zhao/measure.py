@@ -29,6 +29,7 @@ ESTIMATORS = ("biased", "debiased")
 PAIRS = ("E0", "E1", "seed")
 CROSS = "cross"  # cka[(estimator, CROSS)]: (n_seeds, n_tasks, n_tasks, n_layers), see Results
 PROBE_FOLDS = 5  # cross-validation folds of the direct-encoding probes; a probe class needs this many examples
+CROSS_OTHERS = 4  # controls of other tasks read on each task t for its cross-task baseline (all when fewer exist)
 # The code that computes the analysis artifact: part of its key.
 CODE = (__name__, *build.TUNED_CODE, "lib.similarity", "lib.probing")
 
@@ -137,16 +138,28 @@ class _Evaluator:
         return out
 
 
+def cross_partners(n_tasks: int, k: int = CROSS_OTHERS) -> list[list[int]]:
+    """For each task t (an index), the other tasks s whose control is read on t's prompts for the cross-task
+    baseline: all of them when there are at most `k`, else `k` at offsets spread evenly around the task list (so
+    each control also serves exactly `k` tasks, and a cluster's neighbour is not always among them)."""
+    if n_tasks - 1 <= k:
+        return [[s for s in range(n_tasks) if s != t] for t in range(n_tasks)]
+    offsets = sorted({min(n_tasks - 1, max(1, round(i * n_tasks / (k + 1)))) for i in range(1, k + 1)})
+    return [[(t + o) % n_tasks for o in offsets] for t in range(n_tasks)]
+
+
 def _cross_task(cfg: Config, base, data, data_art, evaluate: _Evaluator, own: dict, seed: int) -> dict:
-    """{estimator: (n_tasks, n_tasks, n_layers)}: [s, t] = CKA(C_s, C_t) on task t's prompts (NaN for s = t).
-    Every control learns the same template, answer-only loss and read-out position: what C_s shares with C_t on
-    t's prompts is format adaptation, the baseline a task-specific similarity must beat."""
+    """{estimator: (n_tasks, n_tasks, n_layers)}: [s, t] = CKA(C_s, C_t) on task t's prompts for the partners s of
+    each t (`cross_partners`; NaN elsewhere and for s = t). Every control learns the same template, answer-only
+    loss and read-out position: what C_s shares with C_t on t's prompts is format adaptation, the baseline a
+    task-specific similarity must beat."""
     T, L = len(cfg.tasks), len(next(iter(own.values())))
     out = {e: np.full((T, T, L), np.nan) for e in ESTIMATORS}
+    partners = cross_partners(T)
     for i, s in enumerate(cfg.tasks):
         c_s, _ = build.tuned(cfg, base, data, data_art, s, seed)  # cached by now
         for j, t in enumerate(cfg.tasks):
-            if i != j:
+            if i in partners[j]:
                 for e, v in both_cka(evaluate.states(c_s, t), own[t]).items():
                     out[e][i, j] = v
         del c_s
@@ -238,10 +251,18 @@ def control_gain(res: Results) -> pd.Series:
     return task_accuracy(res, "C") - task_accuracy(res, "E0")
 
 
-def learned_tasks(res: Results, margin: float, tasks=None) -> list[str]:
-    """The tasks (of `tasks`, default all) whose control beats the base's accuracy by more than `margin`."""
-    gain = control_gain(res)
-    return [t for t in (res.tasks if tasks is None else tasks) if gain[t] > margin]
+def seed_gains(res: Results, model: str = "C") -> pd.DataFrame:
+    """(task x seed) accuracy of `model` ("C": the task's own control, or "E1") minus the base's, per seed."""
+    a = res.accuracy
+    per = a[a.model == model].pivot_table(index="task", columns="seed", values="accuracy").reindex(res.tasks)
+    return per.sub(task_accuracy(res, "E0"), axis=0)
+
+
+def learned_tasks(res: Results, margin: float, tasks=None, model: str = "C") -> list[str]:
+    """The tasks (of `tasks`, default all) on which `model` ("C": each task's own control; "E1") beats the base's
+    accuracy by more than `margin` in every seed."""
+    worst = seed_gains(res, model).min(axis=1)
+    return [t for t in (res.tasks if tasks is None else tasks) if worst.get(t, -np.inf) > margin]
 
 
 def task_index(res: Results, names) -> list[int]:
@@ -300,10 +321,15 @@ def surviving_gains(res: Results, estimator: str, tasks) -> tuple[np.ndarray, np
 
 
 # --------------------------------------------------------------------------- section 2: layer groups
+def task_gains(res: Results, estimator: str, tasks) -> np.ndarray:
+    """(n_seeds, len(tasks), n_layers): CKA(E1, C_t) - CKA(E0, C_t) per seed, task and layer."""
+    idx = task_index(res, tasks)
+    return res.cka[(estimator, "E1")][:, idx] - res.cka[(estimator, "E0")][:, idx]
+
+
 def gain_curve(res: Results, estimator: str, tasks) -> np.ndarray:
     """Per seed and layer: mean over `tasks` of CKA(E1, C_t) - CKA(E0, C_t). Shape (n_seeds, n_layers)."""
-    idx = task_index(res, tasks)
-    return (res.cka[(estimator, "E1")][:, idx] - res.cka[(estimator, "E0")][:, idx]).mean(1)
+    return task_gains(res, estimator, tasks).mean(1)
 
 
 def layer_groups(gain: np.ndarray, shared_below: float, refine_from: float) -> list[str]:
