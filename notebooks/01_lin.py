@@ -229,8 +229,10 @@ report.readout_text(readout, n_blocks)
 # Each claim is judged by a rule declared once in `lib/chapters/lin/claims.py`; the list below is rendered from
 # those declarations, thresholds included. Every rule decides over seeds: per-seed effects, each indicator's
 # t-interval against its margin (so an indicator holds only when it is consistent across seeds), indicators
-# combined by majority. The rules about representations are tested only where both kinds solve the task;
-# otherwise they are "not testable at this scale".
+# combined by majority. The rules about what the fine-tuned model does with the base are tested only where most
+# tuned seeds solve the task; the from-scratch runs are their matched control there (same learning rate and steps)
+# and need not solve it. The rule that compares the two solutions needs most seeds of both kinds to solve it.
+# A rule whose kind did not solve the task is "not testable at this scale".
 
 # %%
 page.rules(claims.RULES)
