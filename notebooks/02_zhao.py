@@ -192,7 +192,7 @@ report.encoded_text(encoded)
 report.probe_figure(res)
 
 # %%
-measure.probe_table(res)
+report.probe_table(res)
 
 # %%
 report.probe_text(res)
@@ -257,7 +257,9 @@ record = report.write_results(res, cfg, verdicts)
 #   paper trains LoRA adapters (rank 8 on q and v) for three epochs at 5e-5. In a pilot, rank-8 LoRA on GPT-2's
 #   fused q/k/v projection `c_attn` learned the answer format but not the label tasks within that budget. No
 #   system prompt. The E1 models see each seen task less often than its control does (the step budget); the claims
-#   about E1 read only the tasks it learned.
+#   about E1 read only the tasks it learned. Full fine-tuning at that learning rate (chosen so that the controls
+#   learn their tasks) moves the first layers too, unlike adapters on a 32-layer model, so the sanity check that
+#   E0–C_t similarity falls with depth can fail here for a reason that has nothing to do with multi-task tuning.
 # - **Cross-task baseline.** For each task the controls of a few other tasks (spread around the task list, the
 #   count is `lib.chapters.zhao.measure.CROSS_OTHERS`) are read on its prompts, not all of them: the baseline is
 #   their mean.

@@ -10,7 +10,7 @@ import pytest
 
 from lib.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED
 from lib.config import ConfigError
-from lib.chapters.zhao import claims, config, measure
+from lib.chapters.zhao import claims, config, measure, report
 from lib.tasks import instructions as tasks_mod
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "chapters" / "zhao"
@@ -438,3 +438,14 @@ def test_local_profile_names_the_missing_package(tmp_path, monkeypatch):
                         models.LocalModel("no-such-gemma-package", "no_such_gemma_package", "x.gguf", assembled=True))
     with pytest.raises(models.MissingPackageError, match="no-such-gemma-package.* is not installed"):
         build.load_base(config.Config.load("local"))
+
+
+def test_probe_table_marks_tasks_without_a_probe():
+    res = fake_results(FALL, HIGH)
+    t = res.tasks.index("topic")
+    res.probe["E0"][:, t] = np.nan
+    res.probe["C"][:, t] = np.nan
+    shown = report.probe_table(res)
+    assert shown.loc["topic", "probe on E0"] == "—" and shown.loc["pos", "probe on E0"] == pytest.approx(0.6)
+    assert "No probe for topic" in report.probe_text(res).data
+    assert "No probe" not in report.probe_text(fake_results(FALL, HIGH)).data

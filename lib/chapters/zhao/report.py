@@ -87,8 +87,8 @@ def accuracy_text(res: Results):
         f"for the task's own control; on the held-out tasks E1 reaches "
         f"{measure.mean_accuracy(res, 'E1', res.held_out):.2f} (E0 {measure.mean_accuracy(res, 'E0', res.held_out):.2f}). "
         f"Controls beat the base by more than {claims.LEARNED_MARGIN:g} in every seed on {len(learned)} of "
-        f"{len(res.tasks)} tasks ({', '.join(learned) or 'none'}). A control that did not learned at most the answer "
-        f"format: those tasks ({', '.join(left) or 'none'}) are shown in the figures but excluded from the claims. "
+        f"{len(res.tasks)} tasks ({', '.join(learned) or 'none'}). A control that did not learn its task learned at most "
+        f"the answer format: those tasks ({', '.join(left) or 'none'}) are shown in the figures but excluded from the claims. "
         f"The claims about E1 also leave out the seen tasks E1 itself did not learn in every seed "
         f"({', '.join(e1_left) or 'none'}): they read {len(both)} seen tasks ({', '.join(both) or 'none'}).")
 
@@ -293,6 +293,17 @@ def probe_figure(res: Results):
     return _done(fig)
 
 
+def probe_table(res: Results) -> pd.DataFrame:
+    """`measure.probe_table` for the page: a task with no probe (no answer occurs in enough test prompts to be a
+    class of the cross-validated probe, e.g. antonym, whose answer is a different word in every prompt) shows "—"."""
+    return measure.probe_table(res).astype(object).where(lambda t: t.notna(), "—")
+
+
+def _unprobed(res: Results) -> list[str]:
+    table = measure.probe_table(res)
+    return list(table.index[table["probe on E0"].isna()])
+
+
 def probe_text(res: Results):
     learned = measure.learned_tasks(res, claims.LEARNED_MARGIN)
     table = measure.probe_table(res).loc[learned] if learned else measure.probe_table(res).iloc[:0]
@@ -302,7 +313,9 @@ def probe_text(res: Results):
     return page.md(
         "Mean encoding deficit (probe accuracy on C_t minus on E0, best layer of each) of the tasks whose control "
         f"learned: {'; '.join(parts) or 'none'}. A deficit near 0 means the base's states already lay the answer "
-        "out linearly; the claim compares kinds within one answer type only.")
+        "out linearly; the claim compares kinds within one answer type only."
+        + (f" No probe for {', '.join(_unprobed(res))}: no answer occurs in at least {measure.PROBE_FOLDS} test "
+           "prompts, so none can be a class of the cross-validated probe." if _unprobed(res) else ""))
 
 
 # --------------------------------------------------------------------------- 4. unseen tasks
