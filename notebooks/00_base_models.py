@@ -18,7 +18,7 @@
 #
 # | name | architecture | data | used in |
 # |---|---|---|---|
-# | `gpt` | GPT-2-style causal LM | English prose + Python | Lin, Zhao et al., Prakash et al. |
+# | `gpt` | GPT-2-style causal LM | English prose + Python | Lin, Zhao et al. (Prakash et al. trains its own binder) |
 # | `bert` | BERT-6 masked LM (WordPiece, 15 % selection, 80/10/10 masking) | English prose | Tzach et al. |
 # | `one_layer` | one-layer Mistral-style causal LM (SwiGLU MLP, RoPE) | English prose + Python | Horn & Elliott |
 #

@@ -23,11 +23,13 @@
 # label (0%). Cross-model activation patching (CMAP) of Goat's circuit heads into Llama lifts Llama to 0.82: the
 # fine-tuned model runs the same mechanism, better.
 #
-# **This page** rebuilds the study at small scale: a small model trained on the boxes task (`base`; whether it
-# becomes a partial entity tracker like Llama-7B is measured below, not assumed), then fine-tuned on arithmetic (`arith`, the Goat analogue) and on more entity tracking (`track`), each for
-# several seeds; every method runs through `lib.patching` on per-head outputs (`attn.hook_z`).
+# **This page** rebuilds the study at small scale: a small Llama trained from random initialisation on the boxes
+# task (`base`; whether it tracks entities, and how well on 7 boxes, is measured below, not assumed), then given three
+# fine-tunes: arithmetic whose operands are bound to names (`arith_bound`, the Goat analogue), arithmetic without names
+# (`arith_pure`, the control) and more entity tracking (`track`, the positive control), for several seeds.
+# Every method runs through `lib.patching` on per-head outputs (`attn.hook_z`).
 #
-# **Prerequisites:** the base models page (its `gpt` model is loaded from the cache).
+# **Prerequisites:** none in `smoke` and `tiny` (the chapter trains its own base); `local` loads a packaged model.
 # **Runtime:** the appendix ({doc}`08_performance`) lists this build's time for every notebook. Training the models from scratch adds the time given below.
 
 # %% tags=["parameters"]
@@ -37,31 +39,32 @@ params = {}  # dict: overrides as one mapping, e.g. {"seed": 1}; the single para
 seed = None  # int, in [0, 2147483647]: seed of the first run; further seeds count up from it
 recompute = None  # bool: rebuild cached artifacts instead of loading them
 base_source = None  # str: paper: the base model (hub id or folder); empty: the profile's default base
-tuned_source = None  # str: paper: the fine-tuned model (hub id or folder), used as `arith`
+tuned_source = None  # str: paper: the fine-tuned model (hub id or folder), used as `arith_bound`
 allow_network = None  # bool: paper profile: let the hub loader download
 local_model = None  # str, one of 'smollm2-135m-instruct', 'gemma-3-270m': local profile: the packaged pretrained model
 device = None  # str, one of 'cpu', 'cuda', 'auto': where models run ('auto': cuda if present)
 n_seeds = None  # int, in [1, 20]: independent base/tuned model sets (seeds seed, seed+1, ...)
-tuned = None  # list, each one of 'arith', 'track': which tuned models to make
+tuned = None  # list, each one of 'arith_bound', 'arith_pure', 'track': which tuned models to make
 objects = None  # str, one of 'nouns', 'vocab': object words: concrete nouns (the paper's kind), or any single-token word (tiny BPEs)
 n_boxes = None  # int, in [2, 12]: boxes per prompt (the paper: 7)
 test_size = None  # int, in [8, 100000]: test prompts (the models' accuracy)
 curve_size = None  # int, in [8, 100000]: prompts per box count in the accuracy-by-boxes table
 analysis_size = None  # int, in [8, 100000]: the first test prompts (at most test_size) that the circuit analyses use (faithfulness, CMAP, knockout)
-val_size = None  # int, in [8, 100000]: validation prompts (the base's stopping rule)
-train_size = None  # int, in [16, 10000000]: entity-tracking training prompts
-base_min_boxes = None  # int, in [1, 12]: base training prompts have base_min_boxes..n_boxes boxes
-text_share = None  # float, in [0.0, 0.9]: share of pretraining-text rows in the base / track mixture
-base_steps = None  # int, in [0, 1000000]: step cap of the base's entity pre-training (0: none)
-base_target = None  # float, in [0.0, 1.0]: the base stops at the first check at this val accuracy
+val_size = None  # int, in [8, 100000]: validation prompts (the base's learning curve)
+base_layers = None  # int, in [1, 64]: smoke / tiny: layers of the chapter's own base (a Llama: RoPE, RMSNorm, SwiGLU)
+base_d_model = None  # int, in [8, 4096]: smoke / tiny: width of the base (d_mlp: 4 x d_model)
+base_heads = None  # int, in [1, 64]: smoke / tiny: attention heads per layer of the base
+base_steps = None  # int, in [0, 1000000]: smoke / tiny: training steps of the base (warm-up, then cosine decay to 0 at the last step; 0: a random-init base)
+base_easy_steps = None  # int, in [0, 1000000]: the first steps of the curriculum, on 2-3 boxes only; then 2..n_boxes boxes, fewer boxes more often
+base_batch = None  # int, in [1, 4096]: prompts per base training step (fresh prompts every step)
 base_lr = None  # float, in [1e-07, 1.0]
-arith_steps = None  # int, in [1, 1000000]: steps of arithmetic fine-tuning (arith)
+eval_every = None  # int, in [1, 1000000]: steps between validation checks of the base (its curve)
+arith_steps = None  # int, in [1, 1000000]: steps of each arithmetic fine-tune (arith_bound, arith_pure)
 arith_lr = None  # float, in [1e-07, 1.0]
 track_steps = None  # int, in [1, 1000000]: steps of further entity-tracking fine-tuning (track)
 track_lr = None  # float, in [1e-07, 1.0]
-batch_size = None  # int, in [1, 4096]
-eval_every = None  # int, in [1, 1000000]: steps between validation checks of the base
-lora_rank = None  # int, in [0, 1024]: fine-tune LoRA adapters of this rank (0: full fine-tuning)
+batch_size = None  # int, in [1, 4096]: prompts per fine-tuning step
+lora_rank = None  # int, in [0, 1024]: fine-tune LoRA adapters of this rank on q and v (Goat: 8; 0: every weight, as FLoat)
 bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false
 pp_size = None  # int, in [4, 10000]: prompts for path patching (the paper: 300)
 heads_base = None  # list, in [1, 4096]: heads kept per group VF, PT, PD, SR (base)
@@ -93,12 +96,17 @@ cfg.table()
 # (last − 2) and the last token ("the") are shared. The counterfactual sets (corrupted runs, the mean-ablation
 # reference, the three DCM desiderata) come from `lib.tasks.entities`.
 #
-# `base` starts from the pretrained GPT and trains on a mixture of its pretraining text and entity prompts with 2 to
-# 7 boxes (loss on the answer only), stopping at the first check where 7-box validation accuracy reaches
-# `base_target` (the aim is a partial entity tracker like Llama-7B; the accuracies below say whether the base is
-# one). `arith` continues from `base` on arithmetic lines only;
-# `track` on more entity prompts. Every analysis below is cached per model (its key: the models, the prompt sets,
-# the settings and the analysis code), so a warm build loads them.
+# In `smoke` and `tiny`, `base` is the chapter's own model: a Llama (RoPE, RMSNorm, SwiGLU) with a word-level
+# vocabulary, so that, as for Llama-7B on the paper's prompts, every word is one token, a segment is 7 tokens and the
+# query label sits at last − 2. It is trained from random initialisation on boxes prompts only, with fresh prompts at
+# every step and the loss on the answer: first `base_easy_steps` steps on 2-3 boxes, then 2 to `n_boxes` boxes with
+# fewer boxes more often (7 is the rarest), to the end of a cosine schedule. There is no stopping rule: whatever
+# accuracy it has on 7 boxes is where training ended, and the curve below shows whether it had converged.
+# The three fine-tunes train on answer-only losses, every weight (as FLoat) when `lora_rank` is 0, as in `tiny`, or
+# LoRA adapters of that rank on the query and value projections (as Goat). `arith_bound` reads prompts like "3 goes to F, 7 goes to Q. F plus Q is" → " 10" (the same binding and retrieval
+# by name as the boxes); `arith_pure` reads "3 plus 7 is" → " 10"; `track` more boxes prompts. Every analysis below is
+# cached per model (its key: the models, the prompt sets, the settings and the analysis code), so a warm build loads
+# them.
 
 # %%
 pre = build.get_pretrained(cfg)
@@ -110,10 +118,29 @@ model_seconds = time.perf_counter() - t0
 preds = measure.test_predictions(runs, data, cfg)
 acc = measure.accuracy_table(runs, data, preds)
 answers = measure.answer_profile(runs, data, preds)
-report.accuracy_summary(acc)
+restricted = measure.restricted_table(runs, data, cfg)
+report.accuracy_summary(acc, restricted)
 
 # %%
 display(report.accuracy_text(acc, answers, cfg), report.training_text(runs, model_seconds))
+
+# %% [markdown]
+# **Did the base converge?** Its 7-box validation accuracy at every check (empty when the profile trains no base).
+
+# %% mystnb={"figure": {"caption": "Validation accuracy of the base on n_boxes-box prompts during its training, per seed; the dotted line marks the end of the 2-3-box part of the curriculum, the dashed one chance among the boxes.", "name": "fig-prakash-base-curve"}}
+curves = measure.base_curves(runs)
+report.plot_base_curves(curves, cfg) if len(curves) else None
+
+# %% [markdown]
+# **Did the fine-tunes happen?** Each fine-tune's accuracy on held-out prompts of its own objective (the first token
+# of the answer), before and after it; and every model's induction score: top-1 accuracy on the second copy of a
+# repeated sequence of 20 random tokens, a look-back ability the paper's mechanism builds on (chance: about one over
+# the vocabulary).
+
+# %%
+display(report.tuning_summary(runs))
+induction = measure.induction_table(runs, data, cfg)
+report.induction_summary(induction)
 
 # %% [markdown]
 # **With fewer boxes?** The same models on fresh prompts with 2 to `n_boxes` boxes (the base's entity training mixed
@@ -177,7 +204,8 @@ report.sweep_text(cost, pre, cfg)
 
 # %%
 faith = measure.faithfulness_table(runs, found, data, cfg)
-report.faithfulness_summary(faith)
+spec = measure.model_spec(pre.model)
+report.faithfulness_summary(faith, spec.n_layers * spec.n_heads)
 
 # %%
 report.faithfulness_text(faith)
@@ -186,7 +214,9 @@ report.faithfulness_text(faith)
 # ## 3. Do the tuned circuits reuse the base's heads?
 #
 # Precision: the share of a base group's heads that the tuned model's path patching also finds; recall: the share of
-# the tuned group that came from base. Chance precision is what a random tuned group of the same size would give.
+# the tuned group that came from base. Chance precision is what a random tuned group of the same size would give. In a
+# small model some heads may be found in *every* model trained this way, so the verdict compares against a stricter
+# null: the base circuits of the other seeds, found the same way in models this tuned model did not come from.
 
 # %%
 ov = measure.overlap_table(found)
@@ -199,7 +229,9 @@ report.overlap_summary(ov)
 # taking the masked heads' outputs from a source prompt turns the answer into the desideratum's target: the base
 # prompt's object at the source's query *position* (positional), the source's object (object value), or the base
 # object carrying the source's query label (box label). Reported: % of fresh test prompts whose output equals the
-# target with the selected heads patched (base circuit, λ = `dcm_lam`).
+# target with the selected heads patched (base circuit, λ = `dcm_lam`), and its *lift*: that % minus the % with
+# nothing patched. The verdict reads the lift, because a target can be hit without any patch: the box-label target is
+# an object of the base prompt, which a model that names prompt objects at random gives 1 time in n_boxes.
 
 # %%
 dcm = measure.dcm_table(runs, found, data, cfg)
@@ -212,7 +244,8 @@ report.plot_dcm(dcm)
 # ## 5. Where does the fine-tuned model's gain come from? (CMAP)
 #
 # Cross-model activation patching: base runs the test prompts with the outputs of the tuned circuit's heads, group by
-# group, taken from the tuned model on the same prompt.
+# group, taken from the tuned model on the same prompt. The paper's claim is about the arithmetic model, so the
+# verdict reads `arith_bound`; the other fine-tunes are further rows.
 
 # %%
 cm = measure.cmap_table(runs, found, data, cfg)
@@ -236,9 +269,11 @@ report.knockout_text(ko)
 #
 # Each claim is judged by its rule, stated here from the same declaration the test reads (`lib/chapters/prakash/
 # claims.py`; the thresholds are constants there, not parameters). Seed-level decisions read a t-interval over the
-# per-seed effects; the circuit claims also need a base that binds the query to its box (the binding gap above):
-# without that there is no mechanism to find, whatever the patching numbers say, and they are not testable at this
-# scale.
+# per-seed effects; the circuit claims also need a base that binds the query to its box in every seed (the binding
+# gap above): without that there is no mechanism to find, whatever the patching numbers say, and they are not
+# testable at this scale. The gate matters most for the knockout: a model that names a prompt object at random also
+# loses its whole accuracy when the last token cannot see the correct object (the unit tests show it). The two
+# accuracy claims need room above the base instead: a base near ceiling on 7 boxes cannot gain the margin.
 
 # %%
 display(page.rules(rules.RULES))
@@ -252,23 +287,33 @@ report.verdict_text(claims)
 # %% [markdown]
 # ## What differs from the paper
 #
-# - **Models and scale.** Llama-7B (32 layers × 32 heads) and Goat / FLoat in the paper; here the study's
-#   small GPT whose layers and heads are printed at the top of the page, given the task by our own training (the
-#   paper's base never saw the task), so "partial" accuracy is a stopping rule, not an emergent ability. Head counts
-#   per group are scaled to its number of heads.
-# - **Whether the base tracks entities at all.** The paper's base solves 66% of 7-box prompts by itself. Ours must
-#   learn the task in `base_steps` steps, and the accuracy, the answer profile and the accuracy by box count above say
-#   whether it did; when it did not, every circuit claim is not testable at this scale, because there is no mechanism
-#   to dissect. The `local` profile asks the same of packaged pretrained models (its settings file lists what we
-#   measured).
-# - **The fine-tuned model.** Goat and FLoat were tuned on large arithmetic data sets; `arith` is a short run on
-#   synthetic arithmetic lines. `track` (more entity tracking) is our addition, so that there is a better model to
-#   compare circuits with whatever arithmetic does.
+# - **Models and scale.** Llama-7B (32 layers × 32 heads) and Goat / FLoat in the paper; here, in `tiny`, a small
+#   Llama whose layers and heads are printed at the top of the page, trained on this task alone. The paper's base
+#   met the task in pretraining and was never trained on it; ours learned it from scratch, so its mechanism need not
+#   resemble Llama's, and how partial it is on 7 boxes is a result of the recipe (the curriculum and the schedule,
+#   fixed before the seeds were read), not an emergent ability. Head counts per group are scaled to its heads, and
+#   with so few heads a circuit is a large share of the model (the faithfulness table prints it): faithfulness is
+#   easier to reach than in a model of 1024 heads, which is why random circuits of the same size sit beside it.
+# - **The fine-tunes.** Goat was tuned with LoRA, FLoat fully, on large sets of arithmetic problems; `arith_bound`
+#   is a short run on single-digit sums and differences whose operands are bound to names, which asks for the same
+#   retrieval by name as the boxes, and `arith_pure` the same operations without names. Our base never saw a number
+#   before its fine-tune, and LoRA on queries and values cannot change the embeddings: in trials LoRA did not learn
+#   either arithmetic objective, so `tiny` fine-tunes every weight, as FLoat (the settings file says what was tried
+#   and by which criterion the settings were chosen). How far each fine-tune learned its own objective is shown above
+#   and bounds what it can teach. Kim, Schuster & Toshniwal (2024) find no consistent
+#   entity-tracking gain from math training across model families, so a null here would not contradict the
+#   literature. `track` (more entity tracking) is our addition, a positive control for "fine-tuning improves
+#   tracking".
+# - **DCM at this size.** With one to three heads per group, a DCM mask chooses among a handful of heads: these are
+#   group-level interventions, not the head-level selection of the paper's groups of 5-50 heads.
 # - **Data.** The prompt format is the paper's; the objects are the nouns that are single tokens for the model's
-#   tokenizer, and how many tokens a segment takes depends on that tokenizer (the paper's Llama: 7); the prompt
-#   length printed at the top of the page is ours.
+#   tokenizer.
 # - **Methods.** The procedures follow the paper's code as summarised in research/papers.md; the DCM percentages are
 #   measured on fresh test prompts once (the paper: 10 draws of 500); the verdict thresholds are ours.
+# - **The `local` profile** uses a packaged pretrained model with no training on the task (its settings file lists
+#   what we measured). Its answers may be any word, so the accuracy restricted to the prompt's objects is the one to
+#   read there; Gemma-3-270M has a single key-value head, so the value receivers of PD and SR are shared by all the
+#   heads of a layer and those stages are layer-level there.
 
 # %%
 record = report.write_results(cfg, pre, runs, claims, cost)

@@ -119,3 +119,34 @@ def test_word_tokenizer_gives_the_papers_layout(tmp_path):
     back = AutoTokenizer.from_pretrained(tmp_path)
     text = E.prompt(voc, E.sample(voc, 1, 7, np.random.default_rng(4)), 0)
     assert back(text)["input_ids"] == wt(text)["input_ids"]
+
+
+def test_word_tokenizer_with_bos_keeps_the_layout_one_position_later(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lib.tasks import wordvocab as W
+    wt, plain = W.word_tokenizer(E.OBJECTS, E.LABELS, bos=True), W.word_tokenizer(E.OBJECTS, E.LABELS)
+    voc = E.make_vocab(wt, E.OBJECTS, n_boxes=7)
+    b = E.sample(voc, 5, 7, np.random.default_rng(5))
+    enc, enc0 = E.encode(wt, voc, b), E.encode(plain, voc, b)
+    assert (enc["input_ids"][:, 0] == wt.bos_token_id).all() and torch.equal(enc["input_ids"][:, 1:], enc0["input_ids"])
+    assert torch.equal(enc["object_pos"], enc0["object_pos"] + 1) and enc["query_pos"] == enc["last"] - 2
+    wt.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)(E.prompt(voc, b, 0))["input_ids"] == enc["input_ids"][0].tolist()
+
+
+def test_bound_and_pure_arithmetic_are_right_and_bind_names():
+    from lib.tasks import arithmetic as A
+    voc = E.Vocab(E.OBJECTS, E.LABELS)
+    rng = np.random.default_rng(6)
+    for prompt, answer in A.bound_arithmetic(voc, 300, rng):
+        context, query = prompt.split(". ")
+        value = {b.split(" goes to ")[1]: int(b.split(" goes to ")[0]) for b in context.split(", ")}
+        assert A.ARITH_NAMES[0] <= len(value) <= A.ARITH_NAMES[1]  # distinct names
+        x, op, y, _ = query.split(" ")
+        want = value[x] + value[y] if op == "plus" else value[x] - value[y]
+        assert x != y and int(answer) == want >= 0 and answer.startswith(" ")
+    for prompt, answer in A.pure_arithmetic(300, rng):
+        a, op, b, _ = prompt.split(" ")
+        assert int(answer) == (int(a) + int(b) if op == "plus" else int(a) - int(b)) >= 0
+        assert max(int(a), int(b)) <= A.ARITH_MAX

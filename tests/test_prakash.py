@@ -5,6 +5,8 @@ random Llama saved to a folder (the `base`) and a perturbed copy (the released f
 import subprocess
 import sys
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +42,9 @@ def test_every_profile_loads(profile):
     assert cfg.profile == profile and len(cfg.seeds) == cfg.n_seeds
 
 
-@pytest.mark.parametrize("params, word", [({"heads_base": [1, 2]}, "heads_base"), ({"base_min_boxes": 9}, "base_min"),
+@pytest.mark.parametrize("params, word", [({"heads_base": [1, 2]}, "heads_base"),
+                                          ({"base_easy_steps": 10**5}, "base_easy_steps"),
+                                          ({"base_d_model": 30}, "base_d_model"),
                                           ({"n_boxes": 1}, "n_boxes"), ({"tuned": ["goat"]}, "tuned"),
                                           ({"tuned_source": "x", "n_seeds": 3}, "n_seeds"),
                                           ({"margin": 0.1}, "margin"), ({"faith_min": 0.5}, "faith_min")])
@@ -168,9 +172,9 @@ def _frame(rows):
     return pd.DataFrame(rows)
 
 
-def _accuracy(base=0.6, arith=0.8, track=0.9):
+def _accuracy(base=0.6, arith=0.8, pure=0.6, track=0.9):
     return _frame([{"seed": s, "model": m, "accuracy": v + j} for s, j in zip(SEEDS, JITTER)
-                   for m, v in (("base", base), ("arith", arith), ("track", track))])
+                   for m, v in (("base", base), ("arith_bound", arith), ("arith_pure", pure), ("track", track))])
 
 
 def _answers(accuracy=0.6, baseline=0.2):
@@ -185,24 +189,35 @@ COPIER = dict(accuracy=1 / 7, baseline=1 / 7)  # names a prompt object at random
 def _faith(base=1.0, tuned=0.9, random=0.0):
     return _frame([{"seed": s, "model": m, "circuit": "base", "model_acc": 0.6, "circuit_acc": 0.6 * f + j,
                     "faithfulness": f + j, "random_acc": random} for s, j in zip(SEEDS, JITTER)
-                   for m, f in (("base", base), ("arith", tuned))])
+                   for m, f in (("base", base), ("arith_bound", tuned))])
 
 
-def _overlap(precision=1.0, chance=0.2):
-    return _frame([{"seed": s, "model": "arith", "group": g, "precision": precision + j, "chance": chance}
-                   for s, j in zip(SEEDS, JITTER) for g in config.GROUPS])
+TUNED = ("arith_bound", "arith_pure", "track")
+
+
+def _overlap(found=2, null=0.0, base=2, chance=0.2):
+    """Per seed, tuned model and group: `found` of the base group's `base` heads in the tuned group; the other seeds'
+    base circuits `null` of them on average (jittered per seed so that intervals are finite)."""
+    return _frame([{"seed": s, "model": m, "group": g, "overlap": found, "base": base, "precision": found / base,
+                    "null_overlap": max(null + 2 * j, 0.0) if null else null,
+                    "null_precision": (max(null + 2 * j, 0.0) if null else null) / base, "chance": chance}
+                   for s, j in zip(SEEDS, JITTER) for m in TUNED for g in config.GROUPS])
 
 
 PAPER_LIKE = {"VF": (12.8, 45.6, 0.0), "PT": (36.9, 2.9, 0.0), "PD": (44.0, 2.1, 0.0), "SR": (13.4, 1.5, 0.0)}
 
 
-def _dcm(pct=PAPER_LIKE):
-    return _frame([{"seed": s, "model": "base", "group": g, "desideratum": k, "target_pct": v + 100 * abs(j)}
-                   for s, j in zip(SEEDS, JITTER) for g, vals in pct.items() for k, v in zip(E.DESIDERATA, vals)])
+def _dcm(pct=PAPER_LIKE, unpatched=None):
+    """% target per group and desideratum; `unpatched` (same layout) the % with nothing patched (default 0)."""
+    unpatched = unpatched or {g: (0.0, 0.0, 0.0) for g in pct}
+    return _frame([{"seed": s, "model": "base", "group": g, "desideratum": k, "target_pct": v + 100 * abs(j),
+                    "unpatched_pct": u, "lift": v + 100 * abs(j) - u}
+                   for s, j in zip(SEEDS, JITTER) for g, vals in pct.items()
+                   for k, v, u in zip(E.DESIDERATA, vals, unpatched[g])])
 
 
-def _cmap(recovered=1.0, base=0.6, tuned=0.9):
-    return _frame([{"seed": s, "model": "track", "patched": "full circuit", "base_acc": base + j, "tuned_acc": tuned + j,
+def _cmap(recovered=1.0, base=0.6, tuned=0.8):
+    return _frame([{"seed": s, "model": "arith_bound", "patched": "full circuit", "base_acc": base + j, "tuned_acc": tuned + j,
                     "accuracy": base + j + recovered * (tuned - base) * (1 + j)} for s, j in zip(SEEDS, JITTER)])
 
 
@@ -219,7 +234,7 @@ def _measured(answers=None, **tables) -> M.Measured:
          "dcm": _dcm(), "cmap": _cmap(), "knockout": _knockout(), **tables}
     if answers is not None:
         t["answers"] = answers
-    return M.Measured(**t, n_boxes=7, tuned=("arith", "track"))
+    return M.Measured(**t, n_boxes=7, tuned=TUNED)
 
 
 def _verdict(claim_fn, **kw):
@@ -229,19 +244,23 @@ def _verdict(claim_fn, **kw):
 def test_every_rule_is_declared_once_and_rendered_from_its_constants():
     assert [r.id for r in C.RULES] == [c.id for c in C.claims(_measured())]
     assert "0.8" in C.FAITHFUL.text() and "0.15" in C.FAITHFUL.text() and "5%" in C.DCM.text()
-    assert all(C.BINDS in r.requires for r in C.RULES[1:])  # every circuit claim needs a binding base
+    assert all(C.BINDS in r.requires for r in C.RULES[2:])  # every circuit claim needs a binding base
 
 
-def test_arith_rule():
-    assert _verdict(C.claim_arith) == REPRODUCED
-    assert _verdict(C.claim_arith, accuracy=_accuracy(arith=0.6)) == NOT_REPRODUCED
+def test_arith_rules():
+    bound = partial(C.claim_arith, rule=C.ARITH_BOUND_IMPROVES)
+    pure = partial(C.claim_arith, rule=C.ARITH_PURE_IMPROVES)
+    assert _verdict(bound) == REPRODUCED and _verdict(pure) == NOT_REPRODUCED  # judged separately
+    assert _verdict(bound, accuracy=_accuracy(arith=0.6)) == NOT_REPRODUCED
     noisy = _accuracy(arith=0.64)
-    noisy.loc[(noisy.model == "arith") & (noisy.seed == 1), "accuracy"] += 0.1
-    assert _verdict(C.claim_arith, accuracy=noisy) == INCONCLUSIVE  # the interval straddles the margin
+    noisy.loc[(noisy.model == "arith_bound") & (noisy.seed == 1), "accuracy"] += 0.1
+    assert _verdict(bound, accuracy=noisy) == INCONCLUSIVE  # the interval straddles the margin
     one_seed = _measured(accuracy=_accuracy()[lambda d: d.seed == 0])
-    assert C.claim_arith(one_seed).verdict == INCONCLUSIVE
+    assert bound(one_seed).verdict == INCONCLUSIVE
     no_arith = M.Measured(**{**_measured().__dict__, "tuned": ("track",)})
-    assert C.claim_arith(no_arith).verdict == OFFLINE
+    assert bound(no_arith).verdict == OFFLINE
+    ceiling = C.claim_arith(_measured(accuracy=_accuracy(base=0.97, arith=0.98)), C.ARITH_BOUND_IMPROVES)
+    assert ceiling.verdict == NOT_TESTABLE and "accuracy" in ceiling.precondition  # no room for the margin
 
 
 def test_faithfulness_rule():
@@ -254,11 +273,18 @@ def test_faithfulness_rule():
 
 def test_overlap_rule():
     assert _verdict(C.claim_overlap) == REPRODUCED
-    assert _verdict(C.claim_overlap, overlap=_overlap(precision=0.2)) == NOT_REPRODUCED
+    assert _verdict(C.claim_overlap, overlap=_overlap(found=0)) == NOT_REPRODUCED
+    # every seed's circuit holds the same heads: far above chance, but no more than the other seeds' circuits
+    same = _overlap(found=2, null=2.0)
+    assert (same["precision"] > same["chance"] + 0.25).all() and _verdict(C.claim_overlap, overlap=same) != REPRODUCED
     half = _overlap()
-    half.loc[half.group.isin(["PD", "SR"]), "precision"] = np.nan  # no base heads there: not defined
+    for col in ("precision", "null_precision"):
+        half.loc[half.group.isin(["PD", "SR"]), col] = np.nan  # no base heads there: not defined
+    half.loc[half.group.isin(["PD", "SR"]), "base"] = 0
     claim = C.claim_overlap(_measured(overlap=half))
-    assert claim.verdict == INCONCLUSIVE and "nan" not in claim.ours and "not defined" in claim.ours
+    assert "nan" not in claim.ours and "not defined" in claim.ours
+    one = _overlap()[lambda d: d.seed == 0].assign(null_overlap=np.nan, null_precision=np.nan)
+    assert _verdict(C.claim_overlap, overlap=one) == INCONCLUSIVE  # one seed: no null
     assert _verdict(C.claim_overlap, answers=_answers(**COPIER)) == NOT_TESTABLE
 
 
@@ -268,13 +294,20 @@ def test_dcm_rule():
     assert _verdict(C.claim_dcm, dcm=_dcm({**swapped, "SR": (0, 0, 30)})) == NOT_REPRODUCED
     assert _verdict(C.claim_dcm, dcm=_dcm({**PAPER_LIKE, "SR": (10, 1, 30)})) == PARTLY  # box label encoded
     assert _verdict(C.claim_dcm, answers=_answers(**COPIER)) == NOT_TESTABLE
+    # a copier: the box-label target (an object of the base prompt) is hit 13.2 % of the time with nothing patched,
+    # and patching changes nothing: judged on the lift, no indicator but "box label nowhere" can hold
+    copy_rate = {g: (0.0, 0.0, 13.2) for g in PAPER_LIKE}
+    copier = _dcm({g: (0.0, 0.0, 13.2) for g in PAPER_LIKE}, unpatched=copy_rate)
+    assert _verdict(C.claim_dcm, dcm=copier) == NOT_REPRODUCED
+    # the same percentages as the paper's, but all of them already there without the patch: not reproduced
+    assert _verdict(C.claim_dcm, dcm=_dcm(unpatched=PAPER_LIKE)) == NOT_REPRODUCED
 
 
 def test_cmap_rule():
     assert _verdict(C.claim_cmap) == REPRODUCED
     assert _verdict(C.claim_cmap, cmap=_cmap(recovered=0.2)) == NOT_REPRODUCED
     assert _verdict(C.claim_cmap, cmap=_cmap(recovered=0.8)) == INCONCLUSIVE  # straddles 0.8
-    flat = _measured(accuracy=_accuracy(arith=0.6, track=0.6))
+    flat = _measured(accuracy=_accuracy(arith=0.6, track=0.9))  # track gains, but CMAP reads arith_bound
     claim = C.claim_cmap(flat)
     assert claim.verdict == NOT_TESTABLE and "gain" in claim.precondition  # nothing to recover
     assert _verdict(C.claim_cmap, answers=_answers(**COPIER)) == NOT_TESTABLE
@@ -294,9 +327,9 @@ def test_knockout_rule():
 def test_a_copier_passes_no_circuit_claim_even_with_perfect_circuit_numbers():
     """A model without binding (answers a prompt object at random): accuracy = query-blind baseline = 1/7."""
     claims = C.claims(_measured(answers=_answers(**COPIER)))
-    assert [c.verdict for c in claims[1:]] == [NOT_TESTABLE] * 5
-    assert all("binding gap" in c.precondition for c in claims[1:])
-    assert claims[0].verdict == REPRODUCED  # the accuracy claim is not a circuit claim
+    assert [c.verdict for c in claims[2:]] == [NOT_TESTABLE] * 5
+    assert all("binding gap" in c.precondition for c in claims[2:])
+    assert claims[0].verdict == REPRODUCED  # the accuracy claims are not circuit claims
 
 
 def test_undefined_values_are_shown_as_not_defined():
@@ -326,8 +359,8 @@ def test_paper_profile_pipeline_on_a_tiny_llama(tmp_path, monkeypatch, tok):
     assert pre.key.startswith("dir:")
     data = build.task_data(cfg, pre.tokenizer)
     runs = build.get_models(cfg, pre, data)
-    assert list(runs[0]) == ["base", "arith"] and runs[0]["base"].model is pre.model
-    assert runs[0]["arith"].key.startswith("dir:")  # the analyses of released models are cached by their folders
+    assert list(runs[0]) == ["base", "arith_bound"] and runs[0]["base"].model is pre.model
+    assert runs[0]["arith_bound"].key.startswith("dir:")  # the analyses of released models are cached by their folders
     preds = M.test_predictions(runs, data, cfg)
     acc, answers = M.accuracy_table(runs, data, preds), M.answer_profile(runs, data, preds)
     found = M.discover_all(runs, data, cfg)
@@ -336,7 +369,7 @@ def test_paper_profile_pipeline_on_a_tiny_llama(tmp_path, monkeypatch, tok):
     assert scores["SR"][2:].eq(0).all() or not circuit["PD"]  # senders at or after the receivers' layer score 0
     assert len(report.circuit_table(found)) == 2
     faith = M.faithfulness_table(runs, found, data, cfg)
-    assert set(faith["circuit"]) == {"base", "arith"} and faith["random_acc"].between(0, 1).all()
+    assert set(faith["circuit"]) == {"base", "arith_bound"} and faith["random_acc"].between(0, 1).all()
     ov = M.overlap_table(found)
     dcm = M.dcm_table(runs, found, data, cfg)
     assert dcm["target_pct"].between(0, 100).all()
@@ -348,7 +381,8 @@ def test_paper_profile_pipeline_on_a_tiny_llama(tmp_path, monkeypatch, tok):
     assert cost.ratio > 0
     measured = M.Measured(acc, answers, faith, ov, dcm, cm, ko, cfg.n_boxes, tuple(cfg.tuned))
     claims = C.claims(measured)
-    assert len(claims) == 6 and all(c.verdict == NOT_TESTABLE for c in claims[1:])  # a random model does not bind
+    assert len(claims) == 7 and all(c.verdict == NOT_TESTABLE for c in claims[2:])  # a random model does not bind
+    assert claims[1].verdict == OFFLINE  # the paper profile makes no arith_pure model
     record = report.write_results(cfg, pre, runs, claims, cost)
     assert record["models"]["base"]["layers"] == 3 and (tmp_path / "results" / "03_prakash.json").exists()
     for table in (report.accuracy_summary(acc), report.faithfulness_summary(faith), report.overlap_summary(ov),
@@ -360,25 +394,30 @@ def test_paper_profile_pipeline_on_a_tiny_llama(tmp_path, monkeypatch, tok):
 
 @pytest.mark.models
 def test_trained_models_are_cached_and_synthesis_pairs_load_them(tmp_path, monkeypatch, tok):
-    """Base (entity pre-training with a stopping rule), arith and track through the cache, on a tiny GPT-2 folder."""
+    """The chapter's binder (trained from random init), arith_bound, arith_pure and track through the cache."""
     monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    gpt = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2))
-    models.save_model(gpt, tok, tmp_path / "gpt")
-    params = {**SMALL, "base_source": str(tmp_path / "gpt"), "train_size": 32, "base_steps": 3, "eval_every": 1,
-              "arith_steps": 2, "track_steps": 2, "batch_size": 4, "bf16": False, "n_seeds": 1}
+    params = {**SMALL, "base_layers": 2, "base_d_model": 32, "base_heads": 2, "base_steps": 3, "base_easy_steps": 1,
+              "base_batch": 4, "eval_every": 1, "arith_steps": 2, "track_steps": 2, "batch_size": 4, "bf16": False,
+              "n_seeds": 1}
     cfg = config.Config.load("tiny", params)
     pre = build.get_pretrained(cfg)
+    assert pre.key.startswith("prakash_binder:") and models.family_of(pre.model) == "llama"
     data = build.task_data(cfg, pre.tokenizer)
+    assert data.enc["test"]["query_pos"] == data.enc["test"]["last"] - 2  # one token per word, as Llama's prompts
+    assert (data.enc["test"]["input_ids"][:, 0] == pre.tokenizer.bos_token_id).all()
     runs = build.get_models(cfg, pre, data)
     base = runs[0]["base"]
-    assert base.metrics["steps"] in (0, 1, 2, 3) and not base.artifact.cached
-    assert not torch.equal(base.model.transformer.h[0].attn.c_attn.weight, gpt.transformer.h[0].attn.c_attn.weight)
+    assert base.metrics["steps"] == 3 and not base.artifact.cached and [h["step"] for h in base.history()] == [0, 1, 2, 3]
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(base.model.state_dict()[q], pre.model.state_dict()[q])  # trained from the same init
+    for k in ("arith_bound", "arith_pure", "track"):
+        assert 0 <= runs[0][k].metrics["objective_acc"] <= 1
+        assert not torch.equal(runs[0][k].model.state_dict()[q], base.model.state_dict()[q])  # LoRA merged into q
     again = build.get_models(cfg, pre, data, cached_only=True)
     assert all(t.artifact.cached for t in again[0].values())
     pairs = build.synthesis_pairs("tiny", params)
-    assert [p["name"] for p in pairs] == ["prakash_arith", "prakash_track"]
-    test_acc = build.accuracy(runs[0]["arith"].model, data.enc["test"])
+    assert [p["name"] for p in pairs] == ["prakash_arith_bound", "prakash_arith_pure", "prakash_track"]
+    test_acc = build.accuracy(runs[0]["arith_bound"].model, data.enc["test"])
     assert pairs[0]["metric"](pairs[0]["tuned"], pairs[0]["inputs"]) == pytest.approx(test_acc)
     with pytest.raises(RuntimeError, match="not in the cache"):
         build.synthesis_pairs("tiny", {**params, "arith_steps": 3})
@@ -390,3 +429,38 @@ def test_trained_models_are_cached_and_synthesis_pairs_load_them(tmp_path, monke
     other_val = config.Config.load("tiny", {**params, "val_size": cfg.val_size + 3})
     with pytest.raises(RuntimeError, match="not in the cache"):
         build.get_models(other_val, pre, build.task_data(other_val, pre.tokenizer), cached_only=True)
+
+
+def test_circuit_rules_on_a_copiers_numbers_with_the_gate_passed():
+    """What each circuit rule says about the tables a copier produces (accuracy = 1/7 = the query-blind rate), judged
+    as if the binding gate had passed: only the knockout rule cannot tell it from a binder, which is why every circuit
+    rule is gated on the binding gap."""
+    p = 1 / 7
+    faith = _frame([{"seed": s, "model": m, "circuit": "base", "model_acc": p, "circuit_acc": p + j / 10,
+                     "faithfulness": 1 + j, "random_acc": p + j / 10} for s, j in zip(SEEDS, JITTER)
+                    for m in ("base", *TUNED)])  # mean ablation keeps copying, whichever heads are kept
+    assert _verdict(C.claim_faithful, faithfulness=faith) == NOT_REPRODUCED  # random circuits do as well
+    assert _verdict(C.claim_overlap, overlap=_overlap(found=1, null=1.0)) != REPRODUCED  # no more than other seeds
+    copy_rate = {g: (0.0, 0.0, 100 * p) for g in PAPER_LIKE}
+    assert _verdict(C.claim_dcm, dcm=_dcm(copy_rate, unpatched=copy_rate)) == NOT_REPRODUCED
+    flat = _accuracy(base=p, arith=p, pure=p, track=p)
+    assert _verdict(C.claim_cmap, accuracy=flat) == NOT_TESTABLE  # nothing gained, nothing to recover
+    # a copier cannot name an object it cannot see: the last -> object knockout costs its whole accuracy, the control
+    # nothing; by the knockout numbers alone it looks like a binder
+    copier_ko = _knockout(full=p, knocked=(0.0, p, p), control=p)
+    assert C.knockout_effects(copier_ko)["last -> correct object"].gt(0).all()
+
+
+def test_circuit_claims_read_only_the_seeds_whose_base_binds():
+    answers = _answers()
+    answers.loc[answers.seed == 1, "query-blind baseline"] = answers.loc[answers.seed == 1, "accuracy"]  # copies
+    m = _measured(answers=answers)
+    assert C.binding_seeds(m) == [0, 2]
+    faith = _faith()
+    faith.loc[faith.seed == 1, ["faithfulness", "circuit_acc"]] = 0.0  # the non-binding seed's numbers are not read
+    claim = C.claims(_measured(answers=answers, faithfulness=faith))[2]
+    assert claim.id == "base_circuit_faithful" and claim.verdict == REPRODUCED and claim.n == 2
+    one = answers.copy()
+    one.loc[one.seed == 2, "query-blind baseline"] = one.loc[one.seed == 2, "accuracy"]
+    claims = C.claims(_measured(answers=one))
+    assert [c.verdict for c in claims[2:]] == [NOT_TESTABLE] * 5  # one binding seed: no interval

@@ -12,7 +12,7 @@ The study's own bases (tiny and smoke profiles):
 
 | name        | architecture (tiny profile)          | data                       | used by      |
 |-------------|--------------------------------------|----------------------------|--------------|
-| `gpt`       | GPT-2-style causal LM                | English prose + Python     | chapters 1-3 |
+| `gpt`       | GPT-2-style causal LM                | English prose + Python     | chapters 1-2 |
 | `bert`      | BERT-6 masked LM (WordPiece)         | English prose              | chapter 4    |
 | `one_layer` | one-layer Mistral-style causal LM    | English prose + Python     | chapter 5    |
 

@@ -18,7 +18,8 @@ Counterfactual sets (research/papers.md, Paper 3 (a)):
   source's query box), ``object`` (the source's answer, absent from the base prompt), ``box_label`` (the base's
   object carrying the source's query label, placed at a different box in the source).
 
-:func:`arithmetic_texts` is the "different objective" of the Goat / FLoat analogue: plain arithmetic lines.
+:func:`arithmetic_texts` is a "different objective": plain arithmetic lines (chapter 3's fine-tunes are in
+lib.tasks.arithmetic).
 """
 from __future__ import annotations
 
@@ -252,3 +253,4 @@ def arithmetic_texts(n: int, rng: np.random.Generator, max_digits: int = 3) -> l
         value = a + b if op == "+" else a - b if op == "-" else a * b
         out.append(f"What is {a} {op} {b}? {a} {op} {b} = {value}.")
     return out
+

@@ -26,13 +26,20 @@ def words(objects, labels, max_number: int = MAX_NUMBER) -> list[str]:
     return out
 
 
-def word_tokenizer(objects, labels, max_number: int = MAX_NUMBER):
-    """A ``PreTrainedTokenizerFast`` with one id per word in :func:`words` (unknown words -> ``<unk>``)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def word_tokenizer(objects, labels, max_number: int = MAX_NUMBER, bos: bool = False):
+    """A ``PreTrainedTokenizerFast`` with one id per word in :func:`words` (unknown words -> ``<unk>``).
+
+    ``bos=True`` starts every encoded text with ``<eos>`` (as Llama's ``<s>``: the first position then holds no word,
+    so attention has a place to rest that is not a word of the prompt)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(words(objects, labels, max_number))}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+ | [^\w\s]+: words and punctuation marks apart
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces (and no space before punctuation)
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    if bos:
+        core.post_processor = processors.TemplateProcessing(single="<eos> $A", pair="<eos> $A $B",
+                                                            special_tokens=[("<eos>", vocab["<eos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
+                                   bos_token="<eos>" if bos else None)

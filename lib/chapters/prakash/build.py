@@ -1,9 +1,17 @@
-"""What chapter 3 trains or loads, through the cache: the prompt sets, the base / arith / track models per seed, and
-the chapter's synthesis pairs.
+"""What chapter 3 trains or loads, through the cache: the prompt sets, the base and tuned models per seed, and the
+chapter's synthesis pairs.
 
-    pre = get_pretrained(cfg)                      # the starting model (bases.load)
+    pre = get_pretrained(cfg)                      # the starting point: an untrained binder (smoke, tiny) or a model
     data = task_data(cfg, pre.tokenizer)           # every prompt set, encoded
-    runs = get_models(cfg, pre, data)              # {seed: {"base": Trained, "arith": ..., "track": ...}}
+    runs = get_models(cfg, pre, data)              # {seed: {"base": Trained, "arith_bound": ..., "arith_pure": ...,
+                                                   #         "track": ...}}
+
+In smoke and tiny the base is the chapter's own: a small Llama (RoPE, RMSNorm, SwiGLU) with a word-level vocabulary
+(lib.tasks.wordvocab: every word of the prompts one token, as in Llama's tokenizer for the paper's prompts), trained
+from random initialisation on the boxes task alone with a curriculum (2-3 boxes first, then 2..n_boxes with fewer
+boxes more often) to the end of a cosine schedule, with fresh prompts every step (lib.chapters.prakash.binder). The
+tuned models are fine-tunes of it, of every weight (lora_rank 0, as FLoat) or LoRA adapters on q and v (as Goat): on
+bound arithmetic, on pure arithmetic (lib.tasks.arithmetic), on more tracking.
 """
 from __future__ import annotations
 
@@ -18,16 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import bases, evals, models, textdata, train
+from lib import bases, evals, models, train
 from lib.artifacts import Artifact, load_or_compute
 from lib.chapters.prakash.config import Config
 from lib.hooks import forward, take
 from lib.lenses import seed_at
-from lib.tasks import entities as E
+from lib.chapters.prakash import binder
+from lib.chapters.prakash.binder import accuracy, box_shares, lm_rows, predictions, tracking_pairs  # noqa: F401
+from lib.tasks import arithmetic as A, entities as E
 
-# The code that makes the models: part of their cache key (an edit to any of these retrains them).
-CODE = (sys.modules[__name__], "lib.train", "lib.models", "lib.textdata", "lib.tasks.entities")
-
+# The code that makes the models: part of their cache key (an edit to any of these retrains them). The bases are
+# made by lib.chapters.prakash.binder alone; the fine-tunes by this module too.
+BASE_CODE = binder.CODE
+CODE = (sys.modules[__name__], *BASE_CODE, "lib.tasks.arithmetic")
 
 # ------------------------------------------------------------------------------------------------ data
 @dataclass
@@ -78,115 +89,64 @@ def curve_prompts(cfg: Config, tokenizer, vocab: E.Vocab, n_boxes: int) -> tuple
     return b, E.encode(tokenizer, vocab, b)
 
 
-def train_prompts(cfg: Config, vocab: E.Vocab, seed: int, min_boxes: int) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs with min_boxes..n_boxes boxes, drawn from their own seed (disjoint from the test draw)."""
-    rng = np.random.default_rng(10_000 + seed)
-    counts = rng.integers(min_boxes, cfg.n_boxes + 1, cfg.train_size)
-    out = []
-    for nb in np.unique(counts):
-        b = E.sample(vocab, int((counts == nb).sum()), int(nb), rng)
-        out += list(zip(E.prompts(vocab, b), E.answers(vocab, b)))
-    return [out[i] for i in rng.permutation(len(out))]
-
-
-def lm_rows(tokenizer, pairs: list[tuple[str, str]], texts: list[str], T: int) -> dict:
-    """Training rows of length T: prompts with the loss on the answer token only, and text rows (loss everywhere).
-
-    pairs: (prompt, answer) -> right-padded, labels -100 except the answer; texts: documents packed into blocks."""
-    ids = torch.full((len(pairs), T), tokenizer.eos_token_id or 0)
-    labels, mask = torch.full_like(ids, -100), torch.zeros_like(ids)
-    for i, (p, a) in enumerate(pairs):
-        row = tokenizer(p + a)["input_ids"][:T]
-        ids[i, :len(row)], mask[i, :len(row)], labels[i, len(row) - 1] = torch.tensor(row), 1, row[-1]
-    if texts:
-        blocks = textdata.pack_blocks(tokenizer, texts, T)
-        ids, labels = torch.cat([ids, blocks]), torch.cat([labels, blocks])
-        mask = torch.cat([mask, torch.ones_like(blocks)])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def pretrain_texts(cfg: Config, n_rows: int, T: int, seed: int) -> list[str]:
-    """English + Python documents from the base model's own corpora (about n_rows blocks of T tokens)."""
-    if n_rows <= 0 or cfg.profile not in ("smoke", "tiny"):
-        return []
-    corp = bases.source_corpora(bases.Spec.load(cfg.profile))
-    docs = {n: c.split()[0] for n, c in corp.items()}
-    return textdata.mixture(docs, {"english": 0.5, "python": 0.5}, n_rows * T * 5, seed)
-
-
-def predictions(model, enc: dict, batch: int = 250) -> torch.Tensor:
-    """(N,) the top next-token prediction at the last position of each prompt."""
-    rows = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+def answer_accuracy(model, tokenizer, pairs: list[tuple[str, str]], batch: int = 250) -> float:
+    """Share of (prompt, answer) pairs whose answer's first token is the top prediction after the prompt (greedy)."""
+    rows = lm_rows(tokenizer, pairs)
+    first = rows["labels"].ne(-100).int().argmax(1)  # the first answer position
+    want = rows["input_ids"][torch.arange(len(pairs)), first]
     with evals.eval_mode(model):
-        return evals.batched(lambda b: forward(model, {**b, "logits_to_keep": 1})[:, -1].argmax(-1), rows, batch)
-
-
-def accuracy(model, enc: dict, batch: int = 250) -> float:
-    """Fraction of prompts whose top next-token prediction at the last position is the answer."""
-    return float(predictions(model, enc, batch).eq(enc["answer_ids"]).float().mean())
+        logits = evals.batched(lambda b: forward(model, {"input_ids": b["input_ids"],
+                                                        "attention_mask": b["attention_mask"]}),
+                               {"input_ids": rows["input_ids"], "attention_mask": rows["attention_mask"]}, batch)
+    return float(logits[torch.arange(len(pairs)), first - 1].argmax(-1).eq(want).float().mean())
 
 
 # ------------------------------------------------------------------------------------------------ models
+def _train_base(cfg: Config, pre: bases.Base, data: TaskData, seed: int, out: Path) -> dict:
+    model, history = binder.train_base(cfg, pre, data.vocab, data.enc["val"], seed)
+    return _finish(model, pre, data, out, history)
+
+
 def get_pretrained(cfg: Config) -> bases.Base:
-    """The starting model: the study GPT (smoke, tiny), a packaged model (local), llama-7b or a folder (paper)."""
+    """The starting model: the chapter's untrained binder (smoke, tiny), a packaged model (local), llama-7b or a
+    folder (paper)."""
     if cfg.profile in ("smoke", "tiny") and not cfg.base_source:
-        return bases.load("study:gpt", cfg.profile, device=cfg.device)
+        return binder.binder(cfg)
     if cfg.profile == "local" and not cfg.base_source:
         return bases.load(f"local:{cfg.local_model}", device=cfg.device)
     return bases.load(cfg.base_source, device=cfg.device, allow_network=cfg.allow_network)
 
 
-def _tcfg(cfg: Config, steps: int, lr: float, seed: int, desc: str) -> train.TrainConfig:
-    return train.TrainConfig("causal_lm", n_steps=steps, batch_size=cfg.batch_size, lr=lr, weight_decay=0.01,
-                             warmup_steps=min(20, steps // 10), schedule="constant", eval_every=cfg.eval_every,
-                             seed=seed, bf16=cfg.use_bf16(), lora_rank=cfg.lora_rank,
-                             progress=False, desc=f"{desc} seed {seed}")
+def trains_base(cfg: Config) -> bool:
+    """Whether this profile trains the base (smoke, tiny) or uses the starting model as it is (local, paper)."""
+    return cfg.profile in ("smoke", "tiny") and not cfg.base_source
 
 
-class TargetReached(Exception):
-    """Raised by the evaluation callback: the base reached base_target (lib.train has no early stop)."""
-
-
-def _train_base(cfg: Config, pre: bases.Base, data: TaskData, seed: int, out: Path) -> dict:
-    """Entity pre-training of the base, stopped at the first check with val accuracy >= base_target."""
-    model = copy.deepcopy(pre.model)
-    history = [{"step": 0, "val_acc": accuracy(model, data.enc["val"])}]
-    if cfg.base_steps and history[0]["val_acc"] < cfg.base_target:
-        T = data.enc["test"]["input_ids"].shape[1] + 1
-        pairs = train_prompts(cfg, data.vocab, seed, cfg.base_min_boxes)
-        n_text = int(len(pairs) * cfg.text_share / (1 - cfg.text_share))
-        rows = lm_rows(pre.tokenizer, pairs, pretrain_texts(cfg, n_text, T, seed), T)
-
-        def check(m):
-            history.append({"step": min(len(history) * cfg.eval_every, cfg.base_steps),
-                            "val_acc": accuracy(m, data.enc["val"])})
-            if history[-1]["val_acc"] >= cfg.base_target:
-                raise TargetReached
-            return {}
-        try:
-            train.train(model, rows, _tcfg(cfg, cfg.base_steps, cfg.base_lr, seed, "base"), eval_fn=check)
-        except TargetReached:
-            pass
-        train.merge_lora(model) if cfg.lora_rank else None
-    return _finish(model.eval(), pre, data, out, history)
+def tuning_pairs(cfg: Config, vocab: E.Vocab, kind: str, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """The (prompt, answer) pairs of fine-tune `kind` (also its held-out check, from another stream)."""
+    if kind == "arith_bound":
+        return A.bound_arithmetic(vocab, n, rng)
+    if kind == "arith_pure":
+        return A.pure_arithmetic(n, rng)
+    return tracking_pairs(vocab, n, box_shares(cfg.n_boxes, easy=False), rng)
 
 
 def _train_tuned(cfg: Config, pre: bases.Base, base, data: TaskData, kind: str, seed: int, out: Path) -> dict:
-    """arith: base fine-tuned on arithmetic text; track: on more entity-tracking prompts (+ pretraining text)."""
+    """base fine-tuned on `kind`'s pairs (LoRA on q, v, or every weight when lora_rank is 0), the loss on the
+    answers; its metrics hold the accuracy on its own objective (200 held-out pairs) before and after."""
     model = copy.deepcopy(base)
-    T = data.enc["test"]["input_ids"].shape[1] + 1
-    if kind == "arith":
-        texts = E.arithmetic_texts(cfg.arith_steps * cfg.batch_size * 6, np.random.default_rng(20_000 + seed))
-        rows = {"input_ids": textdata.pack_blocks(pre.tokenizer, ["\n".join(texts)], T)}
-        tcfg = _tcfg(cfg, cfg.arith_steps, cfg.arith_lr, seed, "arith")
-    else:
-        pairs = train_prompts(cfg, data.vocab, seed + 500, cfg.n_boxes)
-        n_text = int(len(pairs) * cfg.text_share / (1 - cfg.text_share))
-        rows = lm_rows(pre.tokenizer, pairs, pretrain_texts(cfg, n_text, T, seed + 500), T)
-        tcfg = _tcfg(cfg, cfg.track_steps, cfg.track_lr, seed, "track")
+    steps, lr = (cfg.track_steps, cfg.track_lr) if kind == "track" else (cfg.arith_steps, cfg.arith_lr)
+    rng = np.random.default_rng([20_000, seed, zlib.crc32(kind.encode())])
+    rows = lm_rows(pre.tokenizer, tuning_pairs(cfg, data.vocab, kind, steps * cfg.batch_size, rng))
+    check = tuning_pairs(cfg, data.vocab, kind, 200, np.random.default_rng([30_000, seed, zlib.crc32(kind.encode())]))
+    before = answer_accuracy(model, pre.tokenizer, check)
+    tcfg = train.TrainConfig("causal_lm", n_steps=steps, batch_size=cfg.batch_size, lr=lr, weight_decay=0.0,
+                             warmup_steps=min(20, steps // 10), schedule="cosine", seed=seed, bf16=cfg.use_bf16(),
+                             lora_rank=cfg.lora_rank, progress=False, desc=f"{kind} seed {seed}")
     train.train(model, rows, tcfg)
     train.merge_lora(model) if cfg.lora_rank else None
-    return _finish(model.eval(), pre, data, out)
+    return {**_finish(model.eval(), pre, data, out), "objective_acc_before": before,
+            "objective_acc": answer_accuracy(model, pre.tokenizer, check)}
 
 
 def _finish(model, pre: bases.Base, data: TaskData, out: Path, history=None) -> dict:
@@ -198,7 +158,7 @@ def _finish(model, pre: bases.Base, data: TaskData, out: Path, history=None) -> 
 
 @dataclass
 class Trained:
-    name: str  # base | arith | track
+    name: str  # base | arith_bound | arith_pure | track
     seed: int
     model: torch.nn.Module
     artifact: Artifact | None
@@ -222,26 +182,32 @@ def _not_cached(out: Path) -> dict:
     raise RuntimeError("this model is not in the cache: run notebook 03_prakash with the same profile first")
 
 
-def _train_keys(cfg: Config) -> dict:
-    """The settings that shape the trained models (evaluation sizes and analysis settings left out)."""
+FINE_TUNING = ("arith_steps", "arith_lr", "track_steps", "track_lr", "batch_size", "lora_rank")
+
+
+def _train_keys(cfg: Config, name: str) -> dict:
+    """The settings that shape model `name` (evaluation sizes and analysis settings left out; the base's key also
+    leaves out the fine-tunes' settings)."""
     skip = {"seed", "recompute", "n_seeds", "tuned", "test_size", "curve_size", "analysis_size", "pp_size",
-            "heads_base", "heads_tuned", "mean_size", "random_draws", "sweep_repeats", "device", "allow_network"}
+            "heads_base", "heads_tuned", "mean_size", "random_draws", "sweep_repeats", "device", "allow_network",
+            *(FINE_TUNING if name == "base" else ())}
     return {k: v for k, v in cfg.key_dict().items() if k not in skip and not k.startswith("dcm_")}
 
 
 def get_model(cfg: Config, pre: bases.Base, data: TaskData, name: str, seed: int, base: Trained | None = None,
               cached_only: bool = False) -> Trained:
-    """base, arith or track for `seed`, through the artifact cache (key: training settings + the starting model)."""
-    if name == "arith" and cfg.tuned_source:  # a released fine-tuned model (paper profile)
+    """base or a tuned model for `seed`, through the artifact cache (key: training settings + the starting model)."""
+    if name == "arith_bound" and cfg.tuned_source:  # a released fine-tuned model (paper profile)
         b = bases.load(cfg.tuned_source, device=cfg.device, allow_network=cfg.allow_network)
         return Trained(name, seed, b.model, None, b.key)
-    if name == "base" and cfg.profile == "paper":
+    if name == "base" and not trains_base(cfg):  # local, paper: the starting model is the base
         return Trained(name, seed, pre.model, None, pre.key)
     compute = (_not_cached if cached_only else partial(_train_base, cfg, pre, data, seed) if name == "base"
                else partial(_train_tuned, cfg, pre, base.model if base else None, data, name, seed))
-    fps = [pre.key, data.fingerprint] + ([base.artifact.key] if base is not None and base.artifact else [])
-    art = load_or_compute(f"prakash_{name}", {"name": name, "seed": seed, "train": _train_keys(cfg)}, compute,
-                          fingerprints=fps, recompute=cfg.recompute and not cached_only, code=CODE)
+    fps = [pre.key, data.fingerprint] + ([base.key] if base is not None and base.key else [])
+    art = load_or_compute(f"prakash_{name}", {"name": name, "seed": seed, "train": _train_keys(cfg, name)}, compute,
+                          fingerprints=fps, recompute=cfg.recompute and not cached_only,
+                          code=BASE_CODE if name == "base" else CODE)
     model, _ = models.load_model(art.path / "model")
     return Trained(name, seed, model.to(models.resolve_device(cfg.device)).eval(), art)
 

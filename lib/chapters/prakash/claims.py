@@ -3,9 +3,10 @@
 Every decision reads per-seed effects through a t-interval (`lib.stats.effect`): reproduced when the interval lies on
 the claim's side of its threshold, not reproduced when it lies on the other side, inconclusive when it straddles it
 or there are fewer than two seeds. Claims with several indicators combine them with `claims.by_indicators` ("partly"
-needs a majority). Every circuit claim needs a base that *binds* the query to its box: its binding gap, accuracy
-minus the accuracy of a query-blind choice with the same box shares (measure.answer_profile), must reach
-`BINDS["at_least"]`; otherwise there is no mechanism to dissect and the claim is "not testable at this scale".
+needs a majority). Every circuit claim needs bases that *bind* the query to its box: a seed's binding gap, accuracy
+minus the accuracy of a query-blind choice with the same box shares (measure.answer_profile), must reach `BIND_MIN`
+for the seed to count; the circuit claims read only those seeds and need at least two of them, otherwise there is no
+mechanism to dissect and the claim is "not testable at this scale".
 """
 from __future__ import annotations
 
@@ -21,24 +22,32 @@ from lib.tasks.entities import DESIDERATA
 PAPER = ("Prakash et al. 2024, Fine-Tuning Enhances Existing Mechanisms: A Case Study on Entity Tracking "
          "(ICLR 2024, arXiv 2402.14811)")
 # The paper's numbers (research/papers.md, Paper 3 (d)).
-PAPER_ACC = {"base": "Llama-7B 0.66", "arith": "Goat / FLoat 0.82"}
-PAPER_FAITH = {"base": (0.66, 0.66, 1.00, 0.00), "arith": (0.82, 0.73, 0.89, 0.01)}  # model, circuit, faith, random
+PAPER_ACC = {"base": "Llama-7B 0.66", "arith_bound": "Goat / FLoat 0.82"}
+PAPER_FAITH = {"base": (0.66, 0.66, 1.00, 0.00), "arith_bound": (0.82, 0.73, 0.89, 0.01)}  # model, circuit, faith, random
 PAPER_OVERLAP = {"VF": (0.68, 0.40), "PT": (1.00, 0.24), "PD": (0.75, 0.38), "SR": (1.00, 0.13)}  # Llama in FLoat
 PAPER_DCM = {"VF": (12.8, 45.6, 0.0), "PT": (36.9, 2.9, 0.0), "PD": (44.0, 2.1, 0.0), "SR": (13.4, 1.5, 0.0)}
 PAPER_CMAP = {"full circuit": 0.82, "VF": 0.82, "PT": 0.78, "PD": 0.62, "SR": 0.65}  # Goat -> Llama
 
 LEVEL = stats.LEVEL
 MARGIN = 0.03  # an accuracy gain counts when larger than this
-BINDS = Requirement("the base's binding gap (test accuracy − query-blind baseline, mean over seeds)", "binding_gap",
-                    at_least=0.15)
-GAINS = Requirement("the best tuned model's accuracy gain over base (mean over seeds)", "tuned_gain",
-                    at_least=MARGIN)
+BIND_MIN = 0.15  # a seed's base binds when its binding gap (test accuracy − query-blind baseline) is at least this
+BINDS = Requirement(f"seeds whose base binds (binding gap, test accuracy − query-blind baseline, ≥ {BIND_MIN}; the "
+                    "circuit claims read only those seeds)", "binding_seeds", at_least=2)
+ROOM = Requirement("the base's test accuracy (mean over seeds), so that a gain of the margin is possible", "base_acc",
+                   at_most=0.9)
+GAINS = Requirement("arith_bound's accuracy gain over base (mean over seeds)", "tuned_gain", at_least=MARGIN)
+CMAP_MODEL = "arith_bound"  # the paper's CMAP claim is about the arithmetic model; track is shown as a second row
 
-ARITH_IMPROVES = Rule(
-    "arith_improves", "Fine-tuning on arithmetic (Goat / FLoat) improves entity tracking.", "0.66 -> 0.82",
-    "per-seed test-accuracy gain arith − base; reproduced if the {level:.0%} t-interval of its mean lies above "
-    "{margin}, not reproduced if it lies at or below it, inconclusive if it straddles it (or one seed)",
-    {"level": LEVEL, "margin": MARGIN})
+_GAIN_TEST = ("per-seed test-accuracy gain {model} − base; reproduced if the {level:.0%} t-interval of its mean lies "
+              "above {margin}, not reproduced if it lies at or below it, inconclusive if it straddles it (or one seed)")
+ARITH_BOUND_IMPROVES = Rule(
+    "arith_bound_improves", "Fine-tuning on arithmetic (Goat / FLoat) improves entity tracking; here arithmetic whose "
+    "operands are bound to names, the objective closest to what Goat's data asks of a model.", "0.66 -> 0.82",
+    _GAIN_TEST, {"model": "arith_bound", "level": LEVEL, "margin": MARGIN}, requires=(ROOM,))
+ARITH_PURE_IMPROVES = Rule(
+    "arith_pure_improves", "Fine-tuning on arithmetic improves entity tracking; here arithmetic without any binding "
+    "(the strict analogue: nothing in it asks for retrieval by name).", "0.66 -> 0.82 (Goat)",
+    _GAIN_TEST, {"model": "arith_pure", "level": LEVEL, "margin": MARGIN}, requires=(ROOM,))
 FAITHFUL = Rule(
     "base_circuit_faithful", "The base model's circuit (VF, PT, PD, SR heads) accounts for the task in the base model "
     "and is present in the fine-tuned models.",
@@ -50,23 +59,25 @@ FAITHFUL = Rule(
 OVERLAP = Rule(
     "circuit_overlap", "The fine-tuned models' circuits contain most of the base circuit's heads (same mechanism, "
     "more heads).", "precision VF 0.68, PT 1.00, PD 0.75, SR 1.00",
-    "indicators, per group: the per-seed precision (base heads found again in the tuned circuit) minus chance "
-    "(|tuned group| / heads) with its {level:.0%} t-interval above {above}; reproduced if in every group, partly if "
-    "in a majority", {"level": LEVEL, "above": 0.25}, requires=(BINDS,))
+    "indicators, per tuned model: the per-seed share of the base circuit's heads found again in the same group of "
+    "the tuned circuit, minus the same share for the base circuits of the other seeds (a permutation null: circuits "
+    "found the same way in models that did not give rise to this one), with its {level:.0%} t-interval above 0; "
+    "reproduced if for every tuned model, partly if for a majority", {"level": LEVEL}, requires=(BINDS,))
 DCM = Rule(
     "dcm_semantics", "VF heads encode the object value; PT and PD heads encode the position of the correct segment; "
-    "no group encodes the box label.", "% target (positional/object/box label): VF 12.8/45.6/0.0, PT 36.9/2.9/0.0, "
+    "no group encodes the box label (here group-level interventions: a group has one to three heads).", "% target (positional/object/box label): VF 12.8/45.6/0.0, PT 36.9/2.9/0.0, "
     "PD 44.0/2.1/0.0, SR 13.4/1.5/0.0",
-    "indicators, each a per-seed difference of % target with its {level:.0%} t-interval: VF object − positional "
-    "above 0; PT and PD positional − object above 0; the largest box-label % over the groups below {none_pct}%; "
-    "reproduced if all hold, partly if a majority", {"level": LEVEL, "none_pct": 5}, requires=(BINDS,))
+    "indicators on the lift (% target with the group's selected heads patched − % target with nothing patched), each "
+    "a per-seed difference with its {level:.0%} t-interval: VF object − positional above 0; PT and PD positional − "
+    "object above 0; the largest box-label lift over the groups below {none_pct} points; reproduced if all hold, "
+    "partly if a majority", {"level": LEVEL, "none_pct": 5}, requires=(BINDS,))
 CMAP = Rule(
     "cmap", "CMAP: the fine-tuned circuit's heads patched into the base recover the fine-tuned accuracy.",
     "full circuit 0.82 (tuned 0.82, base 0.66); VF 0.82, PT 0.78",
-    "per seed where the best tuned model beats base by more than {margin}: the share of that gain recovered by "
+    "per seed where {model} beats base by more than {margin}: the share of that gain recovered by "
     "patching its full circuit into base; reproduced if the {level:.0%} t-interval of its mean lies above "
     "{recover}, not reproduced if at or below it, inconclusive otherwise",
-    {"level": LEVEL, "margin": MARGIN, "recover": 0.8}, requires=(BINDS, GAINS))
+    {"model": CMAP_MODEL, "level": LEVEL, "margin": MARGIN, "recover": 0.8}, requires=(BINDS, GAINS))
 KNOCKOUT = Rule(
     "knockout", "Attention from the last token to the correct object, from the query label to its previous "
     "occurrence and from the last token to the query label is needed.",
@@ -75,7 +86,7 @@ KNOCKOUT = Rule(
     "{drop_share} × the full accuracy and {control_times} × the drop of the control knockout (last → a wrong "
     "object), with its {level:.0%} t-interval above 0; reproduced if all hold, partly if a majority",
     {"level": LEVEL, "drop_share": 0.25, "control_times": 3}, requires=(BINDS,))
-RULES = (ARITH_IMPROVES, FAITHFUL, OVERLAP, DCM, CMAP, KNOCKOUT)
+RULES = (ARITH_BOUND_IMPROVES, ARITH_PURE_IMPROVES, FAITHFUL, OVERLAP, DCM, CMAP, KNOCKOUT)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -117,15 +128,30 @@ def binding_gap(answers: pd.DataFrame, model: str = "base") -> np.ndarray:
     return (d["accuracy"] - d["query-blind baseline"]).to_numpy()
 
 
-def best_tuned(m: Measured) -> str:
-    """The tuned model with the larger mean accuracy gain over base (CMAP needs a better model)."""
-    return max(m.tuned, key=lambda k: paired_gain(m.accuracy, k).mean())
+def binds(gap) -> bool:
+    """Whether a binding gap (one seed's) is large enough for a circuit to dissect."""
+    return gap is not None and not np.isnan(gap) and gap >= BIND_MIN
+
+
+def binding_seeds(m: Measured) -> list:
+    """The seeds whose base binds the query to its box (the circuit claims read only these)."""
+    d = m.answers[m.answers["model"] == "base"]
+    return [s for s, a, q in zip(d["seed"], d["accuracy"], d["query-blind baseline"]) if binds(a - q)]
+
+
+def restrict(m: Measured, seeds) -> Measured:
+    """The measurements of `seeds` only (every table that has a seed column)."""
+    keep = set(seeds)
+    return Measured(**{k: v[v["seed"].isin(keep)] if isinstance(v, pd.DataFrame) and "seed" in v else v
+                       for k, v in m.__dict__.items()})
 
 
 def facts(m: Measured) -> dict:
     """The values the rules' preconditions read."""
-    gain = float(paired_gain(m.accuracy, best_tuned(m)).mean()) if m.tuned else None
-    return {"binding_gap": _mean(binding_gap(m.answers)), "tuned_gain": gain}
+    made = CMAP_MODEL in m.tuned and CMAP_MODEL in set(m.accuracy["model"])  # none when no seed is left
+    gain = float(paired_gain(m.accuracy, CMAP_MODEL).mean()) if made else None
+    return {"binding_seeds": len(binding_seeds(m)), "tuned_gain": gain,
+            "base_acc": _mean(m.accuracy[m.accuracy.model == "base"]["accuracy"])}
 
 
 def _summary(eff: stats.Effect | None) -> dict:
@@ -141,13 +167,15 @@ def _fields(values) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the claims
-def claim_arith(m: Measured) -> Claim:
-    if "arith" not in m.tuned:
-        return ARITH_IMPROVES.offline("the profile made no `arith` model")
-    verdict, eff = _interval(paired_gain(m.accuracy, "arith"), MARGIN)
-    base, arith = (shown(m.accuracy[m.accuracy.model == k]["accuracy"]) for k in ("base", "arith"))
-    ours = f"base {base} -> arith {arith}; gain {eff.text()}"
-    return ARITH_IMPROVES.decide(verdict, ours, interval=(eff.lo, eff.hi), **_summary(eff))
+def claim_arith(m: Measured, rule: Rule) -> Claim:
+    name = rule["model"]
+    if name not in m.tuned:
+        return rule.offline(f"the profile made no `{name}` model")
+    verdict, eff = _interval(paired_gain(m.accuracy, name), MARGIN)
+    base, tuned = (shown(m.accuracy[m.accuracy.model == k]["accuracy"]) for k in ("base", name))
+    ours = f"base {base} -> {name} {tuned}; gain {eff.text()}"
+    gated = rule.gate(facts(m), ours, interval=(eff.lo, eff.hi), **_summary(eff))
+    return gated or rule.decide(verdict, ours, interval=(eff.lo, eff.hi), **_summary(eff))
 
 
 def claim_faithful(m: Measured) -> Claim:
@@ -168,36 +196,40 @@ def claim_faithful(m: Measured) -> Claim:
     return FAITHFUL.decide(by_indicators(ind), ours, extra=ind, **fields)
 
 
+def overlap_effects(ov: pd.DataFrame) -> pd.DataFrame:
+    """seed x tuned model: share of the base circuit's heads found again (same group) minus the other seeds' share."""
+    d = ov.groupby(["seed", "model"], sort=False)[["overlap", "base", "null_overlap"]].sum()
+    return ((d["overlap"] - d["null_overlap"]) / d["base"].where(d["base"] > 0)).unstack("model")
+
+
 def claim_overlap(m: Measured) -> Claim:
     ov = m.overlap
     why = "the base circuit has no heads in this group"
     by = ov.groupby("group", sort=False)
-    ours = "; ".join(f"{g} {shown(d['precision'], why=why)} (chance {d['chance'].mean():.2f})" for g, d in by)
+    ours = "; ".join(f"{g} {shown(d['precision'], why=why)} (other seeds' circuits {shown(d['null_precision'], why=why)}"
+                     f", chance {d['chance'].mean():.2f})" for g, d in by)
     fields = _fields(ov.groupby("seed")["precision"].mean())
     gated = OVERLAP.gate(facts(m), ours, **fields)
     if gated:
         return gated
-    ind = {}
-    for g, d in by:
-        diff = (d["precision"] - d["chance"]).groupby(d["seed"]).mean()  # one value per seed (over tuned models)
-        ind[g] = _interval(diff, OVERLAP["above"])[0]
+    eff = overlap_effects(ov)
+    ind = {f"{k}: more of the base's heads than the null": _interval(eff[k])[0] for k in eff.columns}
     return OVERLAP.decide(by_indicators(ind), ours, extra=ind, **fields)
 
 
-def _dcm_per_seed(dcm: pd.DataFrame) -> pd.DataFrame:
-    """(seed, group) x desideratum: % target in base."""
-    return dcm[dcm["model"] == "base"].pivot_table(index=["seed", "group"], columns="desideratum",
-                                                    values="target_pct")
+def _dcm_per_seed(dcm: pd.DataFrame, values: str = "lift") -> pd.DataFrame:
+    """(seed, group) x desideratum: the lift (or `values`) in base."""
+    return dcm[dcm["model"] == "base"].pivot_table(index=["seed", "group"], columns="desideratum", values=values)
 
 
 def claim_dcm(m: Measured) -> Claim:
     p = _dcm_per_seed(m.dcm)
-    means = p.groupby(level="group").mean()
+    means, pct = p.groupby(level="group").mean(), _dcm_per_seed(m.dcm, "target_pct").groupby(level="group").mean()
     groups = [g for g in GROUPS if g in means.index]
-    ours = "base, % target (positional/object/box label): " + ("; ".join(
-        f"{g}: " + "/".join(f"{means.loc[g, k]:.1f}" for k in DESIDERATA) for g in groups)
+    ours = "base, % target (positional/object/box label) and in brackets its lift over nothing patched: " + ("; ".join(
+        f"{g}: " + "/".join(f"{pct.loc[g, k]:.1f} ({means.loc[g, k]:+.1f})" for k in DESIDERATA) for g in groups)
         or "not defined (the base circuit has no heads)")
-    value = float(means.loc["VF", "object"]) if "VF" in means.index else None
+    value = float(pct.loc["VF", "object"]) if "VF" in means.index else None
     gated = DCM.gate(facts(m), ours, value=value)
     if gated:
         return gated
@@ -216,7 +248,9 @@ def claim_dcm(m: Measured) -> Claim:
 
 
 def claim_cmap(m: Measured) -> Claim:
-    name = best_tuned(m) if m.tuned else None
+    name = CMAP_MODEL
+    if name not in m.tuned:
+        return CMAP.offline(f"the profile made no `{name}` model")
     cm = m.cmap[m.cmap["model"] == name]
     d = cm[cm["patched"] == "full circuit"]
     gain = d["tuned_acc"] - d["base_acc"]
@@ -258,5 +292,7 @@ def claim_knockout(m: Measured) -> Claim:
 
 def claims(m: Measured) -> list[Claim]:
     """Every claim by its rule (RULES, in order)."""
-    return [claim_arith(m), claim_faithful(m), claim_overlap(m), claim_dcm(m), claim_cmap(m), claim_knockout(m)]
+    b = restrict(m, binding_seeds(m))  # the circuit claims: only the seeds whose base binds
+    return [claim_arith(m, ARITH_BOUND_IMPROVES), claim_arith(m, ARITH_PURE_IMPROVES), claim_faithful(b),
+            claim_overlap(b), claim_dcm(b), claim_cmap(b), claim_knockout(b)]
 

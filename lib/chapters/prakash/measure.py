@@ -23,6 +23,7 @@ from lib.artifacts import load_or_compute
 from lib.chapters.prakash import build
 from lib.chapters.prakash.build import TaskData, Trained, accuracy, predictions
 from lib.chapters.prakash.config import GROUPS, Config
+from lib import evals
 from lib.evals import eval_mode
 from lib.hooks import forward, hooks, model_spec, patch, position_mask
 from lib.patching import (answer_prob, attention_knockout, block_attention, cache_z, dcm_masks, mean_ablation_circuit,
@@ -35,7 +36,8 @@ KNOCKOUTS = {"last -> correct object": ("last", "object"),
              "last -> query label": ("last", "query"),
              "last -> a wrong object (control)": ("last", "wrong_object")}
 CONTROL = "last -> a wrong object (control)"
-DCM_COLUMNS = ("seed", "model", "group", "desideratum", "selected", "of", "train_acc", "target_pct")
+DCM_COLUMNS = ("seed", "model", "group", "desideratum", "selected", "of", "train_acc", "target_pct", "unpatched_pct",
+               "lift")
 # The code behind every analysis artifact (its source is part of the key).
 CODE = (sys.modules[__name__], build.__name__, "lib.patching", "lib.hooks", "lib.tasks.entities")
 
@@ -88,6 +90,53 @@ def test_predictions(runs: dict, data: TaskData, cfg: Config) -> dict:
     return {(s, name): torch.as_tensor(_cached(
         "predictions", cfg, [t], ["test"], data, {},
         lambda t=t: {"pred": predictions(t.model, data.enc["test"])})["pred"]) for s, name, t in _each(runs)}
+
+
+def restricted_accuracy(model, enc: dict, obj_ids: torch.Tensor, objects: np.ndarray, batch: int = 250) -> float:
+    """Accuracy when the model may only name one of the prompt's objects (argmax of its logits over them): the
+    measure for a model that spreads probability over other words (a packaged model's answer may be any word)."""
+    rows = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    with eval_mode(model):
+        logits = evals.batched(lambda b: forward(model, {**b, "logits_to_keep": 1})[:, -1], rows, batch)
+    ctx = obj_ids[torch.as_tensor(objects)]  # (N, n_boxes)
+    pick = ctx[torch.arange(len(ctx)), logits.gather(1, ctx).argmax(1)]
+    return float(pick.eq(enc["answer_ids"]).float().mean())
+
+
+def restricted_table(runs: dict, data: TaskData, cfg: Config) -> pd.DataFrame:
+    """Test accuracy restricted to the prompt's objects, per seed and model (cached per model)."""
+    rows = []
+    for s, name, t in _each(runs):
+        v = _cached("restricted", cfg, [t], ["test"], data, {}, lambda t=t: {"acc": restricted_accuracy(
+            t.model, data.enc["test"], data.obj_ids, data.boxes["test"].objects)})
+        rows.append({"seed": s, "model": name, "restricted accuracy": float(v["acc"])})
+    return pd.DataFrame(rows)
+
+
+INDUCTION_LEN, INDUCTION_N = 20, 200  # random-token sequences of this length, each repeated once
+
+
+def induction_score(model, vocab_size: int, seed: int) -> float:
+    """Top-1 accuracy on the second copy of a repeated random-token sequence (BOS, x_1..x_n, x_1..x_n), first token
+    of the copy excluded: an induction / look-back score (chance ~1 / vocabulary; a model that looks back ~1)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(3, vocab_size, (INDUCTION_N, INDUCTION_LEN), generator=g)  # above the special tokens
+    bos = torch.full((INDUCTION_N, 1), model.config.bos_token_id or 0)
+    ids = torch.cat([bos, x, x], 1)
+    with eval_mode(model):
+        logits = forward(model, {"input_ids": ids})
+    pred = logits[:, INDUCTION_LEN + 1:-1].argmax(-1)  # predicting x_2..x_n of the copy
+    return float(pred.eq(ids[:, INDUCTION_LEN + 2:]).float().mean())
+
+
+def induction_table(runs: dict, data: TaskData, cfg: Config) -> pd.DataFrame:
+    """The induction score of every model (cached per model)."""
+    rows = []
+    for s, name, t in _each(runs):
+        v = _cached("induction", cfg, [t], [], data, {"len": INDUCTION_LEN, "n": INDUCTION_N, "seed": cfg.seed},
+                    lambda t=t: {"score": induction_score(t.model, t.model.config.vocab_size, cfg.seed)})
+        rows.append({"seed": s, "model": name, "induction score": float(v["score"])})
+    return pd.DataFrame(rows)
 
 
 def accuracy_table(runs: dict, data: TaskData, preds: dict) -> pd.DataFrame:
@@ -245,17 +294,24 @@ def faithfulness_table(runs: dict, found: dict, data: TaskData, cfg: Config) -> 
 # ------------------------------------------------------------------------------------------------ 4. overlap
 def overlap_table(found: dict) -> pd.DataFrame:
     """Base heads also found in the tuned circuit, per group: precision = overlap / |base|, recall = / |tuned|;
-    chance = the precision expected if the tuned group were |tuned| heads drawn at random."""
+    chance = the precision expected if the tuned group were |tuned| heads drawn at random; null_overlap /
+    null_precision = the same for the base circuits of the *other* seeds (mean over them; NaN with one seed): a
+    permutation null that keeps whatever makes some heads likely in every model of this architecture and recipe."""
     rows = []
+    seeds = sorted({s for s, _ in found})
     for (s, name), (circuit, scores) in found.items():
         if name == "base":
             continue
         n_heads, base = scores["VF"].numel(), found[s, "base"][0]
+        others = [found[o, "base"][0] for o in seeds if o != s]
         for g in GROUPS:
             b, t = set(base[g]), set(circuit[g])
+            null = float(np.mean([len(set(o[g]) & t) for o in others])) if others else float("nan")
+            null_b = float(np.mean([len(o[g]) for o in others])) if others else float("nan")
             rows.append({"seed": s, "model": name, "group": g, "overlap": len(b & t), "base": len(b),
                          "tuned": len(t), "precision": len(b & t) / len(b) if b else float("nan"),
-                         "recall": len(b & t) / len(t) if t else float("nan"), "chance": len(t) / n_heads})
+                         "recall": len(b & t) / len(t) if t else float("nan"), "chance": len(t) / n_heads,
+                         "null_overlap": null, "null_precision": null / null_b if null_b else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -286,6 +342,7 @@ def patched_from_source(model, data: TaskData, name: str, heads: list, group: st
 
 def _dcm(t: Trained, s: int, circuit: dict, data: TaskData, cfg: Config) -> dict:
     rows = []
+    unpatched = {k: predictions(t.model, data.enc[f"dcm_{k}_test"]) for k in E.DESIDERATA}
     for g in GROUPS:
         for kind in E.DESIDERATA if circuit[g] else ():
             tr, te = f"dcm_{kind}_train", f"dcm_{kind}_test"
@@ -294,15 +351,19 @@ def _dcm(t: Trained, s: int, circuit: dict, data: TaskData, cfg: Config) -> dict
                             data.targets[tr], circuit[g], pos, lam=cfg.dcm_lam, lr=cfg.dcm_lr,
                             epochs=cfg.dcm_epochs, source_position=spos, seed=s)
             pred = patched_from_source(t.model, data, te, res.selected, g)
+            pct = 100 * float(pred.eq(data.targets[te]).float().mean())
+            base_pct = 100 * float(unpatched[kind].eq(data.targets[te]).float().mean())
             rows.append({"seed": s, "model": t.name, "group": g, "desideratum": kind, "selected": len(res.selected),
-                         "of": len(circuit[g]), "train_acc": res.accuracy,
-                         "target_pct": 100 * float(pred.eq(data.targets[te]).float().mean())})
+                         "of": len(circuit[g]), "train_acc": res.accuracy, "target_pct": pct,
+                         "unpatched_pct": base_pct, "lift": pct - base_pct})
     return {"rows": rows}
 
 
 def dcm_table(runs: dict, found: dict, data: TaskData, cfg: Config) -> pd.DataFrame:
     """DCM masks of the base circuit's groups, per model and desideratum: heads selected and the % of test outputs
-    equal to the desideratum's target when the selected heads are patched from the source (fresh test prompts)."""
+    equal to the desideratum's target when the selected heads are patched from the source (fresh test prompts), the
+    same % with nothing patched (a model that names a prompt object at random hits the box-label target, an object
+    of the base prompt, that often by itself) and the lift, the difference: what the patch caused."""
     sets = [f"dcm_{k}_{split}{src}" for k in E.DESIDERATA for split in ("train", "test") for src in ("", "_src")]
     rows = []
     for s, name, t in _each(runs):
@@ -412,4 +473,4 @@ class Measured:
     cmap: pd.DataFrame
     knockout: pd.DataFrame
     n_boxes: int
-    tuned: tuple[str, ...] = field(default=("arith", "track"))
+    tuned: tuple[str, ...] = field(default=("arith_bound", "arith_pure", "track"))

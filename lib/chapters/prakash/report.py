@@ -28,17 +28,26 @@ def _close(fig):
 def size_text(pre, data: TaskData, cfg: Config):
     spec = model_spec(pre.model)
     ex = E.prompt(data.vocab, data.boxes["test"], 0) + E.answers(data.vocab, data.boxes["test"])[0]
-    T = data.enc["test"]["input_ids"].shape[1]
+    enc = data.enc["test"]
+    T = enc["input_ids"].shape[1]
+    seg = int(enc["label_pos"][1] - enc["label_pos"][0]) if cfg.n_boxes > 1 else None
     return page.md(
-        f"Profile `{cfg.profile}`; starting model {pre.source}: {spec.n_layers} layers × {spec.n_heads} heads "
-        f"(d_model {spec.d_model}), {models.n_params(pre.model) / 1e6:.2f} M parameters; base and tuned models share "
-        f"this architecture. {len(data.vocab.objects)} objects and {len(data.vocab.labels)} labels are single tokens "
-        f"for its tokenizer; a {cfg.n_boxes}-box prompt is {T} tokens. Example: `{ex}`")
+        f"Profile `{cfg.profile}`; starting model: {pre.source}: {spec.n_layers} layers × {spec.n_heads} heads "
+        f"({spec.n_layers * spec.n_heads} heads in all; d_model {spec.d_model}), "
+        f"{models.n_params(pre.model) / 1e6:.2f} M parameters; base and tuned models share this architecture. "
+        f"{len(data.vocab.objects)} objects and {len(data.vocab.labels)} labels are single tokens for its tokenizer; "
+        f"a {cfg.n_boxes}-box prompt is {T} tokens, a segment {seg} tokens (the paper's Llama: 7), the query label at "
+        f"position last − {int(enc['last'] - enc['query_pos'])} (Llama: last − 2). Example: `{ex}`")
 
 
-def accuracy_summary(acc: pd.DataFrame) -> pd.DataFrame:
-    rows = {name: {"model": "base" if name == "base" else TUNED[name], "test accuracy (ours)": fmt2(g["accuracy"]),
-                   "paper": C.PAPER_ACC.get(name, "—")} for name, g in acc.groupby("model", sort=False)}
+def accuracy_summary(acc: pd.DataFrame, restricted: pd.DataFrame | None = None) -> pd.DataFrame:
+    rows = {}
+    for name, g in acc.groupby("model", sort=False):
+        rows[name] = {"model": "base" if name == "base" else TUNED[name], "test accuracy (ours)": fmt2(g["accuracy"])}
+        if restricted is not None:
+            r = restricted[restricted["model"] == name]["restricted accuracy"]
+            rows[name]["restricted to the prompt's objects"] = fmt2(r)
+        rows[name]["paper"] = C.PAPER_ACC.get(name, "—")
     return pd.DataFrame(rows).T
 
 
@@ -46,23 +55,56 @@ def accuracy_text(acc: pd.DataFrame, answers: pd.DataFrame, cfg: Config):
     parts = [f"**{n}** {C.shown(g, '{:.3f}')}" for n, g in acc.groupby("model", sort=False)["accuracy"]]
     diffs = [f"{k} − base {C.shown(C.paired_gain(acc, k), '{:.3f}')}" for k in cfg.tuned]
     gap = C.binding_gap(answers)
-    warn = "" if C.BINDS.met(float(gap.mean())) else (
-        f" **The base does not bind the query to its box**: its binding gap (accuracy − query-blind baseline, below) "
-        f"is {C.shown(gap)}, under the {C.BINDS.at_least} the circuit claims need, so they are judged not testable at "
-        f"this scale (within `base_steps` = {cfg.base_steps} steps the model stayed on the plateau before entity "
-        f"tracking is learned; the analyses below describe a model without the mechanism).")
+    seeds = sorted(acc["seed"].unique())
+    bound = [s for s, g in zip(seeds, gap) if C.binds(g)]
+    gaps = ", ".join(f"seed {s} {g:.2f}" for s, g in zip(seeds, gap))
+    warn = (f" Binding gap (accuracy − query-blind baseline, below) per seed: {gaps}; the circuit claims read the "
+            f"seeds at {C.BIND_MIN} or more: " + (", ".join(map(str, bound)) or "none") + ".")
+    if not C.BINDS.met(len(bound)):
+        warn += (f" **Fewer than {C.BINDS.at_least:.0f} seeds bind the query to its box**, so the circuit claims are "
+                 f"judged not testable at this scale (the analyses below then describe models without the mechanism).")
     return page.md(f"Test accuracy on {cfg.test_size} {cfg.n_boxes}-box prompts (chance among the boxes 1/{cfg.n_boxes}"
                    f" = {1 / cfg.n_boxes:.2f}): " + "; ".join(parts) + ". Paired by seed: " + "; ".join(diffs) + "."
                    + warn)
 
 
 def training_text(runs: dict, seconds: float):
-    """How long the base trained (steps to base_target) and how long the models took to make or load."""
-    steps = [ms["base"].metrics.get("steps") for ms in runs.values()]
+    """How long the models took to make (when they were trained) or load (this run)."""
+    base = [ms["base"].metrics.get("compute_seconds") for ms in runs.values()]
     made = [t.metrics.get("compute_seconds", 0) for ms in runs.values() for t in ms.values()]
-    return page.md(f"The base stopped after {', '.join(map(str, steps))} steps (one per seed); making every model took "
-                   f"{sum(made):.0f} s of compute when it was trained (this run: {seconds:.0f} s to train or load "
-                   f"them).")
+    trained = (f"Training a base took {', '.join(f'{b:.0f}' for b in base)} s of one core (per seed); every model "
+               if all(b is not None for b in base) else "Every model ")
+    return page.md(f"{trained}took {sum(made):.0f} s of compute when it was made (this run: {seconds:.0f} s to train "
+                   f"or load them).")
+
+
+def plot_base_curves(curves: pd.DataFrame, cfg: Config):
+    """The base's validation accuracy (n_boxes boxes) at each check, per seed, with the curriculum's switch marked."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for s, d in curves.groupby("seed"):
+        ax.plot(d["step"], d["val_acc"], marker=".", label=f"seed {s}")
+    ax.axvline(cfg.base_easy_steps, color="0.5", ls=":", label="2-3 boxes only before this step")
+    ax.axhline(1 / cfg.n_boxes, color="0.7", ls="--", label=f"chance (1/{cfg.n_boxes})")
+    ax.set(xlabel="training step", ylabel=f"{cfg.n_boxes}-box val accuracy", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7)
+    return _close(fig)
+
+
+def tuning_summary(runs: dict) -> pd.DataFrame:
+    """Each fine-tune's accuracy on its own objective (held-out prompts), before and after: did the fine-tune happen?"""
+    rows = []
+    for name in [k for k in next(iter(runs.values())) if k != "base"]:
+        m = [ms[name].metrics for ms in runs.values()]
+        if not m[0] or "objective_acc" not in m[0]:
+            continue
+        rows.append({"fine-tune": name, "what": TUNED[name],
+                     "own objective, before": fmt2([x["objective_acc_before"] for x in m]),
+                     "own objective, after": fmt2([x["objective_acc"] for x in m])})
+    return pd.DataFrame(rows)
+
+
+def induction_summary(ind: pd.DataFrame) -> pd.DataFrame:
+    return ind.groupby("model", sort=False)[["induction score"]].agg(fmt2)
 
 
 def box_curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
@@ -82,8 +124,8 @@ def answer_profile_text(prof: pd.DataFrame):
     parts = []
     for name, g in prof.groupby("model", sort=False):
         gap = float((g["accuracy"] - g["query-blind baseline"]).mean())
-        kind = ("it binds the query to its box" if C.BINDS.met(gap) else
-                f"it binds only weakly (a gap under the {C.BINDS.at_least} the circuit claims need)" if gap > C.MARGIN
+        kind = ("it binds the query to its box" if C.binds(gap) else
+                f"it binds only weakly (a gap under the {C.BIND_MIN} the circuit claims need)" if gap > C.MARGIN
                 else "it mostly copies an object from the prompt, without binding it to the queried box"
                 if g["in context"].mean() > 0.5 else "most answers are not the prompt's objects")
         parts.append(f"**{name}** names one of the prompt's objects in {fmt2(g['in context'])} of prompts; accuracy "
@@ -123,11 +165,13 @@ def sweep_text(cost, pre, cfg: Config):
                    f"times are noisy).")
 
 
-def faithfulness_summary(faith: pd.DataFrame) -> pd.DataFrame:
+def faithfulness_summary(faith: pd.DataFrame, n_heads: int | None = None) -> pd.DataFrame:
     rows = []
     for (name, which), g in faith.groupby(["model", "circuit"], sort=False):
         paper = C.PAPER_FAITH.get(name) if which == "base" else None
-        rows.append({"model": name, "circuit of": which,
+        share = (f"{g['n_heads'].mean():.3g} of {n_heads} ({g['n_heads'].mean() / n_heads:.0%})"
+                 if n_heads and "n_heads" in g else "—")
+        rows.append({"model": name, "circuit of": which, "circuit heads": share,
                      **{c: fmt2(g[k], why=w) for c, k, w in (
                          ("model acc", "model_acc", ""), ("circuit acc", "circuit_acc", ""),
                          ("faithfulness", "faithfulness", "model accuracy 0"), ("random circuit", "random_acc", ""))},
@@ -139,7 +183,15 @@ def faithfulness_text(faith: pd.DataFrame):
     parts = [f"the {which} circuit inside **{name}**: faithfulness {fmt2(g['faithfulness'], why='model accuracy 0')}"
              f" (random circuits of the same size {fmt2(g['random_acc'])} accuracy)"
              for (name, which), g in faith.groupby(["model", "circuit"], sort=False)]
-    return page.md("Mean over seeds: " + "; ".join(parts) + ".")
+    base = faith[(faith["model"] == "base") & (faith["circuit"] == "base")].set_index("seed")["model_acc"]
+    beats = []
+    for name, g in faith[(faith["model"] != "base") & (faith["circuit"] == "base")].groupby("model", sort=False):
+        diff = g.set_index("seed")["circuit_acc"] - base
+        beats.append(f"{name} {C.shown(diff.to_numpy(), '{:+.2f}')}")
+    strongest = ("" if not beats else " The paper's strongest evidence that fine-tuning *enhances* the base mechanism "
+                 "is that the base circuit alone, inside the tuned model, beats the whole base model; here, base "
+                 "circuit in the tuned model − whole base model, paired by seed: " + "; ".join(beats) + ".")
+    return page.md("Mean over seeds: " + "; ".join(parts) + "." + strongest)
 
 
 def overlap_summary(ov: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +200,9 @@ def overlap_summary(ov: pd.DataFrame) -> pd.DataFrame:
         rows.append({"model": name, "group": g, "overlap (seed by seed)": ", ".join(
             f"{o}/{b}" for o, b in zip(d["overlap"], d["base"])),
             "precision": fmt2(d["precision"], why="no base heads in the group"),
-            "recall": fmt2(d["recall"], why="no tuned heads in the group"), "chance precision": f"{d['chance'].mean():.2f}",
+            "recall": fmt2(d["recall"], why="no tuned heads in the group"),
+            "other seeds' base circuits (null)": fmt2(d["null_precision"], why="one seed, or no base heads"),
+            "chance precision": f"{d['chance'].mean():.2f}",
             "paper (Llama in FLoat): precision / recall": " / ".join(map(str, C.PAPER_OVERLAP[g]))})
     return pd.DataFrame(rows)
 
@@ -160,6 +214,7 @@ def dcm_summary(dcm: pd.DataFrame, model: str = "base") -> pd.DataFrame:
         for kind in E.DESIDERATA:
             dk = dg[dg["desideratum"] == kind]
             row[f"{kind} % (ours)"] = C.shown(dk["target_pct"], "{:.1f}")
+            row[f"{kind} lift"] = C.shown(dk["lift"], "{:+.1f}")
             row[f"{kind} heads"] = f"{dk['selected'].mean():.1f}/{dk['of'].mean():.0f}"
         row["paper % (positional / object / box label)"] = " / ".join(map(str, C.PAPER_DCM[g]))
         rows.append(row)
@@ -185,7 +240,8 @@ def plot_dcm(dcm: pd.DataFrame):
 
 def cmap_summary(cm: pd.DataFrame) -> pd.DataFrame:
     rows = [{"tuned": name, "patched into base": label, "accuracy": fmt2(d["accuracy"]), "base": fmt2(d["base_acc"]),
-             "tuned model": fmt2(d["tuned_acc"]), "paper (Goat -> Llama; 0.66 -> 0.82)": C.PAPER_CMAP[label]}
+             "tuned model": fmt2(d["tuned_acc"]),
+             "paper (Goat -> Llama; 0.66 -> 0.82)": C.PAPER_CMAP[label] if name == C.CMAP_MODEL else "—"}
             for (name, label), d in cm.groupby(["model", "patched"], sort=False)]
     return pd.DataFrame(rows)
 
