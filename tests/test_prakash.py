@@ -53,6 +53,10 @@ def test_bad_parameters_are_named(params, word):
         config.Config.load("tiny", params)
 
 
+def test_an_untrained_base_needs_no_curriculum_setting():
+    assert config.Config.load("tiny", {"base_steps": 0}).base_steps == 0  # the default base_easy_steps is not in the way
+
+
 def test_paper_profile_needs_its_models():
     with pytest.raises(ConfigError, match="base_source"):
         config.Config.load("paper", {"base_source": ""})

@@ -73,7 +73,7 @@ class Config(_Config):
         if self.base_d_model % self.base_heads:
             raise ConfigError(f"parameter 'base_d_model' = {self.base_d_model} must be divisible by "
                               f"'base_heads' = {self.base_heads}")
-        if self.base_easy_steps > self.base_steps:
+        if self.base_steps and self.base_easy_steps > self.base_steps:  # base_steps 0: an untrained base
             raise ConfigError(f"parameter 'base_easy_steps' = {self.base_easy_steps} exceeds "
                               f"base_steps = {self.base_steps}")
         if self.profile == "paper" and not (self.base_source and self.tuned_source):
