@@ -269,9 +269,9 @@ report.knockout_text(ko)
 #
 # Each claim is judged by its rule, stated here from the same declaration the test reads (`lib/chapters/prakash/
 # claims.py`; the thresholds are constants there, not parameters). Seed-level decisions read a t-interval over the
-# per-seed effects; the circuit claims also need a base that binds the query to its box in every seed (the binding
-# gap above): without that there is no mechanism to find, whatever the patching numbers say, and they are not
-# testable at this scale. The gate matters most for the knockout: a model that names a prompt object at random also
+# per-seed effects; the circuit claims read only the seeds whose base binds the query to its box (the binding gap
+# above) and need at least two of them: without a binding base there is no mechanism to find, whatever the patching
+# numbers say, and the claims are not testable at this scale. The gate matters most for the knockout: a model that names a prompt object at random also
 # loses its whole accuracy when the last token cannot see the correct object (the unit tests show it). The two
 # accuracy claims need room above the base instead: a base near ceiling on 7 boxes cannot gain the margin.
 

@@ -468,3 +468,35 @@ def test_circuit_claims_read_only_the_seeds_whose_base_binds():
     one.loc[one.seed == 2, "query-blind baseline"] = one.loc[one.seed == 2, "accuracy"]
     claims = C.claims(_measured(answers=one))
     assert [c.verdict for c in claims[2:]] == [NOT_TESTABLE] * 5  # one binding seed: no interval
+
+
+def test_length_groups_give_the_padded_batchs_loss_and_gradient():
+    """The base trains on rows grouped by length (each group padded to its own length): the groups' share-weighted
+    losses sum to the one padded batch's loss, and so do their gradients."""
+    from lib import train
+    from lib.chapters.prakash import binder
+
+    cfg = config.Config.load("smoke", {})
+    pre = binder.binder(cfg)
+    vocab = build.task_data(cfg, pre.tokenizer).vocab
+    pairs = binder.tracking_pairs(vocab, 12, binder.box_shares(5, easy=False), np.random.default_rng(0))
+    model = models.build_model(models.model_config_of(pre.model), pre.tokenizer, seed=0)
+
+    def loss_and_grads(batches):
+        model.zero_grad()
+        total = 0.0
+        for rows, share in batches:
+            loss = train.causal_lm_loss(model, rows) * share
+            loss.backward()
+            total += loss.item()
+        return total, [p.grad.clone() for p in model.parameters()]
+
+    groups = binder.length_groups(pre.tokenizer, pairs)
+    assert len(groups) > 1 and sum(share for _, share in groups) == pytest.approx(1.0)
+    assert all(g["attention_mask"].all() for g, _ in groups)  # no padding left inside a group
+    one, g_one = loss_and_grads([(binder.lm_rows(pre.tokenizer, pairs), 1.0)])
+    split, g_split = loss_and_grads(groups)
+    assert split == pytest.approx(one, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g_one, g_split))
+    bad, _ = loss_and_grads([(g, 1.0) for g, _ in groups])  # unweighted means: not the batch's loss
+    assert bad != pytest.approx(one, rel=1e-3)
