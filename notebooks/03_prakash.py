@@ -175,7 +175,7 @@ report.answer_profile_text(answers)
 
 # %%
 found = measure.discover_all(runs, data, cfg)
-report.circuit_table(found)
+display(report.circuit_table(found), report.circuit_text(found, cfg))
 
 # %% mystnb={"figure": {"caption": "Path-patching score of every head (layer × head) at each stage, first seed: blue lowers p(answer) when patched (kept), red raises it; boxes mark the heads kept.", "name": "fig-prakash-scores"}}
 report.plot_scores(found, cfg.seed, cfg.model_names())
@@ -289,8 +289,9 @@ report.verdict_text(claims)
 #
 # - **Models and scale.** Llama-7B (32 layers × 32 heads) and Goat / FLoat in the paper; here, in `tiny`, a small
 #   Llama whose layers and heads are printed at the top of the page, trained on this task alone. The paper's base
-#   met the task in pretraining and was never trained on it; ours learned it from scratch, so its mechanism need not
-#   resemble Llama's, and how partial it is on 7 boxes is a result of the recipe (the curriculum and the schedule,
+#   met the task in pretraining and was never trained on it; ours learned it from scratch and never saw other text
+#   (the induction score above says whether it has any general look-back ability), so its mechanism need not
+#   resemble Llama's, and a chain of four head groups needs layers it may not have (the note under the circuit table), and how partial it is on 7 boxes is a result of the recipe (the curriculum and the schedule,
 #   fixed before the seeds were read), not an emergent ability. Head counts per group are scaled to its heads, and
 #   with so few heads a circuit is a large share of the model (the faithfulness table prints it): faithfulness is
 #   easier to reach than in a model of 1024 heads, which is why random circuits of the same size sit beside it.

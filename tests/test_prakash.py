@@ -500,3 +500,15 @@ def test_length_groups_give_the_padded_batchs_loss_and_gradient():
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g_one, g_split))
     bad, _ = loss_and_grads([(g, 1.0) for g, _ in groups])  # unweighted means: not the batch's loss
     assert bad != pytest.approx(one, rel=1e-3)
+
+
+def test_circuit_text_counts_short_groups_and_stages_without_room():
+    """Two circuits of a 4-layer model: one full chain, one whose PT heads sit in layer 0 (no room for PD)."""
+    cfg = config.Config.load("smoke", {"heads_base": [2, 1, 1, 1], "heads_tuned": [2, 1, 1, 1]})
+    scores = {g: torch.zeros(4, 4) for g in config.GROUPS}
+    full = {"VF": [(3, 0), (3, 1)], "PT": [(2, 0)], "PD": [(1, 0)], "SR": [(0, 0)]}
+    stuck = {"VF": [(3, 0)], "PT": [(0, 1)], "PD": [], "SR": []}
+    text = report.circuit_text({(0, "base"): (full, scores), (0, "track"): (stuck, scores)}, cfg).data
+    assert "Of the 2 circuits" in text and "have 4." in text
+    assert "in: VF 1, PT 0, PD 1, SR 1; it was empty in: VF 0, PT 0, PD 1, SR 1" in text
+    assert "layer 0 in 1 circuits" in text and "the PD heads in 0" in text

@@ -72,7 +72,8 @@ def training_text(runs: dict, seconds: float):
     """How long the models took to make (when they were trained) or load (this run)."""
     base = [ms["base"].metrics.get("compute_seconds") for ms in runs.values()]
     made = [t.metrics.get("compute_seconds", 0) for ms in runs.values() for t in ms.values()]
-    trained = (f"Training a base took {', '.join(f'{b:.0f}' for b in base)} s of one core (per seed); every model "
+    trained = (f"Training a base took {', '.join(f'{b:.0f}' for b in base)} s of wall time (per seed, in its own "
+               f"process; other training may have shared the cores); every model "
                if all(b is not None for b in base) else "Every model ")
     return page.md(f"{trained}took {sum(made):.0f} s of compute when it was made (this run: {seconds:.0f} s to train "
                    f"or load them).")
@@ -140,6 +141,25 @@ def circuit_table(found: dict) -> pd.DataFrame:
     rows = [{"seed": s, "model": name, "group": g, "heads": ", ".join(f"L{L}H{h}" for L, h in heads) or "—"}
             for (s, name), (circuit, _) in found.items() for g, heads in circuit.items()]
     return pd.DataFrame(rows).pivot(index=["seed", "model"], columns="group", values="heads")[list(GROUPS)]
+
+
+def circuit_text(found: dict, cfg: Config):
+    """How many circuits kept fewer heads than asked, per group, and how many had no room for the next stage: a
+    stage's senders act on its receivers' inputs, so they must sit in lower layers; receivers all in layer 0 leave
+    none (PD acts on PT's values, SR on PD's)."""
+    n, layers = len(found), next(iter(found.values()))[1]["VF"].shape[0]
+    short = {g: sum(len(c[g]) < cfg.heads(name)[i] for (_, name), (c, _) in found.items())
+             for i, g in enumerate(GROUPS)}
+    empty = {g: sum(not c[g] for c, _ in found.values()) for g in GROUPS}
+    floor = {nxt: sum(bool(c[g]) and max(L for L, _ in c[g]) == 0 for c, _ in found.values())
+             for g, nxt in (("PT", "PD"), ("PD", "SR"))}
+    return page.md(
+        f"Of the {n} circuits (seeds × models), a group kept fewer heads than asked (only heads whose patch *lowers* "
+        f"p(answer) are kept) in: " + ", ".join(f"{g} {short[g]}" for g in GROUPS) + "; it was empty in: "
+        + ", ".join(f"{g} {empty[g]}" for g in GROUPS) + ". A stage's heads must sit below the heads they act on: "
+        f"the PT heads were all in layer 0 in {floor['PD']} circuits (no head can reach their values, so no PD head), "
+        f"the PD heads in {floor['SR']}. The paper's chain of four groups spans Llama-7B's 32 layers; these models "
+        f"have {layers}.")
 
 
 def plot_scores(found: dict, seed: int, names: list[str]):
