@@ -271,9 +271,10 @@ report.knockout_text(ko)
 # claims.py`; the thresholds are constants there, not parameters). Seed-level decisions read a t-interval over the
 # per-seed effects; the circuit claims read only the seeds whose base binds the query to its box (the binding gap
 # above) and need at least two of them: without a binding base there is no mechanism to find, whatever the patching
-# numbers say, and the claims are not testable at this scale. The gate matters most for the knockout: a model that names a prompt object at random also
-# loses its whole accuracy when the last token cannot see the correct object (the unit tests show it). The two
-# accuracy claims need room above the base instead: a base near ceiling on 7 boxes cannot gain the margin.
+# numbers say, and the claims are not testable at this scale. The gate matters most for the knockout: a model that
+# names a prompt object at random also loses its whole accuracy when the last token cannot see the correct object
+# (the unit tests show it). The two accuracy claims need room above the base instead: a base near ceiling on 7 boxes
+# cannot gain the margin.
 
 # %%
 display(page.rules(rules.RULES))
@@ -291,8 +292,9 @@ report.verdict_text(claims)
 #   Llama whose layers and heads are printed at the top of the page, trained on this task alone. The paper's base
 #   met the task in pretraining and was never trained on it; ours learned it from scratch and never saw other text
 #   (the induction score above says whether it has any general look-back ability), so its mechanism need not
-#   resemble Llama's, and a chain of four head groups needs layers it may not have (the note under the circuit table), and how partial it is on 7 boxes is a result of the recipe (the curriculum and the schedule,
-#   fixed before the seeds were read), not an emergent ability. Head counts per group are scaled to its heads, and
+#   resemble Llama's, and a chain of four head groups needs layers it may not have (the note under the circuit
+#   table); how partial it is on 7 boxes is a result of the recipe (the curriculum and the schedule, fixed before
+#   the seeds were read), not an emergent ability. Head counts per group are scaled to its heads, and
 #   with so few heads a circuit is a large share of the model (the faithfulness table prints it): faithfulness is
 #   easier to reach than in a model of 1024 heads, which is why random circuits of the same size sit beside it.
 # - **The fine-tunes.** Goat was tuned with LoRA, FLoat fully, on large sets of arithmetic problems; `arith_bound`
