@@ -75,7 +75,7 @@ def training_text(runs: dict, seconds: float):
     trained = (f"Training a base took {', '.join(f'{b:.0f}' for b in base)} s of wall time (per seed, in its own "
                f"process; other training may have shared the cores); every model "
                if all(b is not None for b in base) else "Every model ")
-    return page.md(f"{trained}took {sum(made):.0f} s of compute when it was made (this run: {seconds:.0f} s to train "
+    return page.md(f"{trained}took {sum(made):.0f} s of wall time in all when it was made (this run: {seconds:.0f} s to train "
                    f"or load them).")
 
 
