@@ -218,13 +218,13 @@ def base_throughput(profile: str = "tiny", n_steps: int = 6) -> dict:
     for name in cfg.models:
         arch = cfg.arch(name)
         model = models.build_model(arch, seed=0)
-        ids = torch.randint(5, arch.d_vocab, (cfg.batch_size, arch.n_ctx), generator=torch.Generator().manual_seed(0))
+        ids = torch.randint(5, arch.d_vocab, (cfg.batch(name), arch.n_ctx), generator=torch.Generator().manual_seed(0))
         if name == "bert":
             model.train()
         bf16 = cfg.use_bf16()
         with threads(1):
             seconds = {p: _step_seconds(model, ids, p == "bf16", n_steps) for p in {"fp32", "bf16" if bf16 else "fp32"}}
-        tokens = cfg.batch_size * arch.n_ctx
+        tokens = cfg.batch(name) * arch.n_ctx
         peak = matmul_peak(tokens, arch.d_model, arch.d_mlp)  # the widest of the model's own GEMMs
         flops = train_flops_per_token(model, arch.n_ctx) * tokens
         out[name] = {"shape": f"d{arch.d_model} L{arch.n_layers} mlp{arch.d_mlp} vocab {arch.d_vocab}, batch "

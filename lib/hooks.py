@@ -20,6 +20,8 @@ resid_post is `LayerNorm(resid_mid + mlp_out)`; Gemma-3's d_head (256 in Gemma-3
 is read from the weights, never computed from the config. The last layer's `hook_resid_post` is the hidden state
 *before* the final norm: Hugging Face's `hidden_states[L + 1]` equals `blocks.{L}.hook_resid_post` for every L but the
 last, whose `hidden_states[-1]` is after `ln_f` / `norm` (no final norm in BERT, so there they agree too).
+RoBERTa-PreLayerNorm (the study's pre-LN BERT) has the module names of BERT and one final LayerNorm after the last
+block; as in GPT-2, `hidden_states[-1]` is after it and the last `hook_resid_post` before it.
 
 Usage (a hook function gets the activation and its name and returns None or a same-shape replacement):
 
@@ -70,6 +72,7 @@ FAMILIES = {
     "bert": Family("encoder.layer", "attention.output.dense", "output.dense",
                    ("attention.self.query", "attention.self.key", "attention.self.value"), causal=False),
 }
+FAMILIES["roberta-prelayernorm"] = FAMILIES["bert"]  # the same module names; the LayerNorms sit before each sublayer
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ FINAL_NORM = "ln_final.hook_normalized"
 _ROWS = "_rows"  # the CKA-row mask, sliced with the inputs in `residual_states`
 # where each family keeps its final norm, relative to the model (BERT is post-LN: no final norm)
 _FINAL_NORM_NAME = {"gpt2": "ln_f", "llama": "norm", "mistral": "norm", "qwen2": "norm", "gemma3": "norm",
-                    "gemma3_text": "norm"}
+                    "gemma3_text": "norm", "roberta-prelayernorm": "roberta_prelayernorm.LayerNorm"}
 
 
 @dataclass
@@ -165,7 +165,8 @@ def token_mask(model: nn.Module, inputs, tokens: str = "readout") -> torch.Tenso
 
 
 def final_norm(model: nn.Module) -> nn.Module | None:
-    """The final norm module (GPT-2's `ln_f`, Llama / Mistral / Gemma-3's `norm`), None for a family without one."""
+    """The final norm module (GPT-2's `ln_f`, Llama / Mistral / Gemma-3's `norm`, RoBERTa-PreLayerNorm's last
+    `LayerNorm`), None for a family without one."""
     name = _FINAL_NORM_NAME.get(model_spec(model).family)
     if name is None:
         return None

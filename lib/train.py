@@ -11,7 +11,8 @@ measures it against a bare forward/backward/step loop. Objectives:
 - ``masked_lm``: BERT's objective (Devlin et al. 2019). Masking is drawn on the fly, per minibatch, from a seeded
   ``torch.Generator``: each non-special position is selected with probability ``mlm_probability``; a selected
   position becomes [MASK] 80% of the time, a uniformly random token 10%, stays unchanged 10%; the loss is on
-  selected positions only (labels -100 elsewhere). So each epoch sees fresh masks, yet a run is reproducible.
+  selected positions only (labels -100 elsewhere), and the MLM head runs on those positions only
+  (:func:`masked_lm_loss`). So each epoch sees fresh masks, yet a run is reproducible.
 - ``classification``: ``data["labels"]`` (N,) class ids; the model is an ``AutoModelForSequenceClassification``.
 
 ``lora_rank > 0`` trains LoRA adapters (Hu et al. 2021, via peft) injected into the model's own modules, base
@@ -39,7 +40,7 @@ OBJECTIVES = ("causal_lm", "masked_lm", "classification")
 SCHEDULES = ("constant", "cosine", "linear")
 DATA_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids", "special_tokens_mask")
 # Default LoRA targets per model_type when TrainConfig.lora_targets is empty (the attention q/v projections).
-LORA_DEFAULT_TARGETS = {"gpt2": ("c_attn",), "bert": ("query", "value"),
+LORA_DEFAULT_TARGETS = {"gpt2": ("c_attn",), "bert": ("query", "value"), "roberta-prelayernorm": ("query", "value"),
                         **dict.fromkeys(("llama", "mistral", "qwen2", "gemma3_text"), ("q_proj", "v_proj"))}
 
 
@@ -198,7 +199,8 @@ def train(model, data: dict, cfg: TrainConfig, eval_data: dict | None = None,
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    loss = causal_lm_loss(model, inputs) if cfg.objective == "causal_lm" else model(**inputs).loss
+                    loss = (causal_lm_loss(model, inputs) if cfg.objective == "causal_lm" else
+                            masked_lm_loss(model, inputs) if cfg.objective == "masked_lm" else model(**inputs).loss)
                 loss.backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -238,6 +240,30 @@ def causal_lm_loss(model, inputs: dict, sparse_below: float = 0.5) -> torch.Tens
         return model(**inputs).loss
     logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep).logits
     return F.cross_entropy(logits.reshape(n, -1).float(), labels[:, 1:][keep[:, :-1]])
+
+
+def masked_lm_loss(model, inputs: dict) -> torch.Tensor:
+    """Mean cross-entropy over the selected (labelled) positions, as HF's masked-LM loss, with the MLM head (its
+    transform and the vocabulary decoder) applied to those positions only: the head acts on each position on its
+    own, so the loss and its gradient are the same, and at 15-40 % masking most of the decoder's cost is saved.
+    A model with no known head split falls back to its own full forward pass."""
+    head = _mlm_head(model)
+    if head is None:
+        return model(**inputs).loss
+    labels = inputs["labels"]
+    keep = labels.ne(-100)
+    encoder = getattr(model, model.base_model_prefix)
+    hidden = encoder(**{k: v for k, v in inputs.items() if k != "labels"}).last_hidden_state
+    return F.cross_entropy(head(hidden[keep]).float(), labels[keep])
+
+
+def _mlm_head(model):
+    """The position-wise MLM head after the encoder's last hidden state: BERT's `cls`, RoBERTa's `lm_head`."""
+    if model.config.model_type == "bert" and hasattr(model, "cls"):
+        return model.cls
+    if model.config.model_type == "roberta-prelayernorm" and hasattr(model, "lm_head"):
+        return model.lm_head
+    return None
 
 
 @torch.no_grad()

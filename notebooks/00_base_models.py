@@ -19,7 +19,7 @@
 # | name | architecture | data | used in |
 # |---|---|---|---|
 # | `gpt` | GPT-2-style causal LM | English prose + Python | Lin, Zhao et al. (Prakash et al. trains its own binder) |
-# | `bert` | BERT-6 masked LM (WordPiece, 15 % selection, 80/10/10 masking) | English prose | Tzach et al. |
+# | `bert` | BERT-6 masked LM, pre-LN (RoBERTa-PreLayerNorm; WordPiece; `bert_mask_rate` of the positions selected, 80/10/10; one-cycle learning rate), `bert_seeds` independent copies | English prose | Tzach et al. |
 # | `one_layer` | one-layer Mistral-style causal LM (SwiGLU MLP, RoPE) | English prose + Python | Horn & Elliott |
 #
 # Each model must clearly beat a unigram model of its training tokens on held-out text; this page measures by
@@ -40,7 +40,7 @@ vocab_size = None  # int, in [300, 65536]: BPE / WordPiece vocabulary size
 tokenizer_chars = None  # int, in [10000, 1000000000]: characters used to train each tokenizer
 python_share = None  # float, in [0.0, 1.0]: share of Python code in the causal LMs' data
 n_ctx = None  # int, in [16, 2048]: training sequence length (tokens)
-batch_size = None  # int, in [1, 1024]: sequences per step
+batch_size = None  # int, in [1, 1024]: sequences per step of the causal LMs
 lr = None  # float, in [1e-06, 1.0]: peak AdamW learning rate (cosine decay, 5% warm-up)
 bf16 = None  # bool | str, one of 'auto', True, False: bf16 autocast while training: 'auto' (bf16 only where the hardware runs it natively: a CPU with AVX512-BF16/AMX or a CUDA device with bf16; fp32 elsewhere), true or false
 gpt_d_model = None  # int, in [8, 4096]
@@ -50,8 +50,12 @@ gpt_steps = None  # int, in [1, 1000000]: training steps of the GPT-style LM
 bert_d_model = None  # int, in [8, 4096]
 bert_n_layers = None  # int, in [1, 48]
 bert_n_heads = None  # int, in [1, 64]
+bert_family = None  # str, one of 'roberta-prelayernorm', 'bert': the masked LM's blocks: pre-LN (RoBERTa-PreLayerNorm) or post-LN (the original BERT)
 bert_steps = None  # int, in [1, 1000000]: training steps of the BERT-6 masked LM
-bert_lr = None  # float, in [1e-06, 1.0]: peak learning rate of the masked LM (post-LN BERT is unstable at 2e-3)
+bert_batch_size = None  # int, in [1, 1024]: sequences per step of the masked LM
+bert_lr = None  # float, in [1e-06, 1.0]: peak learning rate of the masked LM (one cycle: 5% warm-up, then linear decay to 0)
+bert_mask_rate = None  # float, in [0.01, 0.95]: share of the masked LM's training positions selected (80% [MASK], 10% random, 10% kept; evaluation uses 15%)
+bert_seeds = None  # int, in [1, 20]: independently pre-trained masked LMs (seeds seed, seed + 1, ...: initialisation, batch order and masks; one tokenizer, one data set)
 one_d_model = None  # int, in [8, 4096]
 one_d_mlp = None  # int, in [8, 16384]
 one_n_heads = None  # int, in [1, 64]

@@ -8,7 +8,8 @@ from lib import bases as study
 def test_arch_follows_config():
     cfg = study.Spec.load("smoke")
     gpt, bert, one = (cfg.arch(n) for n in study.NAMES)
-    assert (gpt.family, bert.family, one.family) == ("gpt2", "bert", "mistral")
+    assert (gpt.family, bert.family, one.family) == ("gpt2", "roberta-prelayernorm", "mistral")
+    assert study.Spec.load("smoke", {"bert_family": "bert"}).arch("bert").family == "bert"  # post-LN on request
     assert one.n_layers == 1 and gpt.n_layers == cfg.gpt_n_layers and bert.d_mlp == 4 * bert.d_model
     assert {a.d_vocab for a in (gpt, bert, one)} == {cfg.vocab_size}
 

@@ -68,3 +68,35 @@ def test_parameter_check_imports_no_heavy_package(notebook):
             "print(heavy); sys.exit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, f"{module} imports {out.stdout.strip()} {out.stderr[-500:]}"
+
+
+def test_the_masked_lm_families_agree_with_lib_models():
+    from lib import models
+
+    assert set(bases.BERT_FAMILIES) == set(models.MASKED_FAMILIES)
+
+
+def test_the_masked_lm_recipe_is_one_cycle_at_its_own_mask_rate_and_batch():
+    spec = bases.Spec.load("tiny")
+    t = bases.train_config(spec, "bert")
+    assert (t.schedule, t.mlm_probability, t.batch_size) == ("linear", spec.bert_mask_rate, spec.bert_batch_size)
+    from lib.train import lr_at
+
+    assert lr_at(spec.bert_steps - 1, t) < 0.01 * t.lr  # decayed to (nearly) 0 at the last step
+    assert spec.arch("bert").family == spec.bert_family == "roberta-prelayernorm"
+    g = bases.train_config(spec, "gpt")
+    assert (g.schedule, g.batch_size) == ("cosine", spec.batch_size)
+
+
+def test_bert_replicas_are_independent_models_over_one_tokenizer():
+    """Copy 1 differs from copy 0 in its weights and its key, shares its tokenizer; a copy past bert_seeds is refused."""
+    import torch
+
+    spec = bases.Spec.load("smoke")
+    a, b = bases.load("study:bert", "smoke"), bases.load("study:bert", "smoke", replica=1)
+    assert a.key != b.key and a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
+    assert bases.train_config(spec, "bert", 1).seed == bases.train_config(spec, "bert").seed + 1
+    pa, pb = dict(a.model.named_parameters()), dict(b.model.named_parameters())
+    assert pa.keys() == pb.keys() and not all(torch.equal(pa[k], pb[k]) for k in pa if pa[k].dim() == 2)
+    with pytest.raises(bases.ConfigError, match="bert_seeds"):
+        bases.get("bert", spec, replica=spec.bert_seeds)

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 import lib.models as models
-from lib.models import (FAMILIES, MissingPackageError, ModelConfig, build_model, family_of, load_hub, load_local,
-                        load_model, model_config_of, n_params, save_model)
+from lib.models import (FAMILIES, MASKED_FAMILIES, MissingPackageError, ModelConfig, build_model, family_of, load_hub,
+                        load_local, load_model, model_config_of, n_params, save_model)
 from lib.tokenizers import train_bpe, train_wordpiece
 
 
@@ -35,7 +35,7 @@ def wordpiece():
 
 
 def tokenizer_for(family, bpe, wordpiece):
-    return wordpiece if family == "bert" else bpe
+    return wordpiece if family in MASKED_FAMILIES else bpe
 
 
 # ------------------------------------------------------------------------------------------------ configs
@@ -74,14 +74,14 @@ def test_each_family_builds_and_runs(family, bpe, wordpiece):
     assert family_of(model) == family and model_config_of(model) == cfg
     assert model.config._attn_implementation == "eager"
     expected = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "mistral": "MistralForCausalLM",
-                "llama": "LlamaForCausalLM"}[family]
+                "llama": "LlamaForCausalLM", "roberta-prelayernorm": "RobertaPreLayerNormForMaskedLM"}[family]
     assert type(model).__name__ == expected
-    if family != "bert":
+    if family not in MASKED_FAMILIES:
         assert model.config.eos_token_id == model.config.pad_token_id == bpe.eos_token_id
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("family", ["bert", "roberta-prelayernorm", "llama"])
 def test_classification_build(family, bpe, wordpiece):
     model = build_model(tiny_cfg(family), tokenizer_for(family, bpe, wordpiece), task="classification",
                         num_labels=3)
@@ -125,10 +125,10 @@ def test_save_load_round_trip(family, bpe, wordpiece, tmp_path):
         expected = model(ids).logits
         loaded, loaded_tok = load_model(tmp_path / "m")
         assert torch.equal(loaded(ids).logits, expected)
-        plain_cls = AutoModelForMaskedLM if family == "bert" else AutoModelForCausalLM
+        plain_cls = AutoModelForMaskedLM if family in MASKED_FAMILIES else AutoModelForCausalLM
         plain = plain_cls.from_pretrained(tmp_path / "m", local_files_only=True).eval()  # no lib needed
         torch.testing.assert_close(plain(ids).logits, expected, atol=1e-5, rtol=1e-5)  # sdpa there, not eager
-        hub, _ = load_hub(str(tmp_path / "m"), task="masked" if family == "bert" else "causal")
+        hub, _ = load_hub(str(tmp_path / "m"), task="masked" if family in MASKED_FAMILIES else "causal")
         assert torch.equal(hub(ids).logits, expected)
     assert loaded_tok("the cat")["input_ids"] == tok("the cat")["input_ids"]
     assert AutoTokenizer.from_pretrained(tmp_path / "m").get_vocab() == tok.get_vocab()
@@ -242,3 +242,13 @@ def test_hub_models_load_their_pinned_commit(monkeypatch):
     assert "revision" not in seen
     assert bases.source_key("gpt2") == "hub:gpt2@" + models.HUB_MODELS["gpt2"]["revision"]
     assert all(set(v) == {"revision", "gated"} for v in models.HUB_MODELS.values())
+
+
+@pytest.mark.models
+def test_prelayernorm_positions_cover_n_ctx(wordpiece):
+    """RoBERTa numbers positions from pad + 1: a full n_ctx row must fit, and n_ctx reads back unchanged."""
+    cfg = tiny_cfg("roberta-prelayernorm", n_ctx=16)
+    model = build_model(cfg, wordpiece).eval()
+    assert model.config.max_position_embeddings == 16 + wordpiece.pad_token_id + 1
+    assert model(torch.randint(5, 60, (2, 16))).logits.shape[1] == 16  # the longest row runs
+    assert model_config_of(model).n_ctx == 16

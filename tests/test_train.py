@@ -295,6 +295,29 @@ def test_sparse_answer_loss_equals_hf_loss_and_gradients(family, lora):
     assert torch.allclose(T.causal_lm_loss(model, dense), model(**dense).loss)
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta-prelayernorm"])
+def test_masked_lm_loss_equals_hf_loss_and_gradients(family):
+    """masked_lm_loss runs the MLM head on the selected positions only: the same loss and gradients as HF's."""
+    cfg = ModelConfig(family, d_model=16, n_layers=2, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=50)
+    model = build_model(cfg, seed=0).eval()  # eval: no dropout, so both passes see the same network
+    decoder_rows = []
+    model.get_output_embeddings().register_forward_hook(lambda m, i, o: decoder_rows.append(i[0].reshape(-1, 16)))
+    ids = torch.randint(5, 50, (3, 12), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[1, 0:4], labels[2, 11] = ids[0, 3], ids[1, 0:4], ids[2, 11]
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    ours = T.masked_lm_loss(model, inputs)
+    assert len(decoder_rows[-1]) == 6  # the decoder saw the six selected positions, not all 36
+    ours.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    theirs = model(**inputs).loss
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    for g, p in zip(grads, model.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+
+
 def test_trim_padding_drops_only_columns_padded_in_every_row():
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
     x, labels = torch.arange(12).reshape(2, 6), torch.tensor([0, 1])

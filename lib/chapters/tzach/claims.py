@@ -23,10 +23,14 @@ CLUSTER_THRESHOLD = 0.5  # strong match: normalised confusion >= this (the paper
 MIN_KEPT = 10  # a block's clusters count only when at least this many token types keep their diagonal
 MIN_POSITIONS = 100_000  # selected held-out positions per model below which no APT claim is decided
 MIN_MODELS = 2  # independently pre-trained models a depth or cluster claim needs
+MIN_LOSS_GAP = 1.5  # nats below the unigram predictor's held-out loss before a model's APT structure means anything
 
 LEARNED = Requirement("token types the base's own head recovers on [MASK] positions, Σ_t APT(t) (a constant "
                       "prediction scores 1)", "types_recovered", at_least=5)
 ENOUGH = Requirement("selected held-out positions per model", "n_positions", at_least=MIN_POSITIONS)
+TRAINED = Requirement("nats by which every pre-trained model's held-out masked-LM loss lies below the unigram "
+                      "predictor's (the least-trained model; a model on the frequency plateau sits near 0)",
+                      "loss_gap", at_least=MIN_LOSS_GAP)
 DEPTH = Rule(
     "apt_rises_with_depth", "⟨APT⟩ rises along the transformer blocks", "0.037 (block 0) → 0.31 (block 6)",
     test="tuned head (the model's MLM head trained on each frozen block), [MASK] positions, ⟨APT⟩ over types "
@@ -35,7 +39,7 @@ DEPTH = Rule(
          "every model rises strongly, partly when every model rises but not all strongly, not reproduced when no "
          "model rises, inconclusive when the models disagree or there are fewer than {min_models}",
     constants={"min_occ": MIN_OCCURRENCES, "rho": 0.8, "ratio": 3.0, "min_models": MIN_MODELS},
-    requires=(Requirement("blocks in the model", "n_layers", at_least=2), LEARNED, ENOUGH))
+    requires=(Requirement("blocks in the model", "n_layers", at_least=2), TRAINED, LEARNED, ENOUGH))
 DEPTH_CAUSAL = Rule(
     "apt_rises_with_depth_causal_extension", "extension, not the paper's claim: next-token accuracy per type "
     "rises along the layers of a causal LM", "no paper number (the paper measures masked tokens in a BERT-6)",
@@ -52,14 +56,14 @@ FREQUENCY = Rule(
          "above {rho}, and the mean of APT − reference over types (bootstrap interval over types above {margin}); "
          "reproduced when both hold (a model that only predicts frequent tokens has APT ≈ p(t) and fails both)",
     constants={"min_occ": MIN_OCCURRENCES, "rho": 0.3, "margin": 0.01, "level": stats.LEVEL},
-    requires=(LEARNED, ENOUGH, Requirement("token types with an APT", "n_types", at_least=30)))
+    requires=(TRAINED, LEARNED, ENOUGH, Requirement("token types with an APT", "n_types", at_least=30)))
 DATA = Rule(
     "apt_rises_with_data", "⟨APT⟩ rises with the pre-training set size W_S", "qualitative (Fig. 2)",
     test="one model per size, final head, [MASK] positions: a sign test over the steps between consecutive sizes "
          "(⟨APT⟩ of the larger minus the smaller); reproduced when p(rise) < {alpha}, not reproduced when p(fall) "
          "< {alpha}; fewer than {min_steps} steps cannot reach p < {alpha}: inconclusive",
     constants={"alpha": 0.05, "min_steps": 5},
-    requires=(LEARNED, ENOUGH))
+    requires=(TRAINED, LEARNED, ENOUGH))
 SMALL_CLUSTERS = Rule(
     "small_clusters", "pre-training forms finite, small strong-match token clusters", "qualitative",
     test="strong-match clusters of each pre-trained model's own head, [MASK] positions (links at normalised "
@@ -70,7 +74,7 @@ SMALL_CLUSTERS = Rule(
          "combined over models as the depth rule (fewer than {min_models} models: inconclusive)",
     constants={"threshold": CLUSTER_THRESHOLD, "n_min": 3, "share": 0.9, "small": 4, "cap": 10, "giant": 0.05,
                "min_models": MIN_MODELS},
-    requires=(LEARNED, ENOUGH, Requirement("token types whose row maximum is on the diagonal (fewest over models)",
+    requires=(TRAINED, LEARNED, ENOUGH, Requirement("token types whose row maximum is on the diagonal (fewest over models)",
                                            "n_kept", at_least=MIN_KEPT)))
 SHARPEN = Rule(
     "clusters_sharpen", "strong-match clusters sharpen towards the output", "qualitative",
@@ -80,7 +84,7 @@ SHARPEN = Rule(
          "shuffled-prediction null's, and minus the random-init control's, both above {margin}; combined over "
          "models as the depth rule (fewer than {min_models} models: inconclusive)",
     constants={"min_kept": MIN_KEPT, "margin": 0.0, "level": stats.LEVEL, "min_models": MIN_MODELS},
-    requires=(LEARNED, ENOUGH, Requirement(f"models with a block below the last keeping ≥ {MIN_KEPT} types "
+    requires=(TRAINED, LEARNED, ENOUGH, Requirement(f"models with a block below the last keeping ≥ {MIN_KEPT} types "
                                            "(1 = all of them)", "sharp_ok", at_least=1)))
 FINETUNE = Rule(
     "finetune_rises_with_depth", "fine-tuning accuracy rises along the blocks", "qualitative (FewRel, DBpedia)",
@@ -183,7 +187,8 @@ def _frequency(m: dict) -> Claim:
     t = f["types"]
     ours = (f"⟨APT⟩ {f['mean_apt']:.3f} over {f['n_types']} types selected ≥ {MIN_OCCURRENCES} times, "
             f"APT({f['k']}) {f['apt_top']:.3f}; Spearman(frequency, APT) = {f['rho']:.2f}")
-    gate = {"types_recovered": m["types_recovered"], "n_positions": m["n_positions"], "n_types": len(t)}
+    gate = {"loss_gap": m["loss_gap"], "types_recovered": m["types_recovered"], "n_positions": m["n_positions"],
+            "n_types": len(t)}
     claim = r.gate(gate, ours, value=f["rho"], n=len(t))
     if claim:
         return claim
@@ -241,7 +246,7 @@ def _small_clusters(m: dict) -> Claim:
     ours = (f"base: {len(sizes)} clusters among {b['n_kept']} kept token types, {_n_small(sizes, 4)} of 2–4 tokens "
             f"(shuffled nulls: mean {np.mean([_n_small(x, 4) for x in b['null_sizes']] or [0]):.1f}; control: "
             f"{_n_small(m['clusters']['control']['sizes'], 4)}); {len(ev)} pre-trained model(s)")
-    gate = {"types_recovered": m["types_recovered"], "n_positions": m["n_positions"],
+    gate = {"loss_gap": m["loss_gap"], "types_recovered": m["types_recovered"], "n_positions": m["n_positions"],
             "n_kept": min(e["n_kept"] for e in ev.values())}
     claim = SMALL_CLUSTERS.gate(gate, ours, value=float(sizes.size))
     if claim:
@@ -279,7 +284,8 @@ def _sharpen(m: dict) -> Claim:
     gap = float(np.nanmedian(b["sharpening"])) if b.get("sharpening") else float("nan")
     ours = (f"base: sharpening {gap:.3f} (block {b['first_block']} → {b['last_block']}, median over resamples); "
             f"{len(ev)} pre-trained model(s)" if ok else "no block below the last keeps enough token types")
-    gate = {"types_recovered": m["types_recovered"], "n_positions": m["n_positions"], "sharp_ok": int(ok)}
+    gate = {"loss_gap": m["loss_gap"], "types_recovered": m["types_recovered"], "n_positions": m["n_positions"],
+            "sharp_ok": int(ok)}
     claim = SHARPEN.gate(gate, ours, value=gap)
     if claim:
         return claim

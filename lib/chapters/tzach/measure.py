@@ -34,6 +34,39 @@ def _skip_local(fn):
 
 
 MIN_OCCURRENCES = 20  # ⟨APT⟩ is the mean over token types selected at least this often (APT of rarer: noise)
+LOSS_ROWS = 256  # held-out windows of the loss check (one fixed 15 % draw)
+
+
+@_skip_local
+def loss_gaps(s: build.Setup) -> pd.DataFrame:
+    """Has each pre-trained model learned more than token frequencies? Its held-out masked-LM loss (nats per
+    selected token; the first LOSS_ROWS evaluation windows, one fixed 15 % draw, 80/10/10) beside the add-one
+    unigram predictor's, fitted on the pre-training rows, on the same targets; `gap` = unigram − model."""
+    from lib import train
+
+    rows = {k: v[:LOSS_ROWS] for k, v in s.windows("eval").items()}
+    ids, att = rows["input_ids"], rows["attention_mask"]
+    never = att.eq(0) | torch.isin(ids, torch.tensor(s.special_ids))
+    masked, labels = train.mask_tokens(ids, s.tok.mask_token_id, len(s.tok), never, 0.15,
+                                       torch.Generator().manual_seed(s.cfg.seed + 303))
+    counts = np.asarray(s.counts, float) + 1.0
+    target = labels[labels.ne(-100)].numpy()
+    unigram = float(-np.log(counts[target] / counts.sum()).mean())
+    out = []
+    for name, (model, _) in pretrained(s).items():
+        dev = next(model.parameters()).device
+
+        def summed(b, model=model, dev=dev):
+            logits = model(input_ids=b["ids"].to(dev), attention_mask=b["att"].to(dev)).logits.float()
+            return torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["lab"].to(dev).flatten(),
+                                                     ignore_index=-100, reduction="sum").cpu()[None]
+
+        with evals.eval_mode(model):
+            total = float(evals.batched(summed, {"ids": masked, "att": att, "lab": labels}, 32).sum())
+        loss = total / max(len(target), 1)
+        out.append({"model": name, "val_loss": loss, "unigram_loss": unigram, "gap": unigram - loss,
+                    "n_targets": int(len(target))})
+    return pd.DataFrame(out)
 
 
 def apt_stats(true, pred, counts, k: int) -> dict:
@@ -139,7 +172,8 @@ def ws(s: build.Setup, res: BlockAPT | None = None) -> pd.DataFrame:
             r = build.block_readouts(s, f"ws{f:g}", model, key or s.base_key, per_block=False)
             at = r.kind == 0
             got = apt_stats(r.true[at], r.pred["lens"][at, -1], s.counts, s.cfg.apt_top_k)
-        rows.append({"fraction": f, "rows": meta["rows"], "steps": meta["steps"], **got})
+        tokens = meta.get("tokens_seen") or s.memo.get("trained", {}).get("base", {}).get("tokens_seen")
+        rows.append({"fraction": f, "rows": meta["rows"], "steps": meta["steps"], "tokens": tokens, **got})
     return pd.DataFrame(rows)
 
 
@@ -366,7 +400,7 @@ def local_apt(s: build.Setup) -> pd.DataFrame | None:
 
 # ------------------------------------------------------------------------------ what the rules read
 def for_claims(s: build.Setup, res: BlockAPT, fa: dict, ws_: pd.DataFrame, evidence: dict, fin: dict,
-               conf: dict) -> dict:
+               conf: dict, gaps: pd.DataFrame | None = None) -> dict:
     """The measured numbers of every rule in `claims.py`, as plain values and small tables; `evidence` is
     `cluster_evidence(...)`."""
     t = res.table
@@ -376,6 +410,7 @@ def for_claims(s: build.Setup, res: BlockAPT, fa: dict, ws_: pd.DataFrame, evide
     return {
         "n_layers": s.n_layers,
         "n_positions": int(n_pos.min()),  # the smallest evaluation of any pre-trained model
+        "loss_gap": float((gaps if gaps is not None else loss_gaps(s))["gap"].min()),  # the least-trained model
         "types_recovered": float(sum(fa["apt_all"].values())),  # Σ_t APT(t): a constant prediction gets 1
         "depth": {m: head.query("model == @m")[["block", "mean_apt"]] for m in res.models},
         "frequency": {"types": fa["types"], "rho": fa["rho"], "ci": fa["rho_ci"], "n_types": fa["n_types"],

@@ -36,8 +36,8 @@ def masked_states(model, rows: dict, mask_id: int, special_ids, seed: int, batch
 
     def states(idx):  # (n_i, L + 1, d) at the selected positions of rows idx
         T = int(att[idx].sum(1).max())
-        out = model(input_ids=masked[idx, :T].to(dev), attention_mask=att[idx, :T].to(dev), output_hidden_states=True)
-        return torch.stack(out.hidden_states, 2)[sel[idx, :T].to(dev)].float().cpu()
+        hs = block_states(model, input_ids=masked[idx, :T].to(dev), attention_mask=att[idx, :T].to(dev))
+        return torch.stack(hs, 2)[sel[idx, :T].to(dev)].float().cpu()
 
     with evals.eval_mode(model):
         h = evals.batched(states, order, batch)
@@ -47,10 +47,26 @@ def masked_states(model, rows: dict, mask_id: int, special_ids, seed: int, batch
     return MaskedStates(h, true, kind)
 
 
+def block_states(model, **inputs) -> tuple[torch.Tensor, ...]:
+    """The embedding output and every block's output, each (B, T, d), all read the same way: as the block writes
+    them to the residual stream. Hugging Face's `hidden_states` already are that for a post-LN BERT; a pre-LN model
+    gives its last one after the final LayerNorm, so there the last block's own output is taken by a hook (the
+    final norm belongs to the readout, `mlm_readout`, for every block alike)."""
+    if model.config.model_type != "roberta-prelayernorm":
+        return model(**inputs, output_hidden_states=True).hidden_states
+    from lib import hooks
+
+    kept = []
+    with hooks.hooks(model, [(f"blocks.{model.config.num_hidden_layers - 1}.hook_resid_post",
+                              lambda act, name: kept.append(act))]):
+        out = model(**inputs, output_hidden_states=True)
+    return (*out.hidden_states[:-1], kept[0])
+
+
 def mlm_readout(model) -> nn.Module:
     """The module that turns one block's states (n, d) into vocabulary logits (n, V): BERT's `cls` head (post-LN:
-    every block's output is already normed); for a pre-LN masked LM (RoBERTa-PreLayerNorm) the final LayerNorm,
-    which HF applies after the encoder and leaves out of `hidden_states`, followed by `lm_head`."""
+    every block's output is already normed); for a pre-LN masked LM (RoBERTa-PreLayerNorm) the final LayerNorm
+    followed by `lm_head`, applied to any block's output as `block_states` reads it (before that norm)."""
     if hasattr(model, "cls"):
         return model.cls
     if hasattr(model, "roberta_prelayernorm"):

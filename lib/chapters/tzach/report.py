@@ -8,7 +8,7 @@ import pandas as pd
 
 from lib import models, page, plotting, results
 from lib.chapters.tzach import build
-from lib.chapters.tzach.claims import MIN_KEPT, PAPER_APT
+from lib.chapters.tzach.claims import MIN_KEPT, MIN_LOSS_GAP, PAPER_APT
 from lib.chapters.tzach.config import CHAPTER, PAPER
 from lib.chapters.tzach.measure import MIN_OCCURRENCES, block_summary
 
@@ -32,9 +32,9 @@ def models_table(s: build.Setup, ws: pd.DataFrame | None = None):
     c = s.base.config
     arch = {"layers": c.num_hidden_layers, "d_model": c.hidden_size, "heads": c.num_attention_heads,
             "vocab": c.vocab_size, "parameters (M)": _n_params(s.base)}
-    rows = [{"model": "base", "role": "pre-trained masked LM", **arch,
-             "pre-training rows": s.memo.get("n_pretrain_rows")},
-            {"model": "control", "role": "same architecture, random init", **arch, "pre-training rows": 0}]
+    rows = [{"model": name, "role": "pre-trained masked LM", **arch, "pre-training rows": s.memo.get("n_pretrain_rows")}
+            for name in ("base", *s.replicas)] + [
+        {"model": "control", "role": "same architecture, random init", **arch, "pre-training rows": 0}]
     if ws is not None:
         for (f, r, st), _ in ws.groupby(["fraction", "rows", "steps"]):
             rows.append({"model": f"W_S × {f:g}", "role": f"pre-trained here, {st} steps", **arch,
@@ -105,10 +105,11 @@ def clusters_figure(cl: pd.DataFrame | None, final: dict | None):
     axes[0].set(xlabel="cluster size (tokens)", ylabel="clusters", title="strong-match clusters, final head")
     axes[0].xaxis.get_major_locator().set_params(integer=True)
     for (m, r), g in cl.groupby(["model", "readout"]):
-        fmt = ("-" if r == "probe" else "--") + ("o" if m == "base" else "s")
-        axes[1].plot(g["block"], g["n_kept"], fmt, color=plotting.PALETTE[m], label=f"{m}, {r}")
+        fmt = ("-" if r == "probe" else "--") + ("s" if m == "control" else "o")
+        color, alpha = plotting.PALETTE["control" if m == "control" else "base"], 1.0 if m in ("base", "control") else 0.5
+        axes[1].plot(g["block"], g["n_kept"], fmt, color=color, alpha=alpha, label=f"{m}, {r}")
         ok = g["n_kept"] >= MIN_KEPT
-        axes[2].plot(g["block"][ok], g["concentration"][ok], fmt, color=plotting.PALETTE[m], label=f"{m}, {r}")
+        axes[2].plot(g["block"][ok], g["concentration"][ok], fmt, color=color, alpha=alpha, label=f"{m}, {r}")
     axes[1].set(xlabel="block", ylabel="token types", yscale="symlog", title="diagonal is the row maximum")
     axes[2].set(xlabel="block", ylabel="share of confusions", title="confusions on a cluster partner")
     axes[1].legend(fontsize=8)
@@ -172,9 +173,46 @@ def text_profile(s: build.Setup):
     if s.base is None:
         return page.md(f"Profile `{s.cfg.profile}`: causal-LM extension with `{s.cfg.local_model}`.")
     c = s.base.config
-    return page.md(f"Profile `{s.cfg.profile}`: BERT with {c.num_hidden_layers} blocks, d_model {c.hidden_size}, "
-                   f"{c.num_attention_heads} heads, vocabulary {c.vocab_size}, {_n_params(s.base):.2f} M parameters; "
-                   f"{s.cfg.n_seeds} seeds.")
+    kind = "pre-LN (RoBERTa-PreLayerNorm)" if c.model_type == "roberta-prelayernorm" else "post-LN BERT"
+    return page.md(f"Profile `{s.cfg.profile}`: {1 + len(s.replicas)} pre-trained masked LM(s) from {s.source}, "
+                   f"{kind} with {c.num_hidden_layers} blocks, d_model {c.hidden_size}, {c.num_attention_heads} "
+                   f"heads, vocabulary {c.vocab_size}, {_n_params(s.base):.2f} M parameters each; {s.cfg.n_seeds} "
+                   f"mask draws of the held-out windows.")
+
+
+def training_table(s: build.Setup, gaps: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One row per pre-trained model: how it was trained (the study's bases) and its held-out loss check."""
+    if gaps is None:
+        return None
+    spec, rows = s.spec, []
+    for g in gaps.to_dict("records"):
+        t = s.memo.get("trained", {}).get(g["model"]) or {}
+        arch = t.get("arch", {})
+        rows.append({"model": g["model"], "blocks": arch.get("family", s.source),
+                     "steps": spec.bert_steps if t else None, "batch": spec.bert_batch_size if t else None,
+                     "mask rate": spec.bert_mask_rate if t else None, "tokens processed": t.get("tokens_seen"),
+                     "epochs": t.get("epochs"), "train wall s": t.get("train_seconds"),
+                     "tokens/s": t.get("tokens_per_s"), "held-out loss": g["val_loss"],
+                     "unigram loss": g["unigram_loss"], "gap (nats)": g["gap"]})
+    return pd.DataFrame(rows).round(3)
+
+
+def text_training(s: build.Setup, gaps: pd.DataFrame | None):
+    if gaps is None:
+        return page.md("")
+    least = gaps.loc[gaps["gap"].idxmin()]
+    ok = least["gap"] >= MIN_LOSS_GAP
+    return page.md(
+        f"Held-out masked-LM loss on {int(gaps['n_targets'].iloc[0])} selected tokens (15 %, one fixed draw): the "
+        f"least-trained pre-trained model, `{least['model']}`, is {abs(least['gap']):.2f} nats "
+        f"{'below' if least['gap'] >= 0 else 'above'} the unigram predictor ({least['val_loss']:.2f} against "
+        f"{least['unigram_loss']:.2f}). The APT claims need a loss "
+        f"{MIN_LOSS_GAP} nats below the unigram's in every model (`claims.MIN_LOSS_GAP`): "
+        + ("met, so the APT structure below belongs to models that have learned more than token frequencies."
+           if ok else "**not met**, so every APT claim below is *not testable at this scale*: a model this close to "
+           "the frequency plateau recovers few masked tokens from their context, and the structure of its APT says "
+           "little about a pre-trained BERT's. The figures are still shown. `bert_steps` on the base-models page sets "
+           "how long the BERTs train (the cost grows in proportion)."))
 
 
 def text_frequency(s: build.Setup, fa: dict | None):
@@ -215,10 +253,20 @@ def text_ws(ws: pd.DataFrame | None):
     if ws is None:
         return page.md("")
     w = ws.sort_values("rows")
+    tok = ("tokens" in w and w["tokens"].notna().all())
+    ladder = ""
+    if tok:
+        ratio = (w["tokens"] / w["rows"]).to_numpy(float)
+        if np.ptp(ratio) <= 0.05 * ratio.mean():
+            ladder = (" Every size is processed in proportion to its rows (tokens per row within 5 % of each other), "
+                      "so this sweep is also a budget ladder: more data and more compute rise together here, and "
+                      "the two cannot be told apart without the `same_steps` protocol (one more base-sized run "
+                      "per size).")
     return page.md("⟨APT⟩ of the final head on [MASK] positions by pre-training set: " + "; ".join(
-        f"{int(r.rows)} rows ({int(r.steps)} steps) {r.mean_apt:.4f} over {int(r.n_types)} types"
-        for r in w.itertuples()) + f" (types selected ≥ {MIN_OCCURRENCES} times). A model that always predicts "
-        "the same token would score about 1 / (that number of types).")
+        f"{int(r.rows)} rows ({int(r.steps)} steps" + (f", {int(r.tokens):,} tokens processed" if tok else "")
+        + f") {r.mean_apt:.4f} over {int(r.n_types)} types" for r in w.itertuples())
+        + f" (types selected ≥ {MIN_OCCURRENCES} times). A model that always predicts the same token would score "
+        "about 1 / (that number of types)." + ladder)
 
 
 def text_clusters(s: build.Setup, cl: pd.DataFrame | None, final: dict | None):
