@@ -228,7 +228,7 @@ def base_throughput(profile: str = "tiny", n_steps: int = 6) -> dict:
         peak = matmul_peak(tokens, arch.d_model, arch.d_mlp)  # the widest of the model's own GEMMs
         flops = train_flops_per_token(model, arch.n_ctx) * tokens
         out[name] = {"shape": f"d{arch.d_model} L{arch.n_layers} mlp{arch.d_mlp} vocab {arch.d_vocab}, batch "
-                              f"{cfg.batch_size} x {arch.n_ctx}",
+                              f"{cfg.batch(name)} x {arch.n_ctx}",
                      "fp32_gemm_peak_gflops": round(peak / 1e9, 1),
                      **{f"{p}_tokens_per_s": round(tokens / s) for p, s in seconds.items()},
                      **{f"{p}_share_of_fp32_peak": round(flops / s / peak, 3) for p, s in seconds.items()}}
