@@ -54,7 +54,8 @@ and every number read from them are over the n_layers + 1 residual points only.
 A chapter offers its comparisons as `Pair`s (base, tuned, a batch of its task's inputs, its task metric). This module
 is the one route by which the study reads residual streams for the lenses; the reads go through `lib.hooks`.
 
-Every function takes Hugging Face models of any family `lib.hooks` knows (GPT-2, BERT, Llama, Mistral, Gemma-3).
+Every function takes Hugging Face models of any family `lib.hooks` knows (GPT-2, BERT, RoBERTa-PreLayerNorm, Llama,
+Mistral, Gemma-3).
 """
 from __future__ import annotations
 

@@ -114,7 +114,8 @@ class ModelConfig:
             raise ValueError(f"n_kv_heads must equal n_heads for family {self.family!r}, got {kv}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        object.__setattr__(self, "tie_embeddings", self.family in ("gpt2", *MASKED_FAMILIES) if self.tie_embeddings is None
+        tied_family = self.family in ("gpt2", *MASKED_FAMILIES)
+        object.__setattr__(self, "tie_embeddings", tied_family if self.tie_embeddings is None
                            else self.tie_embeddings)
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"tie_embeddings must be True, False or None, got {self.tie_embeddings!r}")

@@ -83,7 +83,7 @@ bases = study.build(cfg)  # local profile: the packaged models; else the study's
 summary = study.summary(bases)
 summary
 
-# %% mystnb={"figure": {"caption": "Training loss (thin) and held-out loss (dots) against tokens seen, with the held-out loss of a unigram model of the training tokens (dashed). Losses are in nats per predicted token; for BERT, over the masked positions only.", "name": "fig-base-curves"}}
+# %% mystnb={"figure": {"caption": "Training loss (thin) and held-out loss (dots) against tokens seen, with the held-out loss of a unigram model of the training tokens (dashed). Losses are in nats per predicted token; for BERT, over the masked positions only (training at `bert_mask_rate` of the positions, the held-out loss at 15 %, so the two curves are not on one scale).", "name": "fig-base-curves"}}
 study.plot_curves(bases)
 
 # %%

@@ -109,8 +109,8 @@ report.text_training(s, gaps)
 # %% [markdown]
 # ## 1. APT and token frequency
 #
-# *Does the model recover frequent tokens more often than rare ones?* The held-out windows are masked exactly as in
-# pre-training (15 %, 80/10/10), `n_seeds` times with different draws, pooled: the draws add positions, they are
+# *Does the model recover frequent tokens more often than rare ones?* The held-out windows are masked with the
+# paper's protocol (15 %, 80/10/10; the base trained at `bert_mask_rate`), `n_seeds` times with different draws, pooled: the draws add positions, they are
 # not replicates of the model. Only [MASK] positions count here (the 10 % shown unchanged can be copied). ⟨APT⟩ is
 # the mean over the token types selected at least `measure.MIN_OCCURRENCES` (20) times: a type seen once or twice
 # has APT 0 or 1, so the paper's mean over every type seen depends on the size of the test set. APT(k) is our

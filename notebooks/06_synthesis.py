@@ -160,7 +160,7 @@ report.table(pairs, claim_list, cfg)
 # %% [markdown]
 # *Table: per pair, the number of seeds; the mean CKA over the early (depth ≤ 0.5) and late (depth > 0.5) layer
 # points, the sd over seeds of the late value, the late-half CKA on the other choice of rows and the CKA after the
-# final norm (NaN for BERT, which has none); the same for the
+# final norm (NaN for a post-LN model, which has none); the same for the
 # weight change, and the weight change outside the blocks; the chapter's metric for base and tuned model; the
 # first layer point from which patching reproduces more than `recovery_level` of the change; the class by the
 # rule above, what the paper's conclusion expects, and the verdict (numbers: means over seeds; class and verdict:

@@ -89,7 +89,8 @@ def test_the_masked_lm_recipe_is_one_cycle_at_its_own_mask_rate_and_batch():
 
 
 def test_bert_replicas_are_independent_models_over_one_tokenizer():
-    """Copy 1 differs from copy 0 in its weights and its key, shares its tokenizer; a copy past bert_seeds is refused."""
+    """Copy 1 differs from copy 0 in its weights and key and shares its tokenizer; a copy past bert_seeds is
+    refused."""
     import torch
 
     spec = bases.Spec.load("smoke")
@@ -100,3 +101,25 @@ def test_bert_replicas_are_independent_models_over_one_tokenizer():
     assert pa.keys() == pb.keys() and not all(torch.equal(pa[k], pb[k]) for k in pa if pa[k].dim() == 2)
     with pytest.raises(bases.ConfigError, match="bert_seeds"):
         bases.get("bert", spec, replica=spec.bert_seeds)
+
+
+def test_get_all_trains_each_copy_once_with_or_without_recompute(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lib.bases import core
+
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("STUDY_WORKERS", raising=False)  # one worker: every training runs in this process
+    trained, real = [], core._compute_base
+    def counted(cfg, name, *args, **kwargs):
+        trained.append(name)
+        return real(cfg, name, *args, **kwargs)
+
+    monkeypatch.setattr(core, "_compute_base", counted)
+    spec = bases.Spec.load("smoke", {"models": ["bert"]})
+    core.get_all(spec)
+    assert trained == ["bert"] * spec.bert_seeds
+    core.get_all(spec)  # all cached now
+    assert len(trained) == spec.bert_seeds
+    core.get_all(dataclasses.replace(spec, recompute=True))
+    assert len(trained) == 2 * spec.bert_seeds  # each copy once more, none twice

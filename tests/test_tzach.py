@@ -148,6 +148,28 @@ def test_classifier_from_copies_the_encoder():
 
 
 @pytest.mark.models
+def test_the_pre_ln_classifier_takes_the_encoder_and_the_tuned_head_grafts_back():
+    """RoBERTa-PreLayerNorm: the classifier holds the masked LM's encoder exactly; the tuned model's head (and only
+    it) moves onto a classifier built from the pre-trained encoder, as synthesis_pairs does."""
+    from lib import models as M
+
+    mlm = M.build_model(M.ModelConfig("roberta-prelayernorm", 32, 2, 2, 64, 12, 60), seed=0).eval()
+    clf = build.classifier_from(mlm, num_labels=3, seed=0)
+    for (n, p), (_, q) in zip(mlm.roberta_prelayernorm.named_parameters(),
+                              clf.roberta_prelayernorm.named_parameters()):
+        assert torch.equal(p, q), n
+    assert set(build.head_state(clf)) == {f"classifier.{m}.{w}" for m in ("dense", "out_proj")
+                                          for w in ("weight", "bias")}
+    other = build.classifier_from(mlm, num_labels=3, seed=1)
+    assert not torch.equal(other.classifier.dense.weight, clf.classifier.dense.weight)
+    missing, unexpected = other.load_state_dict(build.head_state(clf), strict=False)
+    assert not unexpected and not set(build.head_state(other)) & set(missing)
+    assert torch.equal(other.classifier.dense.weight, clf.classifier.dense.weight)
+    ids = torch.randint(5, 60, (2, 12))
+    torch.testing.assert_close(other(input_ids=ids).logits, clf(input_ids=ids).logits)
+
+
+@pytest.mark.models
 def test_causal_lens_last_layer_is_the_model():
     model = tiny_model("llama")
     ids = tiny_inputs(batch=3, seq=10)

@@ -13,12 +13,12 @@ The study's own bases (tiny and smoke profiles):
 | name        | architecture (tiny profile)          | data                       | used by      |
 |-------------|--------------------------------------|----------------------------|--------------|
 | `gpt`       | GPT-2-style causal LM                | English prose + Python     | chapters 1-2 |
-| `bert`      | BERT-6 masked LM (WordPiece)         | English prose              | chapter 4    |
+| `bert`      | BERT-6 masked LM (pre-LN, WordPiece) | English prose              | chapter 4    |
 | `one_layer` | one-layer Mistral-style causal LM    | English prose + Python     | chapter 5    |
 
 Their settings are the parameters of notebook 00_base_models (`Spec.load(profile)` reads its profile file), so a
 chapter and the base-models page get the same artifact key. `python -m lib.bases build NAME --profile P` trains one
-of them into the cache (a build step of `make book`).
+of them into the cache, every copy of it (`bert_seeds` for the masked LM; a build step of `make book`).
 
 This file holds only the settings (so that checking parameters imports no torch); the loader and the training live
 in `lib.bases.core`, and every name of it is available here (`bases.load`, `bases.get`, ...).
@@ -48,7 +48,8 @@ class Spec(_Config):
     python_share: float = param(0.5, lo=0.0, hi=1.0, doc="share of Python code in the causal LMs' data")
     n_ctx: int = param(128, lo=16, hi=2048, doc="training sequence length (tokens)")
     batch_size: int = param(16, lo=1, hi=1024, doc="sequences per step of the causal LMs")
-    lr: float = param(2e-3, lo=1e-6, hi=1.0, doc="peak AdamW learning rate (cosine decay, 5% warm-up)")
+    lr: float = param(2e-3, lo=1e-6, hi=1.0,
+                      doc="peak AdamW learning rate of the causal LMs (cosine decay, 5% warm-up)")
     bf16: bool | str = param("auto", choices=precision.SETTINGS, doc=precision.DOC)
     gpt_d_model: int = param(128, lo=8, hi=4096)
     gpt_n_layers: int = param(4, lo=1, hi=48)

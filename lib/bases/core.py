@@ -2,6 +2,7 @@
 every starting model (`load`). The settings are `lib.bases.Spec`; see `lib.bases` for the overview."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -163,16 +164,19 @@ def _artifact_key(cfg: Spec, name: str, corp: dict, tok_art: Artifact, replica: 
     return key, [c.fingerprint for c in corp.values()] + [tok_art.key]
 
 
-def get(name: str, cfg: Spec, load: bool = True, replica: int = 0) -> BaseModel | None:
+def get(name: str, cfg: Spec, load: bool = True, replica: int = 0,
+        tokenizer_recompute: bool | None = None) -> BaseModel | None:
     """Base model `name` for this config (its `replica`-th independently trained copy, 0 .. `cfg.replicas(name)`
-    - 1): loaded from the cache or trained now (`load=False`: only make sure it is in the cache)."""
+    - 1): loaded from the cache or trained now (`load=False`: only make sure it is in the cache).
+    `tokenizer_recompute` (default `cfg.recompute`) decides for the tokenizer alone."""
     if name not in NAMES:
         raise ConfigError(f"unknown base model {name!r}: choose one of {', '.join(NAMES)}")
     if not 0 <= replica < cfg.replicas(name):
         raise ConfigError(f"base {name!r} has {cfg.replicas(name)} independent copies in this profile; "
                           f"replica {replica} does not exist (raise 'bert_seeds' for more)")
     corp = source_corpora(cfg)
-    tok, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
+    tok_again = cfg.recompute if tokenizer_recompute is None else tokenizer_recompute
+    tok, tok_art = get_tokenizer(dataclasses.replace(cfg, recompute=tok_again), _tokenizer_kind(name), corp)
     key, fps = _artifact_key(cfg, name, corp, tok_art, replica)
     art = load_or_compute("base_model", key, lambda out: _compute_base(cfg, name, tok, corp, out, replica),
                           code=CODE, fingerprints=fps, recompute=cfg.recompute)
@@ -182,32 +186,36 @@ def get(name: str, cfg: Spec, load: bool = True, replica: int = 0) -> BaseModel 
     return BaseModel(name, model.eval(), tok, art)
 
 
+def _tokenizer_kind(name: str) -> str:
+    return "wordpiece" if name == "bert" else "bpe"
+
+
 def _build(name: str, cfg: Spec, replica: int = 0) -> None:  # a worker process of build_missing
-    get(name, cfg, load=False, replica=replica)
+    get(name, cfg, load=False, replica=replica, tokenizer_recompute=False)
 
 
 def build_missing(cfg: Spec, names) -> None:
-    """Train every copy of the bases `names` that is not cached yet, side by side in up to `parallel.workers()`
-    processes (the tokenizers they share are built first, here)."""
-    corp, missing = source_corpora(cfg), []
-    for name in names if not cfg.recompute else ():
-        _, tok_art = get_tokenizer(cfg, "wordpiece" if name == "bert" else "bpe", corp)
-        for replica in range(cfg.replicas(name)):
-            key, fps = _artifact_key(cfg, name, corp, tok_art, replica)
-            missing += [] if is_cached("base_model", key, fps, code=CODE) else [(name, replica)]
-    if len(missing) > 1:
-        parallel.run(_build, [(name, cfg, r) for name, r in sorted(missing, key=lambda m: (BUILD_ORDER.index(m[0]),
-                                                                                            m[1]))])
+    """Train every copy of the bases `names` that is not cached yet (every copy, once, when `cfg.recompute`),
+    side by side in up to `parallel.workers()` processes; the tokenizers they share are built first, here, once."""
+    corp, todo, kinds = source_corpora(cfg), [], {}
     for name in names:
+        kind = _tokenizer_kind(name)
+        if kind not in kinds:
+            kinds[kind] = get_tokenizer(cfg, kind, corp)[1]
         for replica in range(cfg.replicas(name)):
-            get(name, cfg, load=False, replica=replica)
+            key, fps = _artifact_key(cfg, name, corp, kinds[kind], replica)
+            if cfg.recompute or not is_cached("base_model", key, fps, code=CODE):
+                todo.append((name, replica))
+    todo.sort(key=lambda m: (BUILD_ORDER.index(m[0]), m[1]))
+    parallel.run(_build, [(name, cfg, r) for name, r in todo])
 
 
 def get_all(cfg: Spec) -> dict[str, BaseModel]:
-    """Every base model of `cfg.models` (the first copy of each); every copy not cached yet is trained first,
-    side by side in up to `parallel.workers()` processes."""
+    """Every base model of `cfg.models` (the first copy of each); every copy not cached yet is trained first
+    (`build_missing`), then each is loaded (not trained again, `recompute` or not)."""
     build_missing(cfg, cfg.models)
-    return {name: get(name, cfg) for name in cfg.models}
+    cached = dataclasses.replace(cfg, recompute=False)
+    return {name: get(name, cached) for name in cfg.models}
 
 
 # --------------------------------------------------------------------------- the local profile
@@ -269,6 +277,8 @@ def load(source: str, profile: str = "tiny", *, task: str = "causal", device: st
     `task` ('causal' or 'masked') applies to hub models; `replica` picks an independently trained copy of a study
     base (`Spec.replicas`); the model comes back in eval mode on `device`.
     """
+    if replica and not source.startswith("study:"):
+        raise ConfigError(f"replica={replica} applies to the study's own bases (study:<name>), not to {source!r}")
     if source.startswith("study:"):
         b = get(source.split(":", 1)[1], Spec.load(profile, params), replica=replica)
         copy = f", copy {replica + 1}" if replica else ""
@@ -300,7 +310,7 @@ def main(argv=None) -> int:
         print(f"error: {e}")
         return 2
     if args.name in cfg.models:
-        build_missing(cfg, [args.name])
+        build_missing(cfg, [args.name])  # every copy (`bert_seeds` of the masked LM)
     return 0
 
 

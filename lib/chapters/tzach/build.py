@@ -75,7 +75,8 @@ class Setup:
 def max_len(model) -> int:
     """The longest input `model` takes: its position table, less RoBERTa's offset (positions from pad_token_id + 1)."""
     c = model.config
-    return c.max_position_embeddings - (c.pad_token_id + 1 if c.model_type == "roberta-prelayernorm" else 0)
+    return c.max_position_embeddings - (models._position_offset(c.pad_token_id)
+                                        if c.model_type == "roberta-prelayernorm" else 0)
 
 
 def fresh_like(model: nn.Module, seed: int, cls=None, **overrides) -> nn.Module:

@@ -28,8 +28,9 @@ MIN_LOSS_GAP = 1.5  # nats below the unigram predictor's held-out loss before a 
 LEARNED = Requirement("token types the base's own head recovers on [MASK] positions, Σ_t APT(t) (a constant "
                       "prediction scores 1)", "types_recovered", at_least=5)
 ENOUGH = Requirement("selected held-out positions per model", "n_positions", at_least=MIN_POSITIONS)
-TRAINED = Requirement("nats by which every pre-trained model's held-out masked-LM loss lies below the unigram "
-                      "predictor's (the least-trained model; a model on the frequency plateau sits near 0)",
+TRAINED = Requirement("nats by which every pre-trained base copy's held-out masked-LM loss lies below the unigram "
+                      "predictor's (the least-trained copy; a model on the frequency plateau sits near 0; the "
+                      "smaller W_S models are not held to it)",
                       "loss_gap", at_least=MIN_LOSS_GAP)
 DEPTH = Rule(
     "apt_rises_with_depth", "⟨APT⟩ rises along the transformer blocks", "0.037 (block 0) → 0.31 (block 6)",

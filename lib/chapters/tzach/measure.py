@@ -172,7 +172,9 @@ def ws(s: build.Setup, res: BlockAPT | None = None) -> pd.DataFrame:
             r = build.block_readouts(s, f"ws{f:g}", model, key or s.base_key, per_block=False)
             at = r.kind == 0
             got = apt_stats(r.true[at], r.pred["lens"][at, -1], s.counts, s.cfg.apt_top_k)
-        tokens = meta.get("tokens_seen") or s.memo.get("trained", {}).get("base", {}).get("tokens_seen")
+        tokens = meta.get("tokens_seen")
+        if tokens is None and model is s.base:  # the base itself: its own training record
+            tokens = s.memo.get("trained", {}).get("base", {}).get("tokens_seen")
         rows.append({"fraction": f, "rows": meta["rows"], "steps": meta["steps"], "tokens": tokens, **got})
     return pd.DataFrame(rows)
 

@@ -26,7 +26,8 @@ class MaskedStates:
 
 def masked_states(model, rows: dict, mask_id: int, special_ids, seed: int, batch: int = 64,
                   p: float = 0.15) -> MaskedStates:
-    """Mask `rows` as in pre-training (seeded, 80/10/10 over 15 %) and keep every block's state at the selection."""
+    """Mask `rows` with the paper's evaluation protocol (seeded, 80/10/10 over p = 15 %; the study's base trained at
+    its own `bert_mask_rate`) and keep every block's state at the selection."""
     g = torch.Generator().manual_seed(seed)
     ids, att = rows["input_ids"], rows["attention_mask"]
     never = att.eq(0) | torch.isin(ids, torch.tensor(list(special_ids)))

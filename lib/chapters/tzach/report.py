@@ -106,7 +106,8 @@ def clusters_figure(cl: pd.DataFrame | None, final: dict | None):
     axes[0].xaxis.get_major_locator().set_params(integer=True)
     for (m, r), g in cl.groupby(["model", "readout"]):
         fmt = ("-" if r == "probe" else "--") + ("s" if m == "control" else "o")
-        color, alpha = plotting.PALETTE["control" if m == "control" else "base"], 1.0 if m in ("base", "control") else 0.5
+        color = plotting.PALETTE["control" if m == "control" else "base"]
+        alpha = 1.0 if m in ("base", "control") else 0.5  # further pre-trained copies: lighter
         axes[1].plot(g["block"], g["n_kept"], fmt, color=color, alpha=alpha, label=f"{m}, {r}")
         ok = g["n_kept"] >= MIN_KEPT
         axes[2].plot(g["block"][ok], g["concentration"][ok], fmt, color=color, alpha=alpha, label=f"{m}, {r}")
