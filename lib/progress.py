@@ -6,7 +6,8 @@
         ...
         tick.update(tokens=batch.numel())
 
-`python -m lib.run` gives each kernel a file in `STUDY_PROGRESS`; lines appended to it are printed on the build's
+`python -m lib.run` gives each kernel a file in `STUDY_PROGRESS` (an absolute path; other values are ignored, so
+`STUDY_PROGRESS=1` typed by hand never litters the working directory); lines appended to it are printed on the build's
 console, prefixed with the notebook's name. Without that variable (a notebook opened in Jupyter) nothing is written:
 the page keeps its own tqdm bars. Warnings raised in the kernel (a corrupt artifact rebuilt, a precision fallback)
 are copied to the same file, so they reach the console although the book strips a cell's stderr.
@@ -26,7 +27,9 @@ _threads_checked = 0.0
 
 
 def _path() -> str | None:
-    return os.environ.get("STUDY_PROGRESS") or None
+    """The build's progress file: an absolute path (as lib.run sets it); anything else ("1", "0") is no file."""
+    path = os.environ.get("STUDY_PROGRESS") or ""
+    return path if os.path.isabs(path) else None
 
 
 def write(line: str) -> None:

@@ -24,6 +24,14 @@ def test_nothing_is_written_without_a_build(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("value", ["1", "0", "nb.progress"])
+def test_a_relative_value_is_no_progress_file(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STUDY_PROGRESS", value)
+    progress.stage("hello")
+    assert not list(tmp_path.iterdir())
+
+
 def test_ticker_reports_step_rate_and_eta(channel):
     tick = progress.Ticker("training base gpt", 4, interval=0)
     tick.update(tokens=2048)

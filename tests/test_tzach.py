@@ -228,3 +228,13 @@ def test_paper_profile_apt_per_block_pipeline(paper_bert, tmp_path, monkeypatch)
     gaps = measure.loss_gaps(s)  # an untrained BERT: about log V, above the unigram predictor's loss
     assert list(gaps["model"]) == ["base"] and (gaps["gap"] < 0).all()
     assert abs(gaps["val_loss"].iloc[0] - np.log(len(b.tokenizer))) < 0.3
+
+
+def test_the_ws_sweep_is_read_as_a_compute_ladder_only_at_equal_tokens_per_row():
+    from lib.chapters.tzach import report
+
+    ladder = pd.DataFrame({"rows": [100, 400, 1600], "tokens": [12_800, 51_200, 204_800]})
+    assert report._tokens_per_row(ladder) == pytest.approx(128.0)
+    same_steps = pd.DataFrame({"rows": [100, 400, 1600], "tokens": [204_800, 204_800, 204_800]})
+    assert report._tokens_per_row(same_steps) is None
+    assert report._tokens_per_row(ladder.assign(tokens=[12_800, None, 204_800])) is None

@@ -31,8 +31,9 @@ class Config(_Config):
     probe_lr: float = param(3e-3, lo=1e-6, hi=1.0, doc="probe learning rate (constant)")
     apt_top_k: int = param(50, lo=1, hi=10**5, doc="k of APT(k): mean APT over the k most frequent token types")
     freq_bins: int = param(10, lo=2, hi=100, doc="log-spaced frequency bins for APT against frequency")
-    ws_fractions: tuple[float, ...] = param((1.0, 0.125, 0.03125), lo=1e-4, hi=1.0,
-                                            doc="pre-training set sizes W_S, as fractions of the base's rows")
+    ws_fractions: tuple[float, ...] = param((1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125), lo=1e-4, hi=1.0,
+                                            doc="pre-training set sizes W_S, as fractions of the base's rows "
+                                                "(the W_S claim's sign test needs 6 sizes)")
     ws_protocol: str = param("same_epochs", choices=("same_epochs", "same_steps"),
                              doc="smaller W_S: as many epochs (steps scale with W_S) or as many steps as the base")
     ws_full_steps: int = param(0, lo=0, hi=10**7, doc="steps at W_S = 1 (0: the base's own; needed for base_source)")

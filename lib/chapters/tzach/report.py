@@ -92,8 +92,20 @@ def ws_figure(ws: pd.DataFrame | None):
     for col, fmt in (("mean_apt", "-o"), ("apt_top", "--s")):
         ax.plot(g["rows"], g[col], fmt, label="⟨APT⟩" if col == "mean_apt" else "APT(k), k most frequent")
     ax.set(xscale="log", xlabel="pre-training rows W_S", ylabel="APT (final head)", title="APT against W_S")
+    k = _tokens_per_row(g)
+    if k is not None:  # one epoch at every size: the same sweep is a compute ladder, read on the top axis
+        top = ax.secondary_xaxis("top", functions=(lambda r: r * k, lambda t: t / k))
+        top.set_xlabel("tokens processed (compute)")
     ax.legend(fontsize=8)
     return _done(fig)
+
+
+def _tokens_per_row(w: pd.DataFrame) -> float | None:
+    """Tokens processed per pre-training row when every size of the sweep shares it (within 5 %), else None."""
+    if "tokens" not in w or not w["tokens"].notna().all():
+        return None
+    ratio = (w["tokens"] / w["rows"]).to_numpy(float)
+    return float(ratio.mean()) if np.ptp(ratio) <= 0.05 * ratio.mean() else None
 
 
 def clusters_figure(cl: pd.DataFrame | None, final: dict | None):
@@ -256,13 +268,11 @@ def text_ws(ws: pd.DataFrame | None):
     w = ws.sort_values("rows")
     tok = ("tokens" in w and w["tokens"].notna().all())
     ladder = ""
-    if tok:
-        ratio = (w["tokens"] / w["rows"]).to_numpy(float)
-        if np.ptp(ratio) <= 0.05 * ratio.mean():
-            ladder = (" Every size is processed in proportion to its rows (tokens per row within 5 % of each other), "
-                      "so this sweep is also a budget ladder: more data and more compute rise together here, and "
-                      "the two cannot be told apart without the `same_steps` protocol (one more base-sized run "
-                      "per size).")
+    if _tokens_per_row(w) is not None:
+        ladder = (" Every size is processed in proportion to its rows (tokens per row within 5 % of each other), "
+                  "so this sweep is also a budget ladder (top axis of the figure: tokens processed): more data and "
+                  "more compute rise together here, and the two cannot be told apart without the `same_steps` "
+                  "protocol (one more base-sized run per size, left out of the tiny build for its cost).")
     return page.md("⟨APT⟩ of the final head on [MASK] positions by pre-training set: " + "; ".join(
         f"{int(r.rows)} rows ({int(r.steps)} steps" + (f", {int(r.tokens):,} tokens processed" if tok else "")
         + f") {r.mean_apt:.4f} over {int(r.n_types)} types" for r in w.itertuples())
