@@ -52,6 +52,7 @@ apt_top_k = None  # int, in [1, 100000]: k of APT(k): mean APT over the k most f
 freq_bins = None  # int, in [2, 100]: log-spaced frequency bins for APT against frequency
 ws_fractions = None  # list, in [0.0001, 1.0]: pre-training set sizes W_S, as fractions of the base's rows (the W_S claim's sign test needs 6 sizes)
 ws_protocol = None  # str, one of 'same_epochs', 'same_steps': smaller W_S: as many epochs (steps scale with W_S) or as many steps as the base
+ws_same_steps = None  # list, in [0.0001, 0.9999]: with same_epochs: sizes also pre-trained for the base's number of steps, beside the sweep (more data against more compute)
 ws_full_steps = None  # int, in [0, 10000000]: steps at W_S: 1 (0: the base's own; needed for base_source)
 ws_lr = None  # float, in [0.0, 1.0]: learning rate of the W_S models (0: the base's recipe)
 cluster_min_count = None  # int, in [1, 1000000]: token types selected fewer times are left out of clusters
@@ -158,7 +159,9 @@ report.text_blocks(s, blocks)
 # here on the first fraction of the base's pre-training rows (fewer distinct documents). With `ws_protocol =
 # same_epochs` each sees its rows as many times as the base saw its own (about once), so its steps scale with
 # W_S, as in the paper's fixed number of epochs per W_S, and it is cheap; `same_steps` keeps the base's step count
-# instead (several epochs on the smaller sets).
+# instead (several epochs on the smaller sets). Under `same_epochs` more data also means more compute, so the sizes
+# in `ws_same_steps` are trained a second time for the base's steps: the triangles of the figure, which separate
+# the two.
 
 # %% mystnb={"figure": {"caption": "⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), mean ± sd over mask draws. Table: the models of this page.", "name": "fig-tzach-ws"}}
 ws = measure.ws(s, blocks)

@@ -35,6 +35,10 @@ def test_config_errors():
         config.Config.load("smoke", {"topic_classes": ["noun.animal", "verb.motion"]})
     with pytest.raises(ConfigError, match="ws_protocol"):
         config.Config.load("smoke", {"ws_protocol": "more"})
+    with pytest.raises(ConfigError, match="ws_same_steps.*same_epochs"):  # under same_steps it adds nothing
+        config.Config.load("smoke", {"ws_protocol": "same_steps", "ws_same_steps": [0.5]})
+    with pytest.raises(ConfigError, match="ws_same_steps"):
+        config.Config.load("smoke", {"ws_same_steps": [1.0]})  # the base itself
     with pytest.raises(ConfigError, match="unknown parameter 'cluster_threshold'"):  # a rule's constant now
         config.Config.load("smoke", {"cluster_threshold": 0.5})
 
@@ -238,3 +242,25 @@ def test_the_ws_sweep_is_read_as_a_compute_ladder_only_at_equal_tokens_per_row()
     same_steps = pd.DataFrame({"rows": [100, 400, 1600], "tokens": [204_800, 204_800, 204_800]})
     assert report._tokens_per_row(same_steps) is None
     assert report._tokens_per_row(ladder.assign(tokens=[12_800, None, 204_800])) is None
+
+
+def _ws_table(extra_apt: float) -> pd.DataFrame:
+    """A same_epochs sweep (100 / 400 rows) and a model on 100 rows for the base's 40 steps scoring `extra_apt`."""
+    return pd.DataFrame({"fraction": [0.25, 1.0, 0.25], "protocol": ["same_epochs", "same_epochs", "same_steps"],
+                         "rows": [100, 400, 100], "steps": [10, 40, 40], "tokens": [1000, 4000, 4000],
+                         "mean_apt": [0.01, 0.05, extra_apt], "n_types": [30, 30, 30]})
+
+
+@pytest.mark.parametrize("extra_apt, reading", [(0.05, "buys all of the rise"), (0.03, "buys 50% of the rise"),
+                                                (0.005, "buys none of the rise")])
+def test_same_steps_beside_the_sweep_tells_compute_from_data(extra_apt, reading):
+    from lib.chapters.tzach import report
+
+    ws = _ws_table(extra_apt)
+    sweep, extra = report._split_ws(ws)
+    assert list(sweep["steps"]) == [10, 40] and list(extra["steps"]) == [40]
+    assert report._tokens_per_row(sweep) == pytest.approx(10.0)  # the extra model stays off the ladder
+    assert reading in report._text_same_steps(sweep, extra)
+    assert list(measure.sweep(ws, "same_epochs")["rows"]) == [100, 400]  # what the W_S rule reads
+    alone, none = report._split_ws(ws.iloc[:2])
+    assert len(alone) == 2 and none.empty

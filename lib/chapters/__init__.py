@@ -33,7 +33,7 @@ AFTER = {"00_data": (), **dict.fromkeys(BUILDS, ("00_data",)), "00_base_models":
 # first, so that the critical path (03_prakash, which trains its own bases; one_layer -> 05_horn) is never left
 # waiting.
 COST_HINT = {"00_data": 10, "base:gpt": 340, "base:bert": 1000, "base:one_layer": 280, "00_base_models": 10,
-             "01_lin": 200, "02_zhao": 440, "03_prakash": 5400, "04_tzach": 900, "05_horn": 710, "06_synthesis": 130,
+             "01_lin": 200, "02_zhao": 440, "03_prakash": 5400, "04_tzach": 1200, "05_horn": 710, "06_synthesis": 130,
              "07_scorecard": 5, "08_performance": 30}
 
 

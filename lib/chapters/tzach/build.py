@@ -234,16 +234,19 @@ def block_readouts(s: Setup, name: str, model=None, model_key: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ W_S models
-def ws_model(s: Setup, fraction: float):
+def ws_model(s: Setup, fraction: float, protocol: str | None = None):
     """A BERT of the base's architecture pre-trained here on the first `fraction` of the base's rows (cached):
-    (model, info, cache key); the base itself at fraction 1 of the study's own rows."""
+    (model, info, cache key); the base itself at fraction 1 of the study's own rows. `protocol` (default the
+    config's `ws_protocol`): "same_epochs" scales the steps with the fraction, "same_steps" keeps the base's."""
     if fraction == 1.0 and not s.cfg.base_source:
         return s.base, {"rows": s.memo.get("n_pretrain_rows"), "steps": full_steps(s), "source": "the base"}, None
     cfg, full = s.cfg, full_steps(s)
-    steps = max(1, round(fraction * full)) if cfg.ws_protocol == "same_epochs" else full
+    protocol = protocol or cfg.ws_protocol
+    steps = max(1, round(fraction * full)) if protocol == "same_epochs" else full
     tcfg = bases.train_config(s.spec, "bert")
     tcfg = dataclasses.replace(tcfg, n_steps=steps, warmup_steps=max(1, steps // 20), eval_every=0, progress=False,
-                               lr=cfg.ws_lr or tcfg.lr, desc=f"W_S x{fraction:g}")
+                               lr=cfg.ws_lr or tcfg.lr,
+                               desc=f"W_S x{fraction:g}" + (", same steps" if protocol != cfg.ws_protocol else ""))
 
     def compute(out: Path) -> dict:
         rows = pretrain_rows(s)
@@ -254,7 +257,7 @@ def ws_model(s: Setup, fraction: float):
         models.save_model(model.cpu(), s.tok, out / "model")
         return {"rows": n, "steps": steps, "tokens_seen": hist.tokens_seen, "train_seconds": hist.train_time}
 
-    key = {"fraction": fraction, "protocol": cfg.ws_protocol, "rows": _rows_key(s),
+    key = {"fraction": fraction, "protocol": protocol, "rows": _rows_key(s),
            "train": {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "progress"}}
     art = load_or_compute("tzach_ws", key, compute, fingerprints=[s.base_key], code=CODE, recompute=cfg.recompute)
     model, _ = models.load_model(art.path / "model", task="masked")

@@ -36,6 +36,9 @@ class Config(_Config):
                                                 "(the W_S claim's sign test needs 6 sizes)")
     ws_protocol: str = param("same_epochs", choices=("same_epochs", "same_steps"),
                              doc="smaller W_S: as many epochs (steps scale with W_S) or as many steps as the base")
+    ws_same_steps: tuple[float, ...] = param((), lo=1e-4, hi=0.9999,
+                                             doc="with same_epochs: sizes also pre-trained for the base's number of "
+                                                 "steps, beside the sweep (more data against more compute)")
     ws_full_steps: int = param(0, lo=0, hi=10**7, doc="steps at W_S = 1 (0: the base's own; needed for base_source)")
     ws_lr: float = param(0.0, lo=0.0, hi=1.0, doc="learning rate of the W_S models (0: the base's recipe)")
     cluster_min_count: int = param(5, lo=1, hi=10**6, doc="token types selected fewer times are left out of clusters")
@@ -64,6 +67,11 @@ class Config(_Config):
                               "are trained here)")
         if len(set(self.ws_fractions)) != len(self.ws_fractions):
             raise ConfigError(f"parameter 'ws_fractions' = {list(self.ws_fractions)} repeats a value")
+        if self.ws_same_steps and self.ws_protocol != "same_epochs":
+            raise ConfigError("parameter 'ws_same_steps' needs ws_protocol = same_epochs (under same_steps every "
+                              "size already has the base's steps): leave it empty")
+        if len(set(self.ws_same_steps)) != len(self.ws_same_steps):
+            raise ConfigError(f"parameter 'ws_same_steps' = {list(self.ws_same_steps)} repeats a value")
         for name in ("topic_classes", "relations"):
             if len(set(getattr(self, name))) < 2:
                 raise ConfigError(f"parameter {name!r} needs at least two distinct values")

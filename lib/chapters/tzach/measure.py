@@ -161,22 +161,32 @@ def final_apt(s: build.Setup, res: BlockAPT) -> dict:
 @_skip_local
 def ws(s: build.Setup, res: BlockAPT | None = None) -> pd.DataFrame:
     """⟨APT⟩ of the final head on [MASK] positions against the pre-training set size (section 3), the mask draws
-    pooled. The base's own numbers are taken from `res` (the same mask draws) when given."""
+    pooled, a row per model; `protocol` is the sweep's (`ws_protocol`) or "same_steps" for the sizes of
+    `ws_same_steps`. The base's own numbers are taken from `res` (the same mask draws) when given."""
     rows, L = [], s.n_layers
-    for f in sorted(s.cfg.ws_fractions):
-        model, meta, key = build.ws_model(s, f)
+    runs = [(f, s.cfg.ws_protocol) for f in sorted(s.cfg.ws_fractions)]
+    runs += [(f, "same_steps") for f in sorted(s.cfg.ws_same_steps)]
+    for f, protocol in runs:
+        model, meta, key = build.ws_model(s, f, protocol)
         if model is s.base and res is not None:
             got = res.table.query("model == 'base' and readout == 'lens' and block == @L and positions == 'mask'")
             got = got.iloc[0][["mean_apt", "apt_top", "accuracy", "n_types", "n_positions"]].to_dict()
         else:
-            r = build.block_readouts(s, f"ws{f:g}", model, key or s.base_key, per_block=False)
+            name = f"ws{f:g}" + ("" if protocol == s.cfg.ws_protocol else f"-{protocol}")
+            r = build.block_readouts(s, name, model, key or s.base_key, per_block=False)
             at = r.kind == 0
             got = apt_stats(r.true[at], r.pred["lens"][at, -1], s.counts, s.cfg.apt_top_k)
         tokens = meta.get("tokens_seen")
         if tokens is None and model is s.base:  # the base itself: its own training record
             tokens = s.memo.get("trained", {}).get("base", {}).get("tokens_seen")
-        rows.append({"fraction": f, "rows": meta["rows"], "steps": meta["steps"], "tokens": tokens, **got})
+        rows.append({"fraction": f, "protocol": protocol, "rows": meta["rows"], "steps": meta["steps"],
+                     "tokens": tokens, **got})
     return pd.DataFrame(rows)
+
+
+def sweep(ws_: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The rows of `ws(...)` that form the W_S sweep itself (its own protocol; a table without the column is one)."""
+    return ws_ if "protocol" not in ws_ else ws_[ws_["protocol"] == protocol]
 
 
 # ------------------------------------------------------------------------- section 4: confusion clusters
@@ -418,7 +428,7 @@ def for_claims(s: build.Setup, res: BlockAPT, fa: dict, ws_: pd.DataFrame, evide
         "frequency": {"types": fa["types"], "rho": fa["rho"], "ci": fa["rho_ci"], "n_types": fa["n_types"],
                       "mean_apt": fa["mean_apt"], "apt_top": fa["apt_top"], "k": s.cfg.apt_top_k},
         "n_boot": s.cfg.n_boot,
-        "ws": ws_[["rows", "steps", "mean_apt"]], "ws_protocol": s.cfg.ws_protocol,
+        "ws": sweep(ws_, s.cfg.ws_protocol)[["rows", "steps", "mean_apt"]], "ws_protocol": s.cfg.ws_protocol,
         "clusters": evidence,
         "finetune": fin["table"].query("model in ('base', 'control')")[["task", "model", "block", "seed",
                                                                          "accuracy", "chance"]],

@@ -37,7 +37,8 @@ def models_table(s: build.Setup, ws: pd.DataFrame | None = None):
         {"model": "control", "role": "same architecture, random init", **arch, "pre-training rows": 0}]
     if ws is not None:
         for (f, r, st), _ in ws.groupby(["fraction", "rows", "steps"]):
-            rows.append({"model": f"W_S × {f:g}", "role": f"pre-trained here, {st} steps", **arch,
+            rows.append({"model": f"W_S × {f:g}" + (f", {st} steps" if (ws["fraction"] == f).sum() > 1 else ""),
+                         "role": f"pre-trained here, {st} steps", **arch,
                          "pre-training rows": r})
     return pd.DataFrame(rows).set_index("model").round(3)
 
@@ -87,10 +88,13 @@ def blocks_figure(res, n_layers_paper: int = 6):
 def ws_figure(ws: pd.DataFrame | None):
     if ws is None:
         return page.md(NOT_LOCAL)
-    g = ws.sort_values("rows")
+    g, extra = _split_ws(ws)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for col, fmt in (("mean_apt", "-o"), ("apt_top", "--s")):
         ax.plot(g["rows"], g[col], fmt, label="⟨APT⟩" if col == "mean_apt" else "APT(k), k most frequent")
+    if len(extra):  # off the ladder: the base's steps on fewer rows (the top axis does not apply to them)
+        ax.plot(extra["rows"], extra["mean_apt"], "^", color="C3", ms=8,
+                label=f"⟨APT⟩ at the base's {int(extra['steps'].iloc[0])} steps (several epochs)")
     ax.set(xscale="log", xlabel="pre-training rows W_S", ylabel="APT (final head)", title="APT against W_S")
     k = _tokens_per_row(g)
     if k is not None:  # one epoch at every size: the same sweep is a compute ladder, read on the top axis
@@ -98,6 +102,15 @@ def ws_figure(ws: pd.DataFrame | None):
         top.set_xlabel("tokens processed (compute)")
     ax.legend(fontsize=8)
     return _done(fig)
+
+
+def _split_ws(ws: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the sweep, the extra `same_steps` models beside a `same_epochs` sweep), each sorted by rows."""
+    ws = ws.sort_values("rows")
+    if "protocol" not in ws or ws["protocol"].nunique() < 2:
+        return ws, ws.iloc[:0]
+    extra = ws["protocol"] == "same_steps"
+    return ws[~extra], ws[extra]
 
 
 def _tokens_per_row(w: pd.DataFrame) -> float | None:
@@ -265,19 +278,46 @@ def text_blocks(s: build.Setup, res):
 def text_ws(ws: pd.DataFrame | None):
     if ws is None:
         return page.md("")
-    w = ws.sort_values("rows")
+    w, extra = _split_ws(ws)
     tok = ("tokens" in w and w["tokens"].notna().all())
     ladder = ""
     if _tokens_per_row(w) is not None:
         ladder = (" Every size is processed in proportion to its rows (tokens per row within 5 % of each other), "
                   "so this sweep is also a budget ladder (top axis of the figure: tokens processed): more data and "
-                  "more compute rise together here, and the two cannot be told apart without the `same_steps` "
-                  "protocol (one more base-sized run per size, left out of the tiny build for its cost).")
+                  "more compute rise together along it.")
+        ladder += (_text_same_steps(w, extra) if len(extra) else
+                   " The two cannot be told apart without models trained for the base's steps on fewer rows "
+                   "(`ws_same_steps`).")
     return page.md("⟨APT⟩ of the final head on [MASK] positions by pre-training set: " + "; ".join(
         f"{int(r.rows)} rows ({int(r.steps)} steps" + (f", {int(r.tokens):,} tokens processed" if tok else "")
         + f") {r.mean_apt:.4f} over {int(r.n_types)} types" for r in w.itertuples())
         + f" (types selected ≥ {MIN_OCCURRENCES} times). A model that always predicts the same token would score "
         "about 1 / (that number of types)." + ladder)
+
+
+def _text_same_steps(w: pd.DataFrame, extra: pd.DataFrame) -> str:
+    """How much of the sweep's rise the base's compute alone buys on fewer rows, per extra model."""
+    top = w.iloc[-1]
+    out = []
+    for r in extra.itertuples():
+        same = w[w["rows"] == r.rows]
+        txt = (f" To tell data from compute, a model on {int(r.rows)} rows was also trained for the base's "
+               f"{int(r.steps)} steps ({r.steps / same['steps'].iloc[0]:.0f}x its one-epoch steps)" if len(same) else
+               f" A model on {int(r.rows)} rows was also trained for {int(r.steps)} steps")
+        txt += f": ⟨APT⟩ {r.mean_apt:.4f}, against {top.mean_apt:.4f} for the base's {int(top.rows)} rows at as many steps"
+        if len(same):
+            lo = float(same["mean_apt"].iloc[0])
+            txt += f" and {lo:.4f} for the same rows at {int(same['steps'].iloc[0])} steps"
+            if top.mean_apt - lo > 0:
+                share = (r.mean_apt - lo) / (top.mean_apt - lo)
+                txt += (f". Compute alone buys none of the rise between those two ({share:.0%}): it needs the "
+                        "additional rows" if share <= 0 else
+                        f". Compute alone buys {share:.0%} of the rise between those two; the rest needs the "
+                        "additional rows" if share < 1 else
+                        f". Compute alone buys all of the rise between those two ({share:.0%}): at this scale the "
+                        "additional rows add nothing beyond the additional steps")
+        out.append(txt + ".")
+    return "".join(out)
 
 
 def text_clusters(s: build.Setup, cl: pd.DataFrame | None, final: dict | None):
