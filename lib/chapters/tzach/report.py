@@ -3,6 +3,7 @@ the measured values: the page types no number) and the results record."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import numpy as np
 import pandas as pd
 
@@ -100,6 +101,10 @@ def ws_figure(ws: pd.DataFrame | None):
     if k is not None:  # one epoch at every size: the same sweep is a compute ladder, read on the top axis
         top = ax.secondary_xaxis("top", functions=(lambda r: r * k, lambda t: t / k))
         top.set_xlabel("tokens processed (compute)")
+        top.set_xticks(g["rows"] * k, [f"{t / 1e6:.2g}M" for t in g["rows"] * k])
+        top.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(g["rows"], [f"{int(r):,}" for r in g["rows"]])  # the sizes themselves: log minor labels collide
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=8)
     return _done(fig)
 
