@@ -163,7 +163,7 @@ report.text_blocks(s, blocks)
 # in `ws_same_steps` are trained a second time for the base's steps: the triangles of the figure, which separate
 # the two.
 
-# %% mystnb={"figure": {"caption": "⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), mean ± sd over mask draws. Table: the models of this page.", "name": "fig-tzach-ws"}}
+# %% mystnb={"figure": {"caption": "⟨APT⟩ and APT(k) of the final MLM head against the number of pre-training rows (log axis), the mask draws pooled; top axis: tokens processed; triangle: the base's steps on fewer rows. Table: the models of this page.", "name": "fig-tzach-ws"}}
 ws = measure.ws(s, blocks)
 report.ws_figure(ws)
 

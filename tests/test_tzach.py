@@ -264,3 +264,12 @@ def test_same_steps_beside_the_sweep_tells_compute_from_data(extra_apt, reading)
     assert list(measure.sweep(ws, "same_epochs")["rows"]) == [100, 400]  # what the W_S rule reads
     alone, none = report._split_ws(ws.iloc[:2])
     assert len(alone) == 2 and none.empty
+
+
+def test_same_steps_text_compares_only_with_a_base_at_those_steps():
+    from lib.chapters.tzach import report
+
+    ws = _ws_table(0.03).assign(steps=[10, 20, 40])  # the largest size trained for fewer steps than the extra model
+    sweep, extra = report._split_ws(ws)
+    text = report._text_same_steps(sweep, extra)
+    assert "buys" not in text and "0.0300" in text

@@ -268,3 +268,15 @@ def test_pre_ln_readout_applies_the_final_norm():
         out = model(ids, output_hidden_states=True)
         lens = probes.mlm_readout(model)(out.hidden_states[-1])
     assert torch.allclose(lens, out.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("apts, verdict", [
+    ([0.01, 0.02, 0.03, 0.04, 0.05, 0.06], R),  # rises at every step of six sizes
+    ([0.06, 0.05, 0.04, 0.03, 0.02, 0.01], NR),  # falls at every step
+    ([0.0014, 0.0014, 0.0016, 0.0026, 0.0055, 0.048], INC),  # this build's sweep: a tie on the plateau, p = 1/16
+    ([0.01, 0.03, 0.02, 0.04, 0.03, 0.05], INC),  # up and down: no sign either way
+    ([0.01, 0.02, 0.03], INC),  # three sizes: two steps cannot reach p < 0.05
+])
+def test_the_ws_rule_is_a_sign_test_over_the_steps(apts, verdict):
+    ws = pd.DataFrame({"rows": [10 * 2 ** i for i in range(len(apts))], "steps": 1, "mean_apt": apts})
+    assert _v(_measured(ws=ws))["apt_rises_with_data"] == verdict

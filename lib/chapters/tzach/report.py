@@ -305,6 +305,9 @@ def _text_same_steps(w: pd.DataFrame, extra: pd.DataFrame) -> str:
     top = w.iloc[-1]
     out = []
     for r in extra.itertuples():
+        if top.steps != r.steps:  # the sweep's largest size is not the base at these steps: nothing to compare with
+            out.append(f" A model on {int(r.rows)} rows trained for {int(r.steps)} steps: ⟨APT⟩ {r.mean_apt:.4f}.")
+            continue
         same = w[w["rows"] == r.rows]
         txt = (f" To tell data from compute, a model on {int(r.rows)} rows was also trained for the base's "
                f"{int(r.steps)} steps ({r.steps / same['steps'].iloc[0]:.0f}x its one-epoch steps)" if len(same) else
