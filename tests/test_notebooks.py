@@ -1,7 +1,9 @@
 """Every notebook, executed through papermill in the smoke profile with the network blocked (the book's smoke
 build reuses these outputs); then re-executed with nbval, which must reproduce the cells' own outputs (what a reader
 relies on when re-running a page), and recomputed from scratch, whose results records must be identical (what
-nbval cannot see: the trained models themselves are deterministic)."""
+nbval cannot see: the trained models themselves are deterministic). Each recompute runs in its own snapshot of the
+first run's cache, so a notebook's check rebuilds its own artifacts from exactly the upstream artifacts the first run
+used, whatever the other notebooks' checks rebuilt before it."""
 import dataclasses
 import json
 import math
@@ -13,7 +15,7 @@ import sys
 
 import pytest
 
-from lib.paths import ROOT
+from lib.paths import ROOT, cache_dir
 from lib.run import execute
 from lib.chapters import NOTEBOOKS, config_class
 
@@ -49,6 +51,34 @@ def same(a, b, rel=1e-4) -> bool:
     return a == b
 
 
+def differences(a, b, where="") -> list[str]:
+    """The paths at which `same(a, b)` fails (for the assertion message: the records are too long to print)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where or '/'}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for k in a for d in differences(a[k], b[k], f"{where}/{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{where}[{i}]")]
+    return [] if same(a, b) else [f"{where}: {a!r} != {b!r}"[:300]]
+
+
+def snapshot_cache(dest):
+    """A copy of the artifact cache at `dest`, hard links where the file system allows (artifacts are never edited
+    in place: a rebuild removes the folder and renames a new one in, so the originals stay as they were)."""
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.rmtree(dest, ignore_errors=True)
+    if cache_dir().exists():
+        shutil.copytree(cache_dir(), dest, copy_function=link, ignore=shutil.ignore_patterns(".tmp-*", ".locks"))
+    else:
+        dest.mkdir(parents=True)
+    return dest
+
+
 def without_timings(obj):
     if isinstance(obj, dict):
         return {k: without_timings(v) for k, v in obj.items() if not TIMING.search(str(k))}
@@ -75,7 +105,7 @@ def nbval(ipynb, results, *extra):
                           cwd=ROOT / "notebooks", env=env, capture_output=True, text=True, timeout=1800)
 
 
-# Before the recompute check below: it rebuilds the cached models, whose recorded training times would then differ.
+# Reads the first run's cache (the recompute check below rebuilds artifacts only in snapshots of it).
 @pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", [nb for nb in NOTEBOOKS if nb not in NBVAL_SKIP])
 def test_notebook_reexecutes_to_its_own_outputs(notebook, tmp_path):
@@ -109,15 +139,20 @@ def test_nbval_catches_a_nondeterministic_cell(tmp_path):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", [nb for nb in NOTEBOOKS if nb != "00_data"])
-def test_notebook_results_are_deterministic(notebook):
+def test_notebook_results_are_deterministic(notebook, monkeypatch):
     """Recompute the notebook's own artifacts with the same seed: identical results/*.json (timings aside)."""
     first = {p.name: p.read_text() for p in (OUT / "results").glob("*.json")}
     if not first:
         pytest.skip("runs after test_notebook_runs_in_smoke_profile")
+    # the upstream artifacts exactly as the first run read them (an earlier notebook's check may have rebuilt them)
+    snapshot = snapshot_cache(AGAIN / notebook / "cache")
+    monkeypatch.setenv("STUDY_CACHE", str(snapshot.resolve()))
     params = {"recompute": True}
     if "results" in {f.name for f in dataclasses.fields(config_class(notebook))}:
         params["results"] = str(OUT / "results")  # pages that read the chapters' records read the first run's
     execute(notebook, "smoke", params, AGAIN / notebook, timeout=900)
     for path in (AGAIN / notebook / "results").glob("*.json"):
         again, before = (without_timings(json.loads(text)) for text in (path.read_text(), first[path.name]))
-        assert same(again, before), f"{path.name} differs between two runs with the same seed"
+        diff = differences(again, before)
+        assert not diff, f"{path.name} differs between two runs with the same seed at {len(diff)} place(s): " + "; ".join(diff[:12])
+    shutil.rmtree(snapshot, ignore_errors=True)
