@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 import warnings
@@ -89,6 +90,14 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def torch_threads() -> int | None:
+    """torch's intra-op thread count now (None before torch is imported): recorded with each artifact, not keyed.
+    bf16 kernels can round differently at another thread count, so two builds of one key at different counts may
+    differ in the last bits; the record says which count built this one (`lib.run` may change it between steps)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def lib_source_hash() -> str:
@@ -200,11 +209,12 @@ def _compute(kind, key, cfg, fingerprints, compute, folder: Path, path: Path) ->
     tmp = folder / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
     try:
-        start = time.perf_counter()
+        start, threads_before = time.perf_counter(), torch_threads()
         metrics = compute(tmp) or {}
         metrics = {**metrics, "compute_seconds": round(time.perf_counter() - start, 3)}
         record = {"kind": kind, "key": key, "cfg": _jsonable(cfg), "fingerprints": list(fingerprints),
-                  "lib_version": lib.__version__, "lib_source": lib_source_hash()}
+                  "lib_version": lib.__version__, "lib_source": lib_source_hash(),
+                  "torch_threads": {"start": threads_before, "end": torch_threads()}}
         (tmp / "cfg.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         (tmp / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, sort_keys=True))
         _write_manifest(tmp)

@@ -30,6 +30,24 @@ def test_compute_then_load(tmp_path):
     assert (b.path / "weights.bin").read_bytes() == b"weights"
 
 
+def test_record_names_the_thread_counts_that_built_it(tmp_path):
+    """Not keyed (a rebuild at another count keeps the key) but recorded: the counts at the start and the end."""
+    import torch
+
+    before = torch.get_num_threads()
+
+    def compute(out):
+        torch.set_num_threads(1)  # as lib.run may change it while a model trains
+        (out / "w.bin").write_bytes(b"w")
+
+    try:
+        a = load_or_compute("toy", {"n": 2}, compute, root=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert a.cfg["torch_threads"] == {"start": before, "end": 1}
+    assert a.key == artifact_key("toy", {"n": 2})
+
+
 def test_key_covers_config_data_and_version(monkeypatch):
     k = artifact_key("toy", {"n": 1}, ["abc"])
     assert k != artifact_key("toy", {"n": 2}, ["abc"])
